@@ -1,0 +1,67 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "runbook",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "runbook", targets: ["runbook"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        // Thin bindings: libssh2 headers plus static inline wrappers for its function-like macros.
+        .systemLibrary(
+            name: "CLibSSH2",
+            pkgConfig: "libssh2",
+            providers: [.apt(["libssh2-1-dev"])]
+        ),
+        // SSH sessions, channels, SFTP, known_hosts, agent. Knows nothing of runbooks.
+        .target(
+            name: "SSH",
+            dependencies: [
+                "CLibSSH2",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Model and seams, no I/O: inventory, host patterns, transport protocol, shell quoting.
+        .target(name: "RunbookCore"),
+        // Transport implementations: SSH (over the SSH module) and local.
+        .target(
+            name: "RunbookTransport",
+            dependencies: [
+                "RunbookCore", "SSH",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Loading (YAML with locations), inventory resolution, running commands across hosts.
+        .target(
+            name: "RunbookEngine",
+            dependencies: [
+                "RunbookCore", "RunbookTransport",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The command-line interface, thin.
+        .executableTarget(
+            name: "runbook",
+            dependencies: [
+                "RunbookEngine", "RunbookCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "SSHTests", dependencies: ["SSH", "TestSupport"]),
+        .testTarget(name: "RunbookCoreTests", dependencies: ["RunbookCore"]),
+        .testTarget(name: "RunbookEngineTests", dependencies: ["RunbookEngine", "RunbookTransport", "RunbookCore", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
+        // Shared by test targets: locating the test hosts and the built binary.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+    ]
+)

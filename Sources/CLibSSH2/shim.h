@@ -1,0 +1,82 @@
+#ifndef RUNBOOK_CLIBSSH2_SHIM_H
+#define RUNBOOK_CLIBSSH2_SHIM_H
+
+#include <libssh2.h>
+#include <libssh2_sftp.h>
+#include <string.h>
+
+/* libssh2 exposes much of its API as function-like macros, which Swift cannot see.
+   These static inline wrappers give them names Swift can call. */
+
+static inline LIBSSH2_SESSION *rb_session_init(void) {
+    return libssh2_session_init_ex(NULL, NULL, NULL, NULL);
+}
+
+static inline LIBSSH2_CHANNEL *rb_channel_open_session(LIBSSH2_SESSION *session) {
+    return libssh2_channel_open_ex(session, "session", sizeof("session") - 1,
+                                   LIBSSH2_CHANNEL_WINDOW_DEFAULT,
+                                   LIBSSH2_CHANNEL_PACKET_DEFAULT, NULL, 0);
+}
+
+static inline int rb_channel_exec(LIBSSH2_CHANNEL *channel, const char *command, unsigned int length) {
+    return libssh2_channel_process_startup(channel, "exec", sizeof("exec") - 1, command, length);
+}
+
+static inline LIBSSH2_CHANNEL *rb_channel_direct_tcpip(LIBSSH2_SESSION *session, const char *host, int port) {
+    return libssh2_channel_direct_tcpip_ex(session, host, port, "127.0.0.1", 22);
+}
+
+static inline LIBSSH2_SFTP_HANDLE *rb_sftp_open(LIBSSH2_SFTP *sftp, const char *path, unsigned int length,
+                                               unsigned long flags, long mode) {
+    return libssh2_sftp_open_ex(sftp, path, length, flags, mode, LIBSSH2_SFTP_OPENFILE);
+}
+
+static inline int rb_sftp_stat(LIBSSH2_SFTP *sftp, const char *path, unsigned int length,
+                               LIBSSH2_SFTP_ATTRIBUTES *attrs) {
+    return libssh2_sftp_stat_ex(sftp, path, length, LIBSSH2_SFTP_STAT, attrs);
+}
+
+static inline int rb_sftp_setstat(LIBSSH2_SFTP *sftp, const char *path, unsigned int length,
+                                  LIBSSH2_SFTP_ATTRIBUTES *attrs) {
+    return libssh2_sftp_stat_ex(sftp, path, length, LIBSSH2_SFTP_SETSTAT, attrs);
+}
+
+static inline int rb_sftp_unlink(LIBSSH2_SFTP *sftp, const char *path, unsigned int length) {
+    return libssh2_sftp_unlink_ex(sftp, path, length);
+}
+
+static inline int rb_sftp_close(LIBSSH2_SFTP_HANDLE *handle) {
+    return libssh2_sftp_close_handle(handle);
+}
+
+static inline int rb_userauth_publickey_fromfile(LIBSSH2_SESSION *session, const char *user,
+                                                 const char *publickey, const char *privatekey,
+                                                 const char *passphrase) {
+    return libssh2_userauth_publickey_fromfile_ex(session, user, (unsigned int)strlen(user),
+                                                  publickey, privatekey, passphrase);
+}
+
+static inline int rb_userauth_password(LIBSSH2_SESSION *session, const char *user, const char *password) {
+    return libssh2_userauth_password_ex(session, user, (unsigned int)strlen(user),
+                                        password, (unsigned int)strlen(password), NULL);
+}
+
+static inline int rb_session_disconnect(LIBSSH2_SESSION *session, const char *description) {
+    return libssh2_session_disconnect_ex(session, SSH_DISCONNECT_BY_APPLICATION, description, "");
+}
+
+static const int RB_ERROR_EAGAIN = LIBSSH2_ERROR_EAGAIN;
+static const int RB_BLOCK_INBOUND = LIBSSH2_SESSION_BLOCK_INBOUND;
+static const int RB_BLOCK_OUTBOUND = LIBSSH2_SESSION_BLOCK_OUTBOUND;
+static const unsigned long RB_FXF_READ = LIBSSH2_FXF_READ;
+static const unsigned long RB_FXF_WRITE = LIBSSH2_FXF_WRITE;
+static const unsigned long RB_FXF_CREAT = LIBSSH2_FXF_CREAT;
+static const unsigned long RB_FXF_TRUNC = LIBSSH2_FXF_TRUNC;
+static const unsigned long RB_FXF_EXCL = LIBSSH2_FXF_EXCL;
+static const unsigned long RB_FX_NO_SUCH_FILE = LIBSSH2_FX_NO_SUCH_FILE;
+static const unsigned long RB_SFTP_ATTR_PERMISSIONS = LIBSSH2_SFTP_ATTR_PERMISSIONS;
+static const unsigned long RB_SFTP_ATTR_SIZE = LIBSSH2_SFTP_ATTR_SIZE;
+static const unsigned long RB_SFTP_ATTR_UIDGID = LIBSSH2_SFTP_ATTR_UIDGID;
+static const unsigned long RB_SFTP_ATTR_ACMODTIME = LIBSSH2_SFTP_ATTR_ACMODTIME;
+
+#endif

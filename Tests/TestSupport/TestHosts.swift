@@ -1,0 +1,99 @@
+import Foundation
+
+/// The SSH test hosts started by `scripts/testhosts up`, read from `$RUNBOOK_TESTHOSTS/hosts.env`.
+public struct TestHosts: Sendable {
+    /// Every `KEY=value` line of hosts.env.
+    public let values: [String: String]
+
+    /// Loads hosts.env, or explains how to start the hosts.
+    public static func load() throws -> TestHosts {
+        let dir = ProcessInfo.processInfo.environment["RUNBOOK_TESTHOSTS"]
+            ?? (repositoryRoot + "/.testhosts")
+        let path = dir + "/hosts.env"
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw TestHostsMissing(path: path)
+        }
+        var values: [String: String] = [:]
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            guard let eq = line.firstIndex(of: "=") else { continue }
+            values[String(line[..<eq])] = String(line[line.index(after: eq)...])
+        }
+        return TestHosts(values: values)
+    }
+
+    /// The value of `key`; a missing key is a broken harness, so it traps with the key's name.
+    public subscript(_ key: String) -> String {
+        guard let value = values[key] else { fatalError("hosts.env has no \(key)") }
+        return value
+    }
+
+    /// Runs `scripts/testhosts ARGS…` (e.g. `cut h2`), returning its exit status.
+    @discardableResult
+    public func harness(_ arguments: String...) throws -> Int32 {
+        try runProcess(self["RBT_SCRIPT"], arguments).status
+    }
+
+    /// Runs a command inside a test host's network namespace; returns stdout and status.
+    public func inHost(_ host: String, _ command: String) throws -> (stdout: String, status: Int32) {
+        try runProcess(self["RBT_SCRIPT"], ["exec", host, "--", "sh", "-c", command])
+    }
+}
+
+/// The hosts file is absent: the harness was not started.
+public struct TestHostsMissing: Error, CustomStringConvertible {
+    public let path: String
+    public var description: String {
+        "test hosts are not running (\(path) missing): start them with `scripts/testhosts up`, or run the whole suite with `scripts/test`"
+    }
+}
+
+/// The repository root, found from this source file's location.
+public let repositoryRoot: String = {
+    var url = URL(fileURLWithPath: #filePath)
+    for _ in 0..<3 { url.deleteLastPathComponent() }
+    return url.path
+}()
+
+/// Runs a program to completion, capturing stdout (stderr is passed through).
+public func runProcess(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, stdin: String? = nil) throws -> (stdout: String, status: Int32) {
+    let r = try runProcessFull(executable, arguments, environment: environment, stdin: stdin)
+    return (r.stdout, r.status)
+}
+
+/// The captured result of a finished process.
+public struct ProcessOutput: Sendable {
+    public let stdout: String
+    public let stderr: String
+    public let status: Int32
+}
+
+/// Runs a program to completion, capturing stdout and stderr separately.
+public func runProcessFull(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, stdin: String? = nil, currentDirectory: String? = nil) throws -> ProcessOutput {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    if let environment { process.environment = environment }
+    if let currentDirectory { process.currentDirectoryURL = URL(fileURLWithPath: currentDirectory) }
+    let out = Pipe(), err = Pipe(), input = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = input
+    try process.run()
+    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+    try? input.fileHandleForWriting.close()
+    // Read both pipes concurrently so neither can fill up and stall the child.
+    nonisolated(unsafe) var errData = Data()
+    let group = DispatchGroup()
+    group.enter()
+    DispatchQueue.global().async {
+        errData = err.fileHandleForReading.readDataToEndOfFile()
+        group.leave()
+    }
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    group.wait()
+    process.waitUntilExit()
+    return ProcessOutput(
+        stdout: String(decoding: outData, as: UTF8.self),
+        stderr: String(decoding: errData, as: UTF8.self),
+        status: process.terminationStatus)
+}
