@@ -1,0 +1,231 @@
+import CLibSSH2
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What `stat` tells about a remote path.
+public struct FileAttributes: Sendable, Equatable {
+    /// Size in bytes.
+    public var size: UInt64
+    /// Permission bits (e.g. 0o644), without the file type.
+    public var permissions: UInt32
+    /// True for a directory.
+    public var isDirectory: Bool
+    /// True for a regular file.
+    public var isRegularFile: Bool
+    /// Owner uid.
+    public var uid: UInt32
+    /// Group gid.
+    public var gid: UInt32
+    /// Modification time, seconds since the epoch.
+    public var modified: UInt64
+}
+
+/// Base for SFTP requests: starts the SFTP subsystem on first use and runs requests one at a
+/// time per session, because libssh2 keeps per-SFTP state for a request in flight.
+class SFTPOperation<Output: Sendable>: LoopOperation {
+    let loopState: LoopState
+    let path: String
+    private var continuation: CheckedContinuation<Output, any Error>?
+    private var queued = false
+
+    init(loopState: LoopState, session: SessionState, path: String, continuation: CheckedContinuation<Output, any Error>) {
+        self.loopState = loopState
+        self.path = path
+        self.continuation = continuation
+        super.init(session: session)
+    }
+
+    override final func advance(now: ContinuousClock.Instant) -> Advance {
+        guard let raw = session.raw else {
+            fail(session.failure ?? SSHError(.closed, "the connection to \(session.label) is closed"))
+            return .finished
+        }
+        let me = ObjectIdentifier(self)
+        if !queued {
+            session.sftpQueue.append(me)
+            queued = true
+        }
+        guard session.sftpQueue.first == me else { return .blocked([]) }
+        if session.sftp == nil {
+            guard session.acquireOpenLock(self) else { return .blocked([]) }
+            guard let sftp = libssh2_sftp_init(raw) else {
+                if wouldBlock(raw) { return .blocked([.session(session)]) }
+                session.releaseOpenLock(self)
+                complete(.failure(.libssh2(.sftp, "cannot start SFTP on \(session.label) (is the sftp subsystem enabled in sshd_config?)", session: raw)))
+                return .finished
+            }
+            session.releaseOpenLock(self)
+            session.sftp = sftp
+        }
+        switch step(raw: raw, sftp: session.sftp!) {
+        case .none:
+            return .blocked([.session(session)])
+        case .some(let result):
+            complete(result)
+            return .finished
+        }
+    }
+
+    /// Advances the request; nil while it would block.
+    func step(raw: OpaquePointer, sftp: OpaquePointer) -> Result<Output, SSHError>? { nil }
+
+    /// The SFTP status code of the last failed request.
+    func sftpStatus(_ sftp: OpaquePointer) -> UInt {
+        UInt(libssh2_sftp_last_error(sftp))
+    }
+
+    /// An error for a failed SFTP request, naming the path and the server's status.
+    func sftpError(_ what: String, raw: OpaquePointer, sftp: OpaquePointer) -> SSHError {
+        let (code, text) = lastError(raw)
+        let status = sftpStatus(sftp)
+        let reason: String
+        switch status {
+        case 2: reason = "no such file"
+        case 3: reason = "permission denied"
+        case 4: reason = "failure"
+        case 11: reason = "file already exists"
+        default: reason = "SFTP status \(status)"
+        }
+        return SSHError(.sftp, "\(what) \(path) on \(session.label): \(reason)", code: code, detail: text)
+    }
+
+    private func complete(_ result: Result<Output, SSHError>) {
+        if let index = session.sftpQueue.firstIndex(of: ObjectIdentifier(self)) {
+            session.sftpQueue.remove(at: index)
+        }
+        session.releaseOpenLock(self)
+        guard let continuation else { return }
+        self.continuation = nil
+        continuation.resume(with: result.mapError { $0 as any Error })
+    }
+
+    override func fail(_ error: SSHError) {
+        complete(.failure(error))
+    }
+}
+
+/// Reads a whole remote file; nil when it does not exist.
+final class ReadFileOperation: SFTPOperation<[UInt8]?> {
+    private var handle: OpaquePointer?
+    private var contents: [UInt8] = []
+    private var reachedEnd = false
+
+    override func step(raw: OpaquePointer, sftp: OpaquePointer) -> Result<[UInt8]?, SSHError>? {
+        if handle == nil {
+            guard let h = rb_sftp_open(sftp, path, UInt32(path.utf8.count), RB_FXF_READ, 0) else {
+                if wouldBlock(raw) { return nil }
+                if sftpStatus(sftp) == RB_FX_NO_SUCH_FILE { return .success(nil) }
+                return .failure(sftpError("cannot open", raw: raw, sftp: sftp))
+            }
+            handle = h
+        }
+        while !reachedEnd {
+            let n = loopState.readBuffer.withUnsafeMutableBufferPointer { buf in
+                buf.withMemoryRebound(to: CChar.self) { libssh2_sftp_read(handle, $0.baseAddress, $0.count) }
+            }
+            if n > 0 {
+                contents += loopState.readBuffer[0..<Int(n)]
+            } else if n == 0 {
+                reachedEnd = true
+            } else if Int32(n) == RB_ERROR_EAGAIN {
+                return nil
+            } else {
+                return .failure(sftpError("cannot read", raw: raw, sftp: sftp))
+            }
+        }
+        if call(rb_sftp_close(handle)).isAgain { return nil }
+        handle = nil
+        return .success(contents)
+    }
+}
+
+/// Stats a remote path (following symlinks); nil when it does not exist.
+final class StatOperation: SFTPOperation<FileAttributes?> {
+    override func step(raw: OpaquePointer, sftp: OpaquePointer) -> Result<FileAttributes?, SSHError>? {
+        var attrs = LIBSSH2_SFTP_ATTRIBUTES()
+        switch call(rb_sftp_stat(sftp, path, UInt32(path.utf8.count), &attrs)) {
+        case .again: return nil
+        case .failed:
+            if sftpStatus(sftp) == RB_FX_NO_SUCH_FILE { return .success(nil) }
+            return .failure(sftpError("cannot stat", raw: raw, sftp: sftp))
+        case .ok:
+            let type = UInt32(attrs.permissions) & 0o170000
+            return .success(FileAttributes(
+                size: UInt64(attrs.filesize), permissions: UInt32(attrs.permissions) & 0o7777,
+                isDirectory: type == 0o040000, isRegularFile: type == 0o100000,
+                uid: UInt32(attrs.uid), gid: UInt32(attrs.gid), modified: UInt64(attrs.mtime)))
+        }
+    }
+}
+
+/// Writes a whole remote file with the given permissions (set explicitly, whatever the umask).
+final class WriteFileOperation: SFTPOperation<Void> {
+    private let data: [UInt8]
+    private let mode: UInt32
+    private let exclusive: Bool
+    private var handle: OpaquePointer?
+    private var offset = 0
+    private var modeSet = false
+
+    init(loopState: LoopState, session: SessionState, path: String, data: [UInt8], mode: UInt32, exclusive: Bool,
+         continuation: CheckedContinuation<Void, any Error>) {
+        self.data = data
+        self.mode = mode
+        self.exclusive = exclusive
+        super.init(loopState: loopState, session: session, path: path, continuation: continuation)
+    }
+
+    override func step(raw: OpaquePointer, sftp: OpaquePointer) -> Result<Void, SSHError>? {
+        if handle == nil {
+            let flags = RB_FXF_WRITE | RB_FXF_CREAT | RB_FXF_TRUNC | (exclusive ? RB_FXF_EXCL : 0)
+            guard let h = rb_sftp_open(sftp, path, UInt32(path.utf8.count), flags, Int(mode)) else {
+                if wouldBlock(raw) { return nil }
+                return .failure(sftpError("cannot create", raw: raw, sftp: sftp))
+            }
+            handle = h
+        }
+        if !modeSet {
+            var attrs = LIBSSH2_SFTP_ATTRIBUTES()
+            attrs.flags = RB_SFTP_ATTR_PERMISSIONS
+            attrs.permissions = UInt(mode)
+            switch call(libssh2_sftp_fstat_ex(handle, &attrs, 1)) {
+            case .again: return nil
+            case .failed: return .failure(sftpError("cannot set the mode of", raw: raw, sftp: sftp))
+            case .ok: modeSet = true
+            }
+        }
+        while offset < data.count {
+            let n = data.withUnsafeBufferPointer { buf in
+                buf.withMemoryRebound(to: CChar.self) { libssh2_sftp_write(handle, $0.baseAddress! + offset, $0.count - offset) }
+            }
+            if n > 0 {
+                offset += Int(n)
+            } else if Int32(n) == RB_ERROR_EAGAIN {
+                return nil
+            } else {
+                return .failure(sftpError("cannot write", raw: raw, sftp: sftp))
+            }
+        }
+        switch call(rb_sftp_close(handle)) {
+        case .again: return nil
+        case .failed: return .failure(sftpError("cannot finish writing", raw: raw, sftp: sftp))
+        case .ok:
+            handle = nil
+            return .success(())
+        }
+    }
+}
+
+/// Removes a remote file; succeeds when it is already gone.
+final class UnlinkOperation: SFTPOperation<Void> {
+    override func step(raw: OpaquePointer, sftp: OpaquePointer) -> Result<Void, SSHError>? {
+        switch call(rb_sftp_unlink(sftp, path, UInt32(path.utf8.count))) {
+        case .again: return nil
+        case .failed:
+            if sftpStatus(sftp) == RB_FX_NO_SUCH_FILE { return .success(()) }
+            return .failure(sftpError("cannot remove", raw: raw, sftp: sftp))
+        case .ok: return .success(())
+        }
+    }
+}

@@ -1,0 +1,136 @@
+import Foundation
+import SSH
+import Testing
+import TestSupport
+
+@Suite("Commands on a real sshd")
+struct ExecTests {
+    let hosts: Hosts
+    init() throws { hosts = try Hosts() }
+
+    @Test("stdout, stderr and exit status come back separately and exactly")
+    func separateStreams() async throws {
+        let c = try await hosts.connect(hosts.target())
+        defer { Task { await c.close() } }
+        let r = try await c.run("printf 'to out\\n'; printf 'to err' >&2; exit 3")
+        #expect(r.stdoutText == "to out\n")
+        #expect(r.stderrText == "to err")
+        #expect(r.exitStatus == 3)
+        #expect(r.exitSignal == nil)
+        #expect(r.timedOut == false)
+        let ok = try await c.run("true")
+        #expect(ok.exitStatus == 0 && ok.stdout.isEmpty && ok.stderr.isEmpty)
+    }
+
+    @Test("non-UTF-8 bytes survive")
+    func rawBytes() async throws {
+        let c = try await hosts.connect(hosts.target())
+        defer { Task { await c.close() } }
+        let r = try await c.run("printf '\\377\\376\\000abc\\200'; printf '\\351t\\351' >&2")
+        #expect(r.stdout == [0xFF, 0xFE, 0x00, 0x61, 0x62, 0x63, 0x80])
+        #expect(r.stderr == [0xE9, 0x74, 0xE9])
+    }
+
+    @Test("10 MB on stdout and stderr at once arrives whole")
+    func bigBothStreams() async throws {
+        let c = try await hosts.connect(hosts.target())
+        defer { Task { await c.close() } }
+        let size = 10 * 1024 * 1024
+        let r = try await c.run("yes out | head -c \(size) & yes err | head -c \(size) >&2; wait", timeout: .seconds(120))
+        #expect(r.timedOut == false)
+        #expect(r.exitStatus == 0)
+        #expect(r.stdout.count == size)
+        #expect(r.stderr.count == size)
+        #expect(r.stdout.starts(with: Array("out\nout\n".utf8)))
+        #expect(r.stderr.starts(with: Array("err\nerr\n".utf8)))
+        #expect(!r.stdout.contains(UInt8(ascii: "e")))
+        #expect(!r.stderr.contains(UInt8(ascii: "o")))
+    }
+
+    @Test("a timeout ends the remote process group")
+    func timeoutKillsRemoteProcess() async throws {
+        let c = try await hosts.connect(hosts.target())
+        defer { Task { await c.close() } }
+        let pidFile = "/tmp/rbtest-timeout-\(UUID().uuidString)"
+        let started = ContinuousClock.now
+        let r = try await c.run("sleep 600 & echo $! > \(pidFile); echo started; wait", timeout: .seconds(1))
+        #expect(r.timedOut)
+        #expect(r.stdoutText == "started\n")
+        #expect(ContinuousClock.now - started < .seconds(30))
+        // A killed orphan may linger as a zombie until init reaps it: that counts as gone.
+        let check = try await c.run("pid=$(cat \(pidFile)); rm -f \(pidFile); state=$(ps -o stat= -p $pid); case \"$state\" in ''|Z*) echo gone;; *) echo \"alive: $state\";; esac")
+        #expect(check.stdoutText == "gone\n")
+    }
+
+    @Test("output streams to a callback while the command runs")
+    func streaming() async throws {
+        let c = try await hosts.connect(hosts.target())
+        defer { Task { await c.close() } }
+        // The command only finishes once the test saw its first line and created the flag file
+        // (the hosts share this machine's filesystem), so output must arrive while it runs.
+        let flag = "/tmp/rbtest-stream-\(UUID().uuidString)"
+        let recorder = ChunkRecorder()
+        let r = try await c.run("echo first; while [ ! -e \(flag) ]; do sleep 0.05; done; rm -f \(flag); echo second >&2",
+                                timeout: .seconds(30)) { chunk in
+            recorder.append(chunk)
+            if chunk.stream == .stdout, String(decoding: chunk.bytes, as: UTF8.self).contains("first") {
+                _ = FileManager.default.createFile(atPath: flag, contents: nil)
+            }
+        }
+        #expect(r.timedOut == false)
+        #expect(r.stderrText == "second\n")
+        #expect(recorder.all.first?.stream == .stdout)
+        #expect(recorder.all.contains { $0.stream == .stderr })
+    }
+
+    @Test("many commands at once on one session")
+    func concurrentChannels() async throws {
+        let c = try await hosts.connect(hosts.target())
+        defer { Task { await c.close() } }
+        let outputs = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            for i in 0..<20 {
+                group.addTask { (i, try await c.run("echo \(i)").stdoutText) }
+            }
+            var all: [Int: String] = [:]
+            for try await (i, out) in group { all[i] = out }
+            return all
+        }
+        #expect(outputs.count == 20)
+        for i in 0..<20 { #expect(outputs[i] == "\(i)\n") }
+    }
+
+    @Test("stdin reaches the command")
+    func stdin() async throws {
+        let c = try await hosts.connect(hosts.target())
+        defer { Task { await c.close() } }
+        let r = try await c.run("wc -c; cat >/dev/null", stdin: Array(repeating: 65, count: 100_000))
+        #expect(r.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines) == "100000")
+    }
+
+    @Test("SFTP write, read, stat and remove")
+    func sftp() async throws {
+        let c = try await hosts.connect(hosts.target())
+        defer { Task { await c.close() } }
+        let path = "/tmp/rbtest-sftp-\(UUID().uuidString)"
+        #expect(try await c.readFile(path) == nil)
+        #expect(try await c.stat(path) == nil)
+        let data = (0..<200_000).map { UInt8($0 % 251) }
+        try await c.writeFile(path, contents: data, mode: 0o640)
+        #expect(try await c.readFile(path) == data)
+        let attrs = try #require(try await c.stat(path))
+        #expect(attrs.size == 200_000)
+        #expect(attrs.permissions == 0o640)
+        #expect(attrs.isRegularFile)
+        await #expect(throws: SSHError.self) { try await c.writeFile(path, contents: [1], exclusive: true) }
+        try await c.removeFile(path)
+        #expect(try await c.stat(path) == nil)
+        try await c.removeFile(path)  // already gone: fine
+    }
+
+    @Test("IPv6 and a second port")
+    func ipv6AndPort() async throws {
+        let c = try await hosts.connect(hosts.target(hosts.env["RBT_H1_V6"], port: 2222))
+        defer { Task { await c.close() } }
+        #expect(try await c.run("hostname").stdoutText == "h1\n")
+    }
+}
