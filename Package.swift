@@ -57,6 +57,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // bench/: per-command latency of the SSH layer on an open session (see bench/README.md).
+        .executableTarget(name: "ssh-microbench", dependencies: ["SSH"], path: "bench/ssh-microbench"),
         .testTarget(name: "SSHTests", dependencies: ["SSH", "TestSupport"]),
         .testTarget(name: "RunbookCoreTests", dependencies: ["RunbookCore"]),
         .testTarget(name: "RunbookEngineTests", dependencies: ["RunbookEngine", "RunbookTransport", "RunbookCore", "TestSupport"]),
