@@ -1,0 +1,167 @@
+/// A piece of output from a running command.
+public struct OutputEvent: Sendable {
+    /// stdout or stderr.
+    public enum Stream: String, Sendable { case stdout, stderr }
+    /// Which stream.
+    public let stream: Stream
+    /// The bytes as they arrived.
+    public let bytes: [UInt8]
+
+    /// Creates an event.
+    public init(stream: Stream, bytes: [UInt8]) {
+        self.stream = stream
+        self.bytes = bytes
+    }
+}
+
+/// The outcome of one command on one host.
+public struct CommandOutput: Sendable {
+    /// stdout bytes.
+    public var stdout: [UInt8]
+    /// stderr bytes.
+    public var stderr: [UInt8]
+    /// The exit status when the command exited.
+    public var exitStatus: Int32?
+    /// The signal name when it was killed by one.
+    public var exitSignal: String?
+    /// True when it ran past its timeout and was ended.
+    public var timedOut: Bool
+    /// Wall time.
+    public var duration: Duration
+
+    /// Creates an output record.
+    public init(stdout: [UInt8], stderr: [UInt8], exitStatus: Int32?, exitSignal: String?, timedOut: Bool, duration: Duration) {
+        self.stdout = stdout
+        self.stderr = stderr
+        self.exitStatus = exitStatus
+        self.exitSignal = exitSignal
+        self.timedOut = timedOut
+        self.duration = duration
+    }
+
+    /// stdout decoded leniently.
+    public var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
+    /// stderr decoded leniently.
+    public var stderrText: String { String(decoding: stderr, as: UTF8.self) }
+    /// True for exit status 0.
+    public var succeeded: Bool { exitStatus == 0 && !timedOut }
+    /// `exit 3`, `signal TERM`, `timed out`: for messages.
+    public var statusText: String {
+        if timedOut { return "timed out" }
+        if let exitSignal { return "killed by signal \(exitSignal)" }
+        return "exit \(exitStatus.map(String.init) ?? "?")"
+    }
+}
+
+/// What `stat` reports about a path on a host.
+public struct FileInfo: Sendable, Equatable {
+    /// Size in bytes.
+    public var size: UInt64
+    /// Permission bits.
+    public var permissions: UInt32
+    /// Directory?
+    public var isDirectory: Bool
+    /// Regular file?
+    public var isRegularFile: Bool
+    /// Owner uid.
+    public var uid: UInt32
+    /// Group gid.
+    public var gid: UInt32
+
+    /// Creates a record.
+    public init(size: UInt64, permissions: UInt32, isDirectory: Bool, isRegularFile: Bool, uid: UInt32, gid: UInt32) {
+        self.size = size
+        self.permissions = permissions
+        self.isDirectory = isDirectory
+        self.isRegularFile = isRegularFile
+        self.uid = uid
+        self.gid = gid
+    }
+}
+
+/// A failure to reach or use a host, with the host named.
+public struct TransportError: Error, Sendable, CustomStringConvertible {
+    /// The inventory name of the host.
+    public let host: String
+    /// What went wrong, for the operator.
+    public let message: String
+    /// True when the connection itself is gone (as opposed to one operation failing).
+    public let connectionLost: Bool
+
+    /// Creates an error.
+    public init(host: String, message: String, connectionLost: Bool = false) {
+        self.host = host
+        self.message = message
+        self.connectionLost = connectionLost
+    }
+
+    /// `host: message`.
+    public var description: String { "\(host): \(message)" }
+}
+
+/// Moves bytes to and from one host: run a command, read, write, stat and remove files.
+/// Implemented over SSH, locally, and in memory for unit tests. Steps never talk to it
+/// directly; the engine does.
+public protocol Transport: Sendable {
+    /// The inventory name of the host.
+    var hostName: String { get }
+    /// Runs a shell command. Secrets in `command` reach the host out of band, never on its
+    /// command line. A non-zero exit is a normal result, not an error.
+    func run(_ command: ShellCommand, stdin: [UInt8], timeout: Duration?,
+             onOutput: (@Sendable (OutputEvent) -> Void)?) async throws(TransportError) -> CommandOutput
+    /// The file's bytes, or nil when it does not exist.
+    func readFile(_ path: String) async throws(TransportError) -> [UInt8]?
+    /// What the path is, or nil when it does not exist.
+    func stat(_ path: String) async throws(TransportError) -> FileInfo?
+    /// Writes a file with exactly `mode`; `exclusive` fails when it exists.
+    func writeFile(_ path: String, contents: [UInt8], mode: UInt32, exclusive: Bool) async throws(TransportError)
+    /// Removes a file; no error when it is already gone.
+    func removeFile(_ path: String) async throws(TransportError)
+    /// Ends the connection.
+    func close() async
+}
+
+extension Transport {
+    /// Runs a command without stdin, timeout or streaming.
+    public func run(_ command: ShellCommand) async throws(TransportError) -> CommandOutput {
+        try await run(command, stdin: [], timeout: nil, onOutput: nil)
+    }
+
+    /// Replaces `path` atomically: the bytes go to a 0600 temp file with an unpredictable name
+    /// beside it, which gets its final mode (and owner/group), then `mv -f` renames it over
+    /// the target (rename(2) on one filesystem). On any failure the temp file is removed and
+    /// the old file is left as it was.
+    public func writeFileAtomically(_ path: String, contents: [UInt8], mode: UInt32 = 0o644,
+                                    owner: String? = nil, group: String? = nil) async throws(TransportError) {
+        let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        let base = path.split(separator: "/").last.map(String.init) ?? "file"
+        let temp = (directory.isEmpty && !path.hasPrefix("/") ? "" : directory + "/") + ".\(base).runbook-\(randomToken()).tmp"
+        try await writeFile(temp, contents: contents, mode: 0o600, exclusive: true)
+        var command: ShellCommand = "chmod \(String(mode, radix: 8)) -- \(temp)"
+        if let owner {
+            let spec = group.map { "\(owner):\($0)" } ?? owner
+            command = "\(command) && chown -- \(spec) \(temp)"
+        } else if let group {
+            command = "\(command) && chgrp -- \(group) \(temp)"
+        }
+        command = "\(command) && mv -f -- \(temp) \(path)"
+        let result: CommandOutput
+        do {
+            result = try await run(command)
+        } catch {
+            try? await removeFile(temp)
+            throw error
+        }
+        guard result.succeeded else {
+            try? await removeFile(temp)
+            let reason = String(result.stderrText.split(whereSeparator: \.isNewline).joined(separator: " "))
+            throw TransportError(host: hostName, message: "cannot put \(path) in place (\(result.statusText)): \(reason)")
+        }
+    }
+}
+
+/// 16 random hex digits for temp names.
+func randomToken() -> String {
+    var generator = SystemRandomNumberGenerator()
+    return String(generator.next(), radix: 16)
+}

@@ -1,0 +1,135 @@
+import Foundation
+import RunbookCore
+import Subprocess
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The controller itself (`connection: local`): commands run under `/bin/sh -c`, files are
+/// local files. Same interface and semantics as SSH.
+public struct LocalTransport: Transport {
+    /// The inventory name.
+    public let hostName: String
+
+    /// Creates the transport.
+    public init(hostName: String) {
+        self.hostName = hostName
+    }
+
+    public func run(_ command: ShellCommand, stdin: [UInt8], timeout: Duration?,
+                    onOutput: (@Sendable (OutputEvent) -> Void)?) async throws(TransportError) -> CommandOutput {
+        var options = PlatformOptions()
+        // Its own session, so a timeout can end everything the command started.
+        options.createSession = true
+        var overrides: [Environment.Key: String?] = [:]
+        for (key, value) in command.environment { overrides[Environment.Key(stringLiteral: key)] = value }
+        let started = ContinuousClock.now
+        let timedOut = Flag()
+        do {
+            let result = try await Subprocess.run(
+                .path("/bin/sh"), arguments: ["-c", command.commandLine],
+                environment: .inherit.updating(overrides), platformOptions: options,
+                input: .array(stdin), output: .bytes(limit: 1 << 30), error: .bytes(limit: 1 << 30)
+            ) { execution in
+                guard let timeout else { return }
+                let pid = execution.processIdentifier.value
+                Task.detached {
+                    try? await Task.sleep(for: timeout)
+                    // The child is a session leader: its pid is the process group.
+                    if kill(pid, 0) == 0 {
+                        timedOut.set()
+                        kill(-pid, SIGTERM)
+                        try? await Task.sleep(for: .seconds(3))
+                        kill(-pid, SIGKILL)
+                    }
+                }
+            }
+            let stdout = result.standardOutput
+            let stderr = result.standardError
+            if let onOutput {
+                if !stdout.isEmpty { onOutput(OutputEvent(stream: .stdout, bytes: stdout)) }
+                if !stderr.isEmpty { onOutput(OutputEvent(stream: .stderr, bytes: stderr)) }
+            }
+            var status: Int32? = nil
+            var signal: String? = nil
+            switch result.terminationStatus {
+            case .exited(let code): status = Int32(code)
+            case .signaled(let code): signal = Self.signalName(Int32(code))
+            }
+            return CommandOutput(stdout: stdout, stderr: stderr, exitStatus: status, exitSignal: signal,
+                                 timedOut: timedOut.isSet, duration: .now - started)
+        } catch {
+            throw TransportError(host: hostName, message: "cannot run the command locally: \(error)")
+        }
+    }
+
+    static func signalName(_ signal: Int32) -> String {
+        switch signal {
+        case SIGTERM: return "TERM"
+        case SIGKILL: return "KILL"
+        case SIGINT: return "INT"
+        case SIGHUP: return "HUP"
+        case SIGPIPE: return "PIPE"
+        case SIGSEGV: return "SEGV"
+        case SIGABRT: return "ABRT"
+        default: return String(signal)
+        }
+    }
+
+    public func readFile(_ path: String) async throws(TransportError) -> [UInt8]? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw TransportError(host: hostName, message: "cannot read \(path)")
+        }
+        return Array(data)
+    }
+
+    public func stat(_ path: String) async throws(TransportError) -> FileInfo? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        do {
+            let a = try FileManager.default.attributesOfItem(atPath: path)
+            let type = a[.type] as? FileAttributeType
+            return FileInfo(size: (a[.size] as? NSNumber)?.uint64Value ?? 0,
+                            permissions: (a[.posixPermissions] as? NSNumber)?.uint32Value ?? 0,
+                            isDirectory: type == .typeDirectory, isRegularFile: type == .typeRegular,
+                            uid: (a[.ownerAccountID] as? NSNumber)?.uint32Value ?? 0,
+                            gid: (a[.groupOwnerAccountID] as? NSNumber)?.uint32Value ?? 0)
+        } catch {
+            throw TransportError(host: hostName, message: "cannot stat \(path): \(error.localizedDescription)")
+        }
+    }
+
+    public func writeFile(_ path: String, contents: [UInt8], mode: UInt32, exclusive: Bool) async throws(TransportError) {
+        let flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | (exclusive ? O_EXCL : 0)
+        let fd = open(path, flags, mode_t(mode))
+        guard fd >= 0 else {
+            throw TransportError(host: hostName, message: "cannot create \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { Glibc.close(fd) }
+        fchmod(fd, mode_t(mode))
+        var offset = 0
+        while offset < contents.count {
+            let n = contents.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            guard n > 0 else {
+                throw TransportError(host: hostName, message: "cannot write \(path): \(String(cString: strerror(errno)))")
+            }
+            offset += n
+        }
+    }
+
+    public func removeFile(_ path: String) async throws(TransportError) {
+        if unlink(path) != 0 && errno != ENOENT {
+            throw TransportError(host: hostName, message: "cannot remove \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    public func close() async {}
+}
+
+/// A set-once flag shared with the timeout task.
+final class Flag: Sendable {
+    private let state = Mutex(false)
+    func set() { state.withLock { $0 = true } }
+    var isSet: Bool { state.withLock { $0 } }
+}

@@ -1,0 +1,121 @@
+import Foundation
+import Logging
+import RunbookCore
+import SSH
+
+/// A host reached over SSH: one session, reused for every command and file operation.
+public final class SSHTransport: Transport {
+    /// The inventory name.
+    public let hostName: String
+    private let connection: SSHConnection
+
+    private init(hostName: String, connection: SSHConnection) {
+        self.hostName = hostName
+        self.connection = connection
+    }
+
+    /// Connects to `host` (through its jump hosts) with its inventory settings.
+    /// `secret` resolves the secret names the inventory refers to (password, passphrase).
+    public static func connect(_ host: RunbookCore.Host, secret: (String) -> String? = { _ in nil },
+                               logger: Logger) async throws(TransportError) -> SSHTransport {
+        var target = SSHTarget(host: host.address, port: host.port, user: host.user, identityFiles: host.identityFiles,
+                               knownHostsFile: host.knownHosts, hostKeyPolicy: policy(host.hostKeyChecking),
+                               connectTimeout: .milliseconds(Int(host.connectTimeout * 1000)),
+                               keepaliveInterval: host.serverAliveInterval, keepaliveCountMax: host.serverAliveCountMax)
+        if let name = host.password {
+            guard let value = secret(name) else {
+                throw TransportError(host: host.name, message: "the inventory asks for password authentication with secret \(name), but RUNBOOK_SECRET_\(name) is not set and .runbook/secrets.env has no \(name)")
+            }
+            target.password = value
+        }
+        target.passphrase = secret("SSH_KEY_PASSPHRASE")
+        let jumps = host.proxyJump.map { jump in
+            SSHTarget(host: jump.address, port: jump.port, user: jump.user, identityFiles: jump.identityFiles,
+                      knownHostsFile: jump.knownHosts, hostKeyPolicy: policy(jump.hostKeyChecking),
+                      connectTimeout: target.connectTimeout, keepaliveInterval: host.serverAliveInterval,
+                      keepaliveCountMax: host.serverAliveCountMax)
+        }
+        var hostLogger = logger
+        hostLogger[metadataKey: "host"] = "\(host.name)"
+        do {
+            let connection = try await SSHConnection.connect(to: target, via: jumps, logger: hostLogger)
+            return SSHTransport(hostName: host.name, connection: connection)
+        } catch {
+            throw wrap(error, host: host.name)
+        }
+    }
+
+    private static func policy(_ checking: HostKeyChecking) -> HostKeyPolicy {
+        switch checking {
+        case .strict: return .strict
+        case .acceptNew: return .acceptNew
+        case .off: return .off
+        }
+    }
+
+    private static func wrap(_ error: any Error, host: String) -> TransportError {
+        if let ssh = error as? SSHError {
+            let lost = [.disconnected, .closed, .connect, .handshake].contains(ssh.kind)
+            return TransportError(host: host, message: ssh.description, connectionLost: lost)
+        }
+        return TransportError(host: host, message: "\(error)")
+    }
+
+    public func run(_ command: ShellCommand, stdin: [UInt8], timeout: Duration?,
+                    onOutput: (@Sendable (OutputEvent) -> Void)?) async throws(TransportError) -> CommandOutput {
+        let (line, input) = Self.deliverEnvironment(command, stdin: stdin)
+        var forward: (@Sendable (OutputChunk) -> Void)? = nil
+        if let onOutput {
+            forward = { @Sendable (chunk: OutputChunk) -> Void in
+                let stream: OutputEvent.Stream = chunk.stream == .stdout ? .stdout : .stderr
+                onOutput(OutputEvent(stream: stream, bytes: chunk.bytes))
+            }
+        }
+        do {
+            let r = try await connection.run(line, stdin: input, timeout: timeout, onOutput: forward)
+            return CommandOutput(stdout: r.stdout, stderr: r.stderr, exitStatus: r.exitStatus, exitSignal: r.exitSignal,
+                                 timedOut: r.timedOut, duration: r.duration)
+        } catch {
+            throw Self.wrap(error, host: hostName)
+        }
+    }
+
+    /// Secrets travel on stdin, never on a command line: the first stdin line carries the
+    /// `export` statements, base64-encoded; the remote shell reads and evaluates it with
+    /// builtins before running the command, which then gets the rest of stdin.
+    static func deliverEnvironment(_ command: ShellCommand, stdin: [UInt8]) -> (String, [UInt8]) {
+        let environment = command.environment
+        guard !environment.isEmpty else { return (command.commandLine, stdin) }
+        let exports = environment.keys.sorted().map { "export \($0)=\(Shell.quote(environment[$0]!))\n" }.joined()
+        let encoded = Data(exports.utf8).base64EncodedString()
+        let prelude = "IFS= read -r __rb_env && eval \"$(printf '%s' \"$__rb_env\" | base64 -d)\" && unset __rb_env && "
+        return (prelude + "{ " + command.commandLine + "\n}", Array((encoded + "\n").utf8) + stdin)
+    }
+
+    public func readFile(_ path: String) async throws(TransportError) -> [UInt8]? {
+        do { return try await connection.readFile(path) } catch { throw Self.wrap(error, host: hostName) }
+    }
+
+    public func stat(_ path: String) async throws(TransportError) -> FileInfo? {
+        do {
+            return try await connection.stat(path).map {
+                FileInfo(size: $0.size, permissions: $0.permissions, isDirectory: $0.isDirectory,
+                         isRegularFile: $0.isRegularFile, uid: $0.uid, gid: $0.gid)
+            }
+        } catch {
+            throw Self.wrap(error, host: hostName)
+        }
+    }
+
+    public func writeFile(_ path: String, contents: [UInt8], mode: UInt32, exclusive: Bool) async throws(TransportError) {
+        do { try await connection.writeFile(path, contents: contents, mode: mode, exclusive: exclusive) } catch { throw Self.wrap(error, host: hostName) }
+    }
+
+    public func removeFile(_ path: String) async throws(TransportError) {
+        do { try await connection.removeFile(path) } catch { throw Self.wrap(error, host: hostName) }
+    }
+
+    public func close() async {
+        await connection.close()
+    }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import Logging
+import RunbookCore
+import RunbookEngine
+
+/// Everything a command needs, built once from the global options: paths, logger, output,
+/// secrets. Commands stay thin and every side effect goes through here.
+struct Context {
+    let root: String
+    let stateDir: String
+    let inventoryPath: String
+    let logger: Logger
+    let out: Terminal
+    let err: Terminal
+    let json: Bool
+    let forks: Int
+
+    init(_ options: GlobalOptions) {
+        let environment = ProcessInfo.processInfo.environment
+        let cwd = FileManager.default.currentDirectoryPath
+        root = options.root.map { Context.absolute($0, base: cwd) } ?? cwd
+        stateDir = options.stateDir.map { Context.absolute($0, base: cwd) } ?? root + "/.runbook"
+        if let path = options.inventory ?? environment["RUNBOOK_INVENTORY"] {
+            inventoryPath = Context.absolute(path, base: cwd)
+        } else {
+            inventoryPath = root + "/inventory/hosts.yml"
+        }
+        json = options.json
+        forks = options.forks
+        let noColor = environment["NO_COLOR"].map { !$0.isEmpty } ?? false
+        func colored(_ fd: Int32) -> Bool {
+            switch options.color {
+            case .always: return true
+            case .never: return false
+            case .auto: return !noColor && isatty(fd) == 1 && environment["TERM"] != "dumb"
+            }
+        }
+        out = Terminal(fd: 1, color: colored(1))
+        err = Terminal(fd: 2, color: colored(2))
+        let level: Logger.Level = options.verbose >= 2 ? .debug : (options.verbose == 1 ? .info : .warning)
+        LoggingBootstrap.once(level: level)
+        var logger = Logger(label: "runbook")
+        logger.logLevel = level
+        self.logger = logger
+    }
+
+    static func absolute(_ path: String, base: String) -> String {
+        if path.hasPrefix("/") { return path }
+        if path == "~" || path.hasPrefix("~/") {
+            return NSHomeDirectory() + path.dropFirst()
+        }
+        return base + "/" + path
+    }
+
+    /// The inventory, with its warnings printed.
+    func loadInventory() throws(DiagnosticError) -> Inventory {
+        guard FileManager.default.fileExists(atPath: inventoryPath) else {
+            throw DiagnosticError(.error("inventory file not found: \(inventoryPath)",
+                hint: "create inventory/hosts.yml, or pass -i FILE or set RUNBOOK_INVENTORY"))
+        }
+        let inventory = try InventoryLoader.forCurrentUser().load(path: inventoryPath)
+        for warning in inventory.warnings { err.write(warning.rendered + "\n") }
+        return inventory
+    }
+
+    /// Secrets from the environment and `STATE/secrets.env`.
+    func loadSecrets() throws(DiagnosticError) -> SecretStore {
+        try SecretStore(file: stateDir + "/secrets.env")
+    }
+
+    /// The hosts a LIMIT or PATTERN selects.
+    func select(_ pattern: String, in inventory: Inventory) throws(DiagnosticError) -> [RunbookCore.Host] {
+        try HostPattern(pattern).select(from: inventory)
+    }
+}
+
+/// Logging goes to stderr, bootstrapped once per process.
+enum LoggingBootstrap {
+    nonisolated(unsafe) private static var done = false
+    static func once(level: Logger.Level) {
+        guard !done else { return }
+        done = true
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+}

@@ -1,0 +1,46 @@
+import ArgumentParser
+import Foundation
+import RunbookCore
+
+/// The `runbook` command: plan, apply and roll back operational procedures over SSH.
+@main
+struct Runbook: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "runbook",
+        abstract: "Plan, apply and roll back operational runbooks on your hosts over SSH.",
+        discussion: "Exit codes: 0 success, 1 a step or command failed, 2 invalid input, 3 refused with nothing changed, 4 rollback incomplete.",
+        version: runbookVersion,
+        subcommands: [Hosts.self, Exec.self]
+    )
+
+    /// Parses, runs, and maps every outcome to SPEC §2's exit codes.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+            Foundation.exit(0)
+        } catch let error as DiagnosticError {
+            Terminal.standardError.write(error.rendered(color: Terminal.standardError.colorEnabled) + "\n")
+            Foundation.exit(2)
+        } catch let error as ExitCode {
+            Foundation.exit(error.rawValue)
+        } catch {
+            let code = exitCode(for: error)
+            let message = fullMessage(for: error)
+            if code == .success {
+                print(message)
+                Foundation.exit(0)
+            }
+            if !message.isEmpty { Terminal.standardError.write(message + "\n") }
+            // Argument errors are invalid input: exit 2, as for a bad runbook or inventory.
+            Foundation.exit(code == .validationFailure ? 2 : code.rawValue)
+        }
+    }
+}
+
+/// The version printed by `--version`.
+let runbookVersion = "0.1.0"
