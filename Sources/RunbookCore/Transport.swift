@@ -128,7 +128,7 @@ extension Transport {
     }
 
     /// Replaces `path` atomically: the bytes go to a 0600 temp file with an unpredictable name
-    /// beside it, which gets its final mode (and owner/group), then `mv -f` renames it over
+    /// beside it, which gets its final mode (and owner/group), then `mv -fT` renames it over
     /// the target (rename(2) on one filesystem). On any failure the temp file is removed and
     /// the old file is left as it was.
     public func writeFileAtomically(_ path: String, contents: [UInt8], mode: UInt32 = 0o644,
@@ -144,7 +144,7 @@ extension Transport {
         } else if let group {
             command = "\(command) && chgrp -- \(group) \(temp)"
         }
-        command = "\(command) && mv -f -- \(temp) \(path)"
+        command = "\(command) && mv -fT -- \(temp) \(path)"
         let result: CommandOutput
         do {
             result = try await run(command)

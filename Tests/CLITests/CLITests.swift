@@ -1,0 +1,100 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// The built `runbook` binary against the test hosts, as an operator runs it.
+@Suite("runbook CLI", .serialized)
+struct CLITests {
+    let env: TestHosts
+    let binary = repositoryRoot + "/.build/debug/runbook"
+
+    init() throws { env = try TestHosts.load() }
+
+    func runbook(_ arguments: String...) throws -> ProcessOutput {
+        var environment = ProcessInfo.processInfo.environment
+        environment["NO_COLOR"] = "1"
+        return try runProcessFull(binary, Array(arguments), environment: environment)
+    }
+
+    @Test("--version is fast to answer and prints the version")
+    func version() throws {
+        let r = try runbook("--version")
+        #expect(r.status == 0)
+        #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".").count == 3)
+    }
+
+    @Test("hosts lists resolved settings, in JSON too")
+    func hosts() throws {
+        let r = try runbook("hosts", "-i", env["RBT_INVENTORY"])
+        #expect(r.status == 0)
+        #expect(r.stdout.contains("inner  ssh         root@\(env["RBT_INNER"])"))
+        #expect(r.stdout.contains("h3"))
+        let json = try runbook("hosts", "-l", "web", "-i", env["RBT_INVENTORY"], "--json")
+        let lines = json.stdout.split(separator: "\n")
+        #expect(lines.count == 2)
+        let first = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any]
+        #expect(first?["name"] as? String == "h1")
+        #expect(first?["address"] as? String == env["RBT_H1"])
+    }
+
+    @Test("exec shows each host's output and exit status; any failure exits 1")
+    func exec() throws {
+        let ok = try runbook("exec", "web,inner", "-i", env["RBT_INVENTORY"], "--", "hostname")
+        #expect(ok.status == 0)
+        for name in ["h1", "h2", "inner"] { #expect(ok.stdout.contains("\(name) | ok | exit 0")) }
+        #expect(ok.stdout.contains("3 hosts: 3 ok"))
+
+        let mixed = try runbook("exec", "all", "-i", env["RBT_INVENTORY"], "--json", "--", "echo done; test \"$(hostname)\" = h2")
+        #expect(mixed.status == 1)
+        let events = mixed.stdout.split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        let h2 = events.first { $0["host"] as? String == "h2" }
+        #expect(h2?["exit_status"] as? Int == 0)
+        #expect(h2?["stdout"] as? String == "done\n")
+        let h1 = events.first { $0["host"] as? String == "h1" }
+        #expect(h1?["exit_status"] as? Int == 1)
+        let summary = events.last
+        #expect(summary?["event"] as? String == "summary")
+        #expect(summary?["hosts"] as? Int == 5)
+    }
+
+    @Test("a failing command exits 1 and shows stderr")
+    func execFailure() throws {
+        let r = try runbook("exec", "h1", "-i", env["RBT_INVENTORY"], "--", "echo broken >&2; exit 7")
+        #expect(r.status == 1)
+        #expect(r.stdout.contains("h1 | FAILED | exit 7"))
+        #expect(r.stdout.contains("stderr:\nbroken\n"))
+    }
+
+    @Test("an unreachable host is reported and exits 1; the others still run")
+    func unreachable() throws {
+        try env.harness("cut", "h2")
+        defer { _ = try? env.harness("restore", "h2") }
+        let inventory = FileManager.default.temporaryDirectory.appendingPathComponent("rb-inv-\(UUID().uuidString).yml").path
+        let text = try String(contentsOfFile: env["RBT_INVENTORY"], encoding: .utf8)
+            .replacingOccurrences(of: "host_key_checking: strict }", with: "host_key_checking: strict, connect_timeout: 2 }")
+        try text.write(toFile: inventory, atomically: true, encoding: .utf8)
+        let r = try runbook("exec", "web", "-i", inventory, "--", "hostname")
+        #expect(r.status == 1)
+        #expect(r.stdout.contains("h1 | ok | exit 0"))
+        #expect(r.stdout.contains("h2 | UNREACHABLE | "))
+        #expect(r.stdout.contains("timed out"))
+    }
+
+    @Test("bad input exits 2 naming file and line, and contacts no host")
+    func badInput() throws {
+        let inventory = FileManager.default.temporaryDirectory.appendingPathComponent("rb-bad-\(UUID().uuidString).yml").path
+        try "hosts:\n  h1: { address: 10.231.0.11, port: abc }\n".write(toFile: inventory, atomically: true, encoding: .utf8)
+        let r = try runbook("exec", "all", "-i", inventory, "--", "touch /tmp/should-not-exist")
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("\(inventory):2:"))
+        #expect(r.stderr.contains("port"))
+        let unknown = try runbook("exec", "nosuchhost", "-i", env["RBT_INVENTORY"], "--", "true")
+        #expect(unknown.status == 2)
+        let noCommand = try runbook("exec", "all", "-i", env["RBT_INVENTORY"])
+        #expect(noCommand.status == 2)
+        let badForks = try runbook("hosts", "--forks", "0", "-i", env["RBT_INVENTORY"])
+        #expect(badForks.status == 2)
+    }
+}

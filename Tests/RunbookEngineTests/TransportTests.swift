@@ -1,0 +1,99 @@
+import Foundation
+import Logging
+import RunbookCore
+import RunbookEngine
+import RunbookTransport
+import Testing
+import TestSupport
+
+/// The transports against a real sshd host (h1) and the controller itself.
+@Suite("Transports")
+struct TransportTests {
+    let env: TestHosts
+    let host: RunbookCore.Host
+
+    init() throws {
+        env = try TestHosts.load()
+        host = RunbookCore.Host(name: "h1", connection: .ssh, address: env["RBT_H1"], port: 22, user: "root",
+                    identityFiles: [env["RBT_KEY"]], knownHosts: env["RBT_KNOWN_HOSTS"], hostKeyChecking: .strict,
+                    proxyJump: [], password: nil, connectTimeout: 5, serverAliveInterval: 15, serverAliveCountMax: 3,
+                    groups: [], vars: [:])
+    }
+
+    func transports() async throws -> [any Transport] {
+        [try await SSHTransport.connect(host, logger: Logger(label: "test")), LocalTransport(hostName: "local")]
+    }
+
+    @Test("an atomic write replaces the file with the final mode and leaves no temp file")
+    func atomicWrite() async throws {
+        for t in try await transports() {
+            let dir = "/tmp/rbtest-atomic-\(UUID().uuidString)"
+            _ = try await t.run("mkdir -p \(dir)")
+            let path = dir + "/app.conf"
+            try await t.writeFileAtomically(path, contents: Array("old\n".utf8), mode: 0o644)
+            try await t.writeFileAtomically(path, contents: Array("new\n".utf8), mode: 0o640)
+            #expect(try await t.readFile(path) == Array("new\n".utf8), "\(t.hostName)")
+            #expect(try await t.stat(path)?.permissions == 0o640, "\(t.hostName)")
+            #expect(try await t.run("ls -A \(dir)").stdoutText == "app.conf\n", "\(t.hostName)")
+            _ = try await t.run("rm -rf \(dir)")
+            await t.close()
+        }
+    }
+
+    @Test("an atomic write that cannot be put in place leaves the old file intact")
+    func atomicWriteFailure() async throws {
+        for t in try await transports() {
+            let dir = "/tmp/rbtest-atomic-\(UUID().uuidString)"
+            _ = try await t.run("mkdir -p \(dir)/adir && touch \(dir)/adir/keep")
+            let path = dir + "/app.conf"
+            let original: [UInt8] = [0xFF, 0x00] + Array("original\n".utf8)
+            try await t.writeFileAtomically(path, contents: original, mode: 0o600)
+            // The temp file is written, then chown fails: the rename never happens.
+            await #expect(throws: TransportError.self) {
+                try await t.writeFileAtomically(path, contents: Array("replacement\n".utf8), owner: "no-such-user-rb")
+            }
+            #expect(try await t.readFile(path) == original, "\(t.hostName)")
+            #expect(try await t.stat(path)?.permissions == 0o600)
+            // The target is a directory: mv -T refuses to replace it.
+            await #expect(throws: TransportError.self) {
+                try await t.writeFileAtomically(dir + "/adir", contents: Array("x".utf8))
+            }
+            #expect(try await t.run("ls -A \(dir)/adir").stdoutText == "keep\n")
+            #expect(try await t.run("ls -A \(dir)").stdoutText == "adir\napp.conf\n", "no temp file left on \(t.hostName)")
+            _ = try await t.run("rm -rf \(dir)")
+            await t.close()
+        }
+    }
+
+    @Test("a secret reaches the command but never a command line on the host")
+    func secretsStayOffCommandLines() async throws {
+        let value = "s3cr3t-\(UUID().uuidString)"
+        for t in try await transports() {
+            let secret = Secret(name: "db_password", value: value)
+            let marker = "rbtest-\(UUID().uuidString)"
+            let command: ShellCommand = "sleep 1.5; echo \(marker) >/dev/null; printf '%s' \(secret)"
+            async let running = t.run(command, stdin: [], timeout: .seconds(30), onOutput: nil)
+            try await Task.sleep(for: .milliseconds(700))
+            let ps = try await t.run("ps -eo args")
+            let result = try await running
+            #expect(ps.stdoutText.contains(marker) == false || !ps.stdoutText.contains(value))
+            #expect(!ps.stdoutText.contains(value), "secret visible in ps on \(t.hostName)")
+            #expect(result.stdoutText == value, "the command got the secret on \(t.hostName)")
+            #expect(!command.commandLine.contains(value))
+            await t.close()
+        }
+    }
+
+    @Test("the local transport reports status, streams and timeouts like SSH")
+    func localRun() async throws {
+        let t = LocalTransport(hostName: "local")
+        let r = try await t.run("printf out; printf err >&2; exit 4")
+        #expect(r.stdoutText == "out" && r.stderrText == "err" && r.exitStatus == 4)
+        let slow = try await t.run("sleep 30 & echo $! > /tmp/rbtest-local-\(getpid()); wait", stdin: [], timeout: .milliseconds(500), onOutput: nil)
+        #expect(slow.timedOut)
+        let pid = try String(contentsOfFile: "/tmp/rbtest-local-\(getpid())", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        try? await Task.sleep(for: .milliseconds(200))
+        let state = try await t.run("ps -o stat= -p \(pid) || true").stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(state.isEmpty || state.hasPrefix("Z"), "sleep still running: \(state)")
+    }
+}
