@@ -64,7 +64,11 @@ final class ConnectOperation: LoopOperation {
         case agent
         case file(String)
         case password(String)
+        /// Ask for the accepted methods (then offer the password if configured and accepted).
+        case listMethods
     }
+    private var listedMethods = false
+    private var passwordQueued = false
 
     init(session: SessionState, target: SSHTarget, addresses: [SocketAddress], logger: Logger,
          continuation: CheckedContinuation<Void, any Error>) {
@@ -233,30 +237,33 @@ final class ConnectOperation: LoopOperation {
 
     // MARK: Authentication
 
+    /// Offers keys straight away. Asking for the method list first (`userauth_list`) sends a
+    /// "none" request, and OpenSSH before 9.6 holds every failed request for several
+    /// milliseconds; so the list is asked for only when a password is configured or every key
+    /// failed (for the message).
     private func advanceAuthList() -> Advance {
-        let raw = session.raw!
-        guard let list = libssh2_userauth_list(raw, target.user, UInt32(target.user.utf8.count)) else {
-            if libssh2_userauth_authenticated(raw) != 0 { return authenticated() }
-            if wouldBlock(raw) { return .blocked([.session(session)]) }
-            return finish(.failure(.libssh2(.authentication, "\(session.label) did not list authentication methods", session: raw)))
-        }
-        serverMethods = String(cString: list)
-        let methods = serverMethods.split(separator: ",").map(String.init)
-        if methods.contains("publickey") {
+        if !listedMethods {
             if target.useAgent, let socket = target.agentSocket, !socket.isEmpty {
                 attempts.append(.agent)
             }
             for file in target.identityFiles { attempts.append(.file(file)) }
-        }
-        if let password = target.password {
-            if methods.contains("password") {
-                attempts.append(.password(password))
-            } else {
-                tried.append("password (the server does not accept password authentication)")
-            }
+            attempts.append(.listMethods)
+            listedMethods = true
         }
         state = .authenticate
         return .progressed
+    }
+
+    /// Asks the server which methods it accepts; true when that already authenticated us.
+    private func listMethods(_ raw: OpaquePointer) -> Advance? {
+        guard let list = libssh2_userauth_list(raw, target.user, UInt32(target.user.utf8.count)) else {
+            if libssh2_userauth_authenticated(raw) != 0 { return authenticated() }
+            if wouldBlock(raw) { return .blocked([.session(session)]) }
+            serverMethods = "unknown"
+            return nil
+        }
+        serverMethods = String(cString: list)
+        return nil
     }
 
     private func advanceAuthentication() -> Advance {
@@ -279,6 +286,18 @@ final class ConnectOperation: LoopOperation {
                     tried.append("\(path) (\(describeKeyFailure(code, path: path, raw: raw)))")
                     if isFatal(code) {
                         return finish(.failure(.libssh2(.disconnected, "the connection to \(session.label) broke during authentication", session: raw)))
+                    }
+                }
+            case .listMethods:
+                if serverMethods.isEmpty {
+                    if let result = listMethods(raw) { return result }
+                }
+                if let password = target.password, !passwordQueued {
+                    passwordQueued = true
+                    if serverMethods.split(separator: ",").contains("password") {
+                        attempts.insert(.password(password), at: attemptIndex + 1)
+                    } else {
+                        tried.append("password (the server does not accept password authentication)")
                     }
                 }
             case .password(let password):
