@@ -68,7 +68,7 @@ struct ExecTests {
         defer { Task { await c.close() } }
         // The command only finishes once the test saw its first line and created the flag file
         // (the hosts share this machine's filesystem), so output must arrive while it runs.
-        let flag = "/tmp/rbtest-stream-\(UUID().uuidString)"
+        let flag = "/var/tmp/rbtest-stream-\(UUID().uuidString)"
         let recorder = ChunkRecorder()
         let r = try await c.run("echo first; while [ ! -e \(flag) ]; do sleep 0.05; done; rm -f \(flag); echo second >&2",
                                 timeout: .seconds(30)) { chunk in
