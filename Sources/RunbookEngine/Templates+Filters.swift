@@ -1,0 +1,117 @@
+import Foundation
+import RunbookCore
+import Stencil
+
+/// The filters and tags templates get besides Stencil's own.
+///
+/// Stencil's `uppercase`, `lowercase`, `join`, `split`, `indent` and `filter` stay; this adds
+/// `upper`, `lower`, `quote`, `trim`, `length`, and replaces `default` (Stencil's also replaces
+/// the string "nil") and `capitalize` (Stencil's capitalizes every word). The private tags and
+/// filter that `TemplateSource.prepare` writes are registered here too.
+final class RunbookTemplateExtension: Extension {
+    init(session: RenderSession) {
+        super.init()
+        registerFilter(TemplateSource.iterableFilter) { [unowned session] (value: Any?, arguments: [Any?]) throws -> Any? in
+            switch value {
+            case nil, is [Any], is [String: Any]: return value
+            default:
+                let path = arguments.first.flatMap { $0 as? String } ?? "the value"
+                throw session.fail(TemplateProblem(
+                    summary: "cannot loop over `\(path)`: it is \(kindDescription(value)), not a list or a map",
+                    hint: "loop over a list or a map", path: path))
+            }
+        }
+        registerFilter("default") { (value: Any?, arguments: [Any?]) -> Any? in
+            if let value, !(value is NullValue) { return value }
+            for case let argument? in arguments { return argument }
+            return nil
+        }
+        registerFilter("upper") { (value: Any?) -> Any? in mapText(value) { $0.uppercased() } }
+        registerFilter("lower") { (value: Any?) -> Any? in mapText(value) { $0.lowercased() } }
+        registerFilter("capitalize") { (value: Any?) -> Any? in
+            mapText(value) { text in
+                guard let first = text.first else { return text }
+                return first.uppercased() + text.dropFirst().lowercased()
+            }
+        }
+        registerFilter("trim") { (value: Any?) -> Any? in
+            mapText(value) { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        }
+        registerFilter("length") { [unowned session] (value: Any?) throws -> Any? in
+            switch value {
+            case let list as [Any]: return list.count
+            case let text as String: return text.count
+            case nil: return 0
+            default:
+                throw session.fail(TemplateProblem(summary: "`length` needs a list, a map or a string, not \(kindDescription(value))"))
+            }
+        }
+        registerFilter("quote") { [unowned session] (value: Any?) throws -> Any? in
+            do throws(TemplateProblem) {
+                if let list = value as? [Any] {
+                    var words: [String] = []
+                    for element in list { words.append(try quoteWord(element)) }
+                    return words.joined(separator: " ")
+                }
+                return try quoteWord(value)
+            } catch {
+                throw session.fail(error)
+            }
+        }
+        registerSimpleTag(TemplateSource.commentTag) { _ in "" }
+        registerTag(TemplateSource.rawTag) { [unowned session] _, token in
+            guard token.components.count == 2, let index = Int(token.components[1]),
+                  let texts = session.source(named: token.sourceMap.filename)?.rawTexts, index < texts.count
+            else { throw TemplateSyntaxError("unknown tag '\(TemplateSource.rawTag)'") }
+            let text = texts[index]
+            return SimpleNode(token: token) { _ in text }
+        }
+    }
+}
+
+/// `value` as text, the way it renders.
+func templateText(_ value: Any?) -> String {
+    switch value {
+    case nil: return ""
+    case let text as String: return text
+    case let number as Double: return Value.double(number).description
+    case let list as [Any]: return "[" + list.map { ($0 as? CustomDebugStringConvertible)?.debugDescription ?? templateText($0) }.joined(separator: ", ") + "]"
+    case let value as CustomStringConvertible: return value.description
+    default: return "\(value!)"
+    }
+}
+
+/// Applies `transform` to text, or to each element of a list.
+private func mapText(_ value: Any?, _ transform: (String) -> String) -> Any? {
+    if let list = value as? [Any] {
+        return list.map { transform(templateText($0)) }
+    }
+    return transform(templateText(value))
+}
+
+/// One shell word: `Shell.quote`, except that a secret reference is double-quoted so the shell
+/// still expands it.
+private func quoteWord(_ value: Any?) throws(TemplateProblem) -> String {
+    switch value {
+    case let reference as SecretReference: return "\"\(reference.description)\""
+    case is MapEntry, is MapValue, is ListValue, is [Any]:
+        throw TemplateProblem(summary: "`quote` makes shell words of strings, numbers and lists, not of \(kindDescription(value))",
+                              hint: "quote the members you need, e.g. `x.name|quote`")
+    default: return Shell.quote(templateText(value))
+    }
+}
+
+/// The kind of a resolved value with an article, for messages.
+func kindDescription(_ value: Any?) -> String {
+    switch value {
+    case nil: return "null"
+    case is String, is SecretReference: return "a string"
+    case is Int: return "an integer"
+    case is Double: return "a number"
+    case is Bool: return "a boolean"
+    case let scalar as ScalarValue: return scalar.value.kindDescription
+    case is MapEntry, is MapValue: return "a map"
+    case is [Any], is ListValue: return "a list"
+    default: return "a \(type(of: value!))"
+    }
+}

@@ -1,0 +1,411 @@
+import Foundation
+import RunbookCore
+import Stencil
+
+// How `Value`s look to Stencil. Stencil resolves `a.b.c` one member at a time and gives up with
+// an empty string at the first nil. So every map, list and scalar is wrapped in an object that
+// answers Stencil's `DynamicMemberLookup`: a missing member yields `UndefinedValue` instead of
+// nil, further members keep it, and when it is the final value of the lookup Stencil calls its
+// `Resolvable.resolve`, which throws. The throw happens inside the node being rendered, so
+// Stencil attaches that node's token: the error gets its line. Wrappers that are the final value
+// resolve to what filters and `if` understand: String, Int, Double, Bool, [Any].
+
+/// A problem found while preparing or rendering a template, before it has a location.
+struct TemplateProblem: Error {
+    /// One line saying what is wrong.
+    var summary: String
+    /// What to do about it.
+    var hint: String?
+    /// More explanation.
+    var detail: String?
+    /// The exact location, when known.
+    var location: SourceLocation?
+    /// The variable path concerned, to find the tag that reads it.
+    var path: String?
+
+    init(summary: String, hint: String? = nil, detail: String? = nil, path: String? = nil) {
+        self.summary = summary
+        self.hint = hint
+        self.detail = detail
+        self.path = path
+    }
+}
+
+/// State shared by everything that takes part in one rendering.
+final class RenderSession {
+    /// How secrets appear.
+    let secretMode: SecretRendering
+    /// Where secrets come from (none when checking without rendering).
+    let secrets: SecretStore?
+    /// The context's values, for hints.
+    let namespaces: [String: [String: Value]]
+    /// Names of the secrets read, as the store knows them.
+    var secretsUsed: Set<String> = []
+    /// The problem behind the error being thrown, with more detail than Stencil's message carries.
+    var problem: TemplateProblem?
+    /// The template being rendered (or checked) first.
+    var main: TemplateSource?
+    /// Templates loaded by `include` and `extends`, by Stencil name.
+    var loaded: [String: (source: TemplateSource, template: Template)] = [:]
+    /// How many times a template was loaded, to stop runaway recursion.
+    var loads = 0
+    /// Templates read only to look for include cycles, by name (nil: unreadable).
+    var scanned: [String: TemplateSource?] = [:]
+
+    init(context: TemplateContext?, secretMode: SecretRendering, secrets: SecretStore?) {
+        self.secretMode = secretMode
+        self.secrets = secrets
+        if let context {
+            namespaces = ["params": context.params, "vars": context.vars, "host": context.host,
+                          "facts": context.facts, "steps": context.steps]
+        } else {
+            namespaces = [:]
+        }
+    }
+
+    /// The source of the template Stencil calls `name` (nil: the main one).
+    func source(named name: String?) -> TemplateSource? {
+        guard let name else { return main }
+        if let loaded = loaded[name] { return loaded.source }
+        if main?.name == name { return main }
+        return nil
+    }
+
+    /// Records `problem` and returns the error that carries it through Stencil.
+    func fail(_ problem: TemplateProblem) -> TemplateSyntaxError {
+        self.problem = problem
+        return TemplateSyntaxError(problem.summary)
+    }
+
+    /// What a member lookup yields for `value`: a wrapper that knows its path.
+    func member(_ value: Value, path: String, optional: Bool = false) -> Any? {
+        switch value {
+        case .map(let entries): return MapValue(entries: entries, path: path, session: self)
+        case .list(let items): return ListValue(items: items, path: path, session: self)
+        case .null: return optional ? nil : NullValue(path: path, session: self)
+        default: return ScalarValue(value: value, path: path, session: self)
+        }
+    }
+
+    /// What an element of a resolved list or map (a loop variable) is: still wrapped, so its
+    /// members stay checked. Scalars hash as their Swift values, so `"web" in host.groups` works.
+    func element(_ value: Value, path: String) -> Any {
+        switch value {
+        case .map(let entries): return MapValue(entries: entries, path: path, session: self)
+        case .list(let items): return ListValue(items: items, path: path, session: self)
+        case .null: return NullValue(path: path, session: self)
+        default: return ScalarValue(value: value, path: path, session: self)
+        }
+    }
+
+    /// The error for a missing member `key` of `parent` (whose members are `candidates`).
+    func undefined(_ key: String, of parent: String, candidates: [String]) -> UndefinedValue {
+        let path = parent.isEmpty ? key : parent + "." + key
+        return UndefinedValue(
+            problem: TemplateProblem(summary: "undefined variable `\(path)`",
+                                     hint: RenderSession.hint(for: key, under: parent, candidates: candidates), path: path),
+            session: self)
+    }
+
+    /// "did you mean …" when a candidate is close, else the names there are.
+    static func hint(for key: String, under parent: String, candidates: [String]) -> String {
+        let prefix = parent.isEmpty ? "" : parent + "."
+        if let close = closestMatch(key, in: candidates) {
+            return "did you mean `\(prefix)\(close)`?"
+        }
+        if candidates.isEmpty {
+            return parent.isEmpty ? "nothing is defined here" : "`\(parent)` is empty here"
+        }
+        let shown = candidates.prefix(12).joined(separator: ", ")
+        let more = candidates.count > 12 ? ", … (\(candidates.count) in all)" : ""
+        return parent.isEmpty ? "defined here: \(shown)\(more)" : "`\(parent)` has: \(shown)\(more)"
+    }
+
+    /// Splits a member name into the name and whether it may be missing (`name?`, see `TemplateSource.prepare`).
+    static func optionalMember(_ member: String) -> (name: String, optional: Bool) {
+        member.hasSuffix("?") ? (String(member.dropLast()), true) : (member, false)
+    }
+}
+
+/// A map: members are its keys (and `count`, `keys` when no key has that name). As a final
+/// value it is its entries sorted by key, so `{% for k, v in m %}` works and `{% for k in m %}`
+/// gives the keys.
+final class MapValue: DynamicMemberLookup, Resolvable, CustomStringConvertible, CustomDebugStringConvertible {
+    let entries: [String: Value]
+    let path: String
+    let session: RenderSession
+
+    init(entries: [String: Value], path: String, session: RenderSession) {
+        self.entries = entries
+        self.path = path
+        self.session = session
+    }
+
+    subscript(dynamicMember member: String) -> Any? {
+        let (key, optional) = RenderSession.optionalMember(member)
+        if let value = entries[key] {
+            return session.member(value, path: path + "." + key, optional: optional)
+        }
+        switch key {
+        case "count": return entries.count
+        case "keys": return entries.keys.sorted()
+        default: break
+        }
+        if optional { return nil }
+        return session.undefined(key, of: path, candidates: entries.keys.sorted())
+    }
+
+    func resolve(_ context: Context) throws -> Any? {
+        entries.keys.sorted().map { key in
+            MapEntry(key: key, value: session.element(entries[key]!, path: path + "." + key), display: entries[key]!)
+        } as [Any]
+    }
+
+    var description: String { Value.map(entries).description }
+    var debugDescription: String { Value.map(entries).description }
+}
+
+/// One entry of a map being looped over; Stencil takes it apart like a tuple (key, value).
+final class MapEntry: CustomReflectable, CustomStringConvertible, CustomDebugStringConvertible {
+    let key: String
+    let value: Any
+    let display: Value
+
+    init(key: String, value: Any, display: Value) {
+        self.key = key
+        self.value = value
+        self.display = display
+    }
+
+    var customMirror: Mirror {
+        Mirror(self, children: [(label: "key", value: key as Any), (label: "value", value: value)], displayStyle: .tuple)
+    }
+
+    var description: String { "\(key)=\(display)" }
+    var debugDescription: String {
+        if case .string(let text) = display { return "\(key.debugDescription): \(text.debugDescription)" }
+        return "\(key.debugDescription): \(display)"
+    }
+}
+
+/// A list: members are indexes, `first`, `last` and `count`. As a final value it is an array.
+final class ListValue: DynamicMemberLookup, Resolvable, CustomStringConvertible, CustomDebugStringConvertible {
+    let items: [Value]
+    let path: String
+    let session: RenderSession
+
+    init(items: [Value], path: String, session: RenderSession) {
+        self.items = items
+        self.path = path
+        self.session = session
+    }
+
+    subscript(dynamicMember member: String) -> Any? {
+        let (key, optional) = RenderSession.optionalMember(member)
+        var index: Int?
+        switch key {
+        case "count": return items.count
+        case "first": index = items.isEmpty ? nil : 0
+        case "last": index = items.isEmpty ? nil : items.count - 1
+        default:
+            if let number = Int(key), number >= 0, number < items.count { index = number }
+        }
+        if let index {
+            return session.member(items[index], path: "\(path).\(key)", optional: optional)
+        }
+        if optional { return nil }
+        let summary: String
+        if Int(key) != nil || key == "first" || key == "last" {
+            summary = "`\(path)` has no element `\(key)` (it has \(items.count))"
+        } else {
+            summary = "undefined variable `\(path).\(key)`"
+        }
+        let hint = "a list has `count`, `first`, `last` and indexes 0…\(max(0, items.count - 1)); loop over it with `{% for x in \(path) %}`"
+        return UndefinedValue(problem: TemplateProblem(summary: summary, hint: hint, path: "\(path).\(key)"), session: session)
+    }
+
+    func resolve(_ context: Context) throws -> Any? {
+        items.enumerated().map { session.element($1, path: "\(path).\($0)") } as [Any]
+    }
+
+    var description: String { Value.list(items).description }
+    var debugDescription: String { Value.list(items).description }
+}
+
+/// A string, number or bool reached by a member lookup; it has no members of its own (except a
+/// string's `count`, `first`, `last` and indexes, as in Stencil). As a final value it is the
+/// Swift value; inside a resolved list it stays wrapped, and hashes as the Swift value so that
+/// Stencil's `in` (which compares `AnyHashable`s) finds it.
+final class ScalarValue: DynamicMemberLookup, Resolvable, CustomStringConvertible, CustomDebugStringConvertible,
+    Hashable, _HasCustomAnyHashableRepresentation
+{
+    let value: Value
+    let path: String
+    let session: RenderSession
+
+    init(value: Value, path: String, session: RenderSession) {
+        self.value = value
+        self.path = path
+        self.session = session
+    }
+
+    /// The Swift value Stencil's filters and operators understand; a whole double is an Int, so
+    /// it prints without `.0`.
+    static func native(_ value: Value) -> Any {
+        switch value {
+        case .string(let s): return s
+        case .int(let i): return i
+        case .double(let d):
+            if d.isFinite, d.rounded() == d, abs(d) < 1e15 { return Int(d) }
+            return d
+        case .bool(let b): return b
+        default: return value.description
+        }
+    }
+
+    subscript(dynamicMember member: String) -> Any? {
+        let (key, optional) = RenderSession.optionalMember(member)
+        if case .string(let text) = value {
+            switch key {
+            case "count": return text.count
+            case "first": if let c = text.first { return String(c) }
+            case "last": if let c = text.last { return String(c) }
+            default:
+                if let index = Int(key), index >= 0, index < text.count {
+                    return String(text[text.index(text.startIndex, offsetBy: index)])
+                }
+            }
+        }
+        if optional { return nil }
+        return UndefinedValue(
+            problem: TemplateProblem(summary: "undefined variable `\(path).\(key)`: `\(path)` is \(value.kindDescription), not a map",
+                                     hint: "use `\(path)` itself", path: "\(path).\(key)"),
+            session: session)
+    }
+
+    func resolve(_ context: Context) throws -> Any? { ScalarValue.native(value) }
+
+    var description: String { String(describing: ScalarValue.native(value)) }
+    /// As an element of a printed list: strings quoted.
+    var debugDescription: String {
+        if case .string(let text) = value { return text.debugDescription }
+        return description
+    }
+
+    /// The Swift value, as `AnyHashable`.
+    var hashableNative: AnyHashable {
+        switch ScalarValue.native(value) {
+        case let s as String: return AnyHashable(s)
+        case let i as Int: return AnyHashable(i)
+        case let d as Double: return AnyHashable(d)
+        case let b as Bool: return AnyHashable(b)
+        default: return AnyHashable(value)
+        }
+    }
+
+    static func == (lhs: ScalarValue, rhs: ScalarValue) -> Bool { lhs.hashableNative == rhs.hashableNative }
+    func hash(into hasher: inout Hasher) { hasher.combine(hashableNative) }
+    func _toCustomAnyHashable() -> AnyHashable? { hashableNative }
+}
+
+/// A null value: it renders as nothing, is false in `if`, and `default` replaces it.
+final class NullValue: DynamicMemberLookup, Resolvable, CustomStringConvertible {
+    let path: String
+    let session: RenderSession
+
+    init(path: String, session: RenderSession) {
+        self.path = path
+        self.session = session
+    }
+
+    subscript(dynamicMember member: String) -> Any? {
+        let (key, optional) = RenderSession.optionalMember(member)
+        if optional { return nil }
+        return UndefinedValue(
+            problem: TemplateProblem(summary: "undefined variable `\(path).\(key)`: `\(path)` is null",
+                                     hint: "give `\(path)` a value, or use `\(path).\(key)|default:…`", path: "\(path).\(key)"),
+            session: session)
+    }
+
+    func resolve(_ context: Context) throws -> Any? { nil }
+
+    var description: String { "" }
+}
+
+/// A reference to a missing name. Members of it are itself (the first missing name is what the
+/// error names); as the final value of a lookup it throws.
+final class UndefinedValue: DynamicMemberLookup, Resolvable {
+    let problem: TemplateProblem
+    let session: RenderSession
+
+    init(problem: TemplateProblem, session: RenderSession) {
+        self.problem = problem
+        self.session = session
+    }
+
+    subscript(dynamicMember member: String) -> Any? { self }
+
+    func resolve(_ context: Context) throws -> Any? {
+        throw session.fail(problem)
+    }
+}
+
+/// `secrets`: `secrets.NAME` is the value (file content) or `${RUNBOOK_SECRET_NAME}` (commands),
+/// and the name is recorded. The namespace itself cannot be printed or looped over.
+final class SecretsValue: DynamicMemberLookup, Resolvable {
+    let session: RenderSession
+
+    init(session: RenderSession) {
+        self.session = session
+    }
+
+    subscript(dynamicMember member: String) -> Any? {
+        let (name, optional) = RenderSession.optionalMember(member)
+        let environmentName = String(Shell.secretVariable(name).dropFirst("RUNBOOK_SECRET_".count))
+        let store = session.secrets
+        let known = store?.value(name) != nil ? name : store?.value(environmentName) != nil ? environmentName : nil
+        guard let known, let value = store?.value(known) else {
+            if optional { return nil }
+            var hint = "define it with the environment variable \(Shell.secretVariable(name)) or a line `\(name)=…` in .runbook/secrets.env (mode 0600)"
+            if let close = closestMatch(name, in: store?.names ?? []) {
+                hint = "did you mean `secrets.\(close)`? Otherwise " + hint
+            }
+            return UndefinedValue(problem: TemplateProblem(summary: "undefined secret `secrets.\(name)`", hint: hint,
+                                                           path: "secrets.\(name)"),
+                                  session: session)
+        }
+        session.secretsUsed.insert(known)
+        switch session.secretMode {
+        case .values: return ScalarValue(value: .string(value), path: "secrets.\(known)", session: session)
+        case .references: return SecretReference(name: known, session: session)
+        }
+    }
+
+    func resolve(_ context: Context) throws -> Any? {
+        throw session.fail(TemplateProblem(summary: "`secrets` can only be used one secret at a time",
+                                           hint: "write `secrets.NAME`", path: "secrets"))
+    }
+}
+
+/// A secret in a command: `${RUNBOOK_SECRET_NAME}`, filled in from the environment of the
+/// remote command; the `quote` filter makes it `"${RUNBOOK_SECRET_NAME}"`.
+final class SecretReference: DynamicMemberLookup, CustomStringConvertible {
+    let name: String
+    let session: RenderSession
+
+    init(name: String, session: RenderSession) {
+        self.name = name
+        self.session = session
+    }
+
+    /// `${RUNBOOK_SECRET_NAME}`.
+    var description: String { "${\(Shell.secretVariable(name))}" }
+
+    subscript(dynamicMember member: String) -> Any? {
+        let (key, optional) = RenderSession.optionalMember(member)
+        if optional { return nil }
+        return UndefinedValue(problem: TemplateProblem(summary: "undefined variable `secrets.\(name).\(key)`: a secret is a string",
+                                                       hint: "use `secrets.\(name)` itself", path: "secrets.\(name).\(key)"),
+                              session: session)
+    }
+}
