@@ -92,6 +92,9 @@ public struct ShellCommand: Sendable, Hashable, ExpressibleByStringInterpolation
         case value(String)
         /// A secret, inserted as `"${RUNBOOK_SECRET_NAME}"` and delivered through the environment.
         case secret(name: String, value: String)
+        /// A secret put in the environment only: the command text already refers to
+        /// `${RUNBOOK_SECRET_NAME}` itself (a rendered template). Adds nothing to the text.
+        case binding(name: String, value: String)
 
         /// The part as shown to people (secrets masked).
         public var description: String {
@@ -99,6 +102,7 @@ public struct ShellCommand: Sendable, Hashable, ExpressibleByStringInterpolation
             case .literal(let text): return text
             case .value(let value): return Shell.quote(value)
             case .secret: return Secret.placeholder
+            case .binding: return ""
             }
         }
 
@@ -108,6 +112,7 @@ public struct ShellCommand: Sendable, Hashable, ExpressibleByStringInterpolation
             case .literal(let text): return ".literal(\(text.debugDescription))"
             case .value(let value): return ".value(\(value.debugDescription))"
             case .secret(let name, _): return ".secret(\(name))"
+            case .binding(let name, _): return ".binding(\(name))"
             }
         }
     }
@@ -158,6 +163,7 @@ public struct ShellCommand: Sendable, Hashable, ExpressibleByStringInterpolation
             case .literal(let text): line += text
             case .value(let value): line += Shell.quote(value)
             case .secret(let name, _): line += "\"${\(Shell.secretVariable(name))}\""
+            case .binding: break
             }
         }
         return line
@@ -166,8 +172,12 @@ public struct ShellCommand: Sendable, Hashable, ExpressibleByStringInterpolation
     /// The environment the command needs: `RUNBOOK_SECRET_<NAME>` to the secret's value, to be delivered out of band.
     public var environment: [String: String] {
         var environment: [String: String] = [:]
-        for case .secret(let name, let value) in parts {
-            environment[Shell.secretVariable(name)] = value
+        for part in parts {
+            switch part {
+            case .secret(let name, let value), .binding(let name, let value):
+                environment[Shell.secretVariable(name)] = value
+            default: break
+            }
         }
         return environment
     }
@@ -175,8 +185,10 @@ public struct ShellCommand: Sendable, Hashable, ExpressibleByStringInterpolation
     /// The values of the secrets this command uses.
     public var secretValues: [String] {
         parts.compactMap { part in
-            if case .secret(_, let value) = part { return value }
-            return nil
+            switch part {
+            case .secret(_, let value), .binding(_, let value): return value
+            default: return nil
+            }
         }
     }
 

@@ -131,12 +131,30 @@ extension Transport {
     /// beside it, which gets its final mode (and owner/group), then `mv -fT` renames it over
     /// the target (rename(2) on one filesystem). On any failure the temp file is removed and
     /// the old file is left as it was.
+    /// With `validate`, the candidate must pass that command (`%s` is the candidate's path)
+    /// before it is put in place.
     public func writeFileAtomically(_ path: String, contents: [UInt8], mode: UInt32 = 0o644,
-                                    owner: String? = nil, group: String? = nil) async throws(TransportError) {
+                                    owner: String? = nil, group: String? = nil,
+                                    validate: ShellCommand? = nil) async throws(TransportError) {
         let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
         let base = path.split(separator: "/").last.map(String.init) ?? "file"
         let temp = (directory.isEmpty && !path.hasPrefix("/") ? "" : directory + "/") + ".\(base).runbook-\(randomToken()).tmp"
         try await writeFile(temp, contents: contents, mode: 0o600, exclusive: true)
+        if let validate {
+            let check = validate.substituting("%s", with: temp)
+            let outcome: CommandOutput
+            do {
+                outcome = try await run(check)
+            } catch {
+                try? await removeFile(temp)
+                throw error
+            }
+            guard outcome.succeeded else {
+                try? await removeFile(temp)
+                let reason = String((outcome.stderrText + outcome.stdoutText).split(whereSeparator: \.isNewline).joined(separator: " "))
+                throw TransportError(host: hostName, message: "validation of the new \(path) failed (`\(check.display)`: \(outcome.statusText)): \(reason)")
+            }
+        }
         var command: ShellCommand = "chmod \(String(mode, radix: 8)) -- \(temp)"
         if let owner {
             let spec = group.map { "\(owner):\($0)" } ?? owner
@@ -157,6 +175,25 @@ extension Transport {
             let reason = String(result.stderrText.split(whereSeparator: \.isNewline).joined(separator: " "))
             throw TransportError(host: hostName, message: "cannot put \(path) in place (\(result.statusText)): \(reason)")
         }
+    }
+}
+
+extension ShellCommand {
+    /// The command with every `placeholder` in its literal text replaced by `value`, quoted.
+    public func substituting(_ placeholder: String, with value: String) -> ShellCommand {
+        var result: [Part] = []
+        for part in parts {
+            guard case .literal(let text) = part, text.contains(placeholder) else {
+                result.append(part)
+                continue
+            }
+            let pieces = text.split(separator: placeholder, omittingEmptySubsequences: false)
+            for (index, piece) in pieces.enumerated() {
+                if index > 0 { result.append(.value(value)) }
+                if !piece.isEmpty { result.append(.literal(String(piece))) }
+            }
+        }
+        return ShellCommand(parts: result)
     }
 }
 

@@ -1,0 +1,422 @@
+import Foundation
+import RunbookCore
+
+/// How `apply` should behave.
+public struct ApplyOptions: Sendable {
+    /// Skip the confirmation.
+    public var yes: Bool
+    /// Roll back automatically on failure (false: `--no-rollback`, or the runbook's `rollback: off`).
+    public var rollback: Bool
+    /// Apply exactly this saved plan, or refuse if it is stale.
+    public var planFile: String?
+    /// Asks the operator; nil when there is no terminal to ask on.
+    public var confirm: (@Sendable (Plan) -> Bool)?
+
+    /// Creates options.
+    public init(yes: Bool, rollback: Bool, planFile: String?, confirm: (@Sendable (Plan) -> Bool)?) {
+        self.yes = yes
+        self.rollback = rollback
+        self.planFile = planFile
+        self.confirm = confirm
+    }
+}
+
+/// How a run ended.
+public struct RunOutcome: Sendable {
+    /// The journal's run id (nil when refused before one was made).
+    public var runID: String?
+    /// SPEC §2's exit code.
+    public var exitCode: Int32
+    /// One line for the operator.
+    public var message: String
+}
+
+/// A step that was started on a host, with what undoes it.
+struct AppliedStep: Sendable {
+    let entry: Int64
+    let stepIndex: Int
+    let name: String
+    let undo: UndoRecord
+}
+
+/// What happened on one host.
+struct HostOutcome: Sendable {
+    let host: String
+    var applied: [AppliedStep] = []
+    var changed = false
+    var failure: String?
+}
+
+extension Engine {
+    /// `runbook apply`: lock, plan, confirm, apply host by host (rolling batches), and roll back
+    /// on failure. Invalid input throws `DiagnosticError` before anything is contacted.
+    public func apply(_ request: RunRequest?, options: ApplyOptions) async throws(DiagnosticError) -> RunOutcome {
+        var request = request
+        var saved: Plan? = nil
+        if let path = options.planFile {
+            let plan: Plan
+            do {
+                plan = try JSONDecoder().decode(Plan.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+            } catch {
+                throw DiagnosticError(.error("cannot read the saved plan: \(error)", at: SourceLocation(file: path, line: 1, column: 1)))
+            }
+            saved = plan
+            request = RunRequest(runbook: plan.runbook, params: plan.params.mapValues(\.plainText), limit: plan.hosts.joined(separator: ","))
+        }
+        guard let request else { throw DiagnosticError(.error("apply needs a runbook name or --plan FILE")) }
+        let prepared = try prepare(request)
+        if let saved {
+            let stale = saved.digests.keys.sorted().filter { saved.digests[$0] != prepared.digests[$0] }
+            if !stale.isEmpty {
+                return RunOutcome(runID: nil, exitCode: 3, message: "the plan is stale: the \(stale.joined(separator: ", ")) changed since it was made; nothing was applied. Make a new plan.")
+            }
+        }
+        let journal: Journal
+        do { journal = try Journal(path: journalPath) } catch {
+            return RunOutcome(runID: nil, exitCode: 1, message: "cannot open the journal: \(error)")
+        }
+        _ = try? journal.markInterruptedRuns()
+        let runID: String
+        do {
+            runID = try journal.startRun(RunStart(runbook: prepared.runbook.name, paramsJSON: Self.canonicalJSON(prepared.params),
+                                                  hosts: prepared.hosts.map(\.name), planDigest: saved.map { _ in prepared.digests["runbook"] ?? "" }))
+        } catch {
+            return RunOutcome(runID: nil, exitCode: 1, message: "cannot write the journal: \(error)")
+        }
+        func finish(_ status: RunStatus, _ code: Int32, _ message: String) -> RunOutcome {
+            try? journal.finishRun(runID, status: status, exitCode: code, message: message)
+            events.emit(.runFinished(id: runID, status: status.rawValue, exitCode: code, message: message))
+            return RunOutcome(runID: runID, exitCode: code, message: message)
+        }
+        let info = LockInfo(runID: runID, controller: ControllerIdentity.hostname, pid: ControllerIdentity.pid,
+                            user: NSUserName(), startedAt: ISO8601DateFormatter().string(from: Date()), runbook: prepared.runbook.name)
+        let localLock: LocalLock
+        do {
+            localLock = try LocalLock.acquire(stateDir: settings.stateDir, info: info)
+        } catch {
+            return finish(.refused, 3, "\(error)")
+        }
+        defer { _ = try? localLock.release() }
+
+        let connections = await connectAll(prepared.hosts, secrets: prepared.secrets)
+        let transports = connections.compactMapValues { try? $0.get() }
+        do {
+            let outcome = try await applyConnected(request, prepared: prepared, saved: saved, options: options, journal: journal,
+                                                   runID: runID, info: info, connections: connections, transports: transports)
+            await Self.closeAll(transports)
+            return outcome
+        } catch {
+            await Self.closeAll(transports)
+            throw error
+        }
+    }
+
+    private func applyConnected(_ request: RunRequest, prepared: PreparedRun, saved: Plan?, options: ApplyOptions, journal: Journal,
+                                runID: String, info: LockInfo, connections: [String: Result<any Transport, TransportError>],
+                                transports: [String: any Transport]) async throws(DiagnosticError) -> RunOutcome {
+        func finish(_ status: RunStatus, _ code: Int32, _ message: String) -> RunOutcome {
+            try? journal.finishRun(runID, status: status, exitCode: code, message: message)
+            events.emit(.runFinished(id: runID, status: status.rawValue, exitCode: code, message: message))
+            return RunOutcome(runID: runID, exitCode: code, message: message)
+        }
+        let unreachable = connections.compactMap { _, r -> String? in
+            if case .failure(let e) = r { return e.description }
+            return nil
+        }.sorted()
+        if !unreachable.isEmpty {
+            return finish(.failed, 1, "cannot reach every host; nothing was changed:\n  " + unreachable.joined(separator: "\n  "))
+        }
+        // Host locks: all or nothing.
+        var locked: [any Transport] = []
+        for host in prepared.hosts {
+            let transport = transports[host.name]!
+            do {
+                try await HostLock.acquire(on: transport, info: info)
+                locked.append(transport)
+            } catch {
+                for t in locked { _ = try? await HostLock.release(on: t, runID: runID) }
+                return finish(.refused, 3, "\(error); nothing was changed")
+            }
+        }
+        func releaseHostLocks() async {
+            for t in locked { _ = try? await HostLock.release(on: t, runID: runID) }
+        }
+
+        let plan: Plan
+        let operations: [String: [HostStepPlan]]
+        do {
+            (plan, operations) = try await makePlan(request, prepared: prepared, transports: transports)
+        } catch let error as DiagnosticError {
+            await releaseHostLocks()
+            _ = finish(.refused, 2, "invalid input")
+            throw error
+        } catch {
+            await releaseHostLocks()
+            return finish(.failed, 1, "planning failed: \(error)")
+        }
+        if let saved {
+            let differences = Self.compare(saved: saved, fresh: plan)
+            if !differences.isEmpty {
+                await releaseHostLocks()
+                return finish(.refused, 3, "the plan is stale; nothing was applied:\n  " + differences.joined(separator: "\n  "))
+            }
+        }
+        events.emit(.planned(plan))
+        if !options.yes && saved == nil {
+            guard let confirm = options.confirm else {
+                await releaseHostLocks()
+                return finish(.refused, 3, "not confirmed: no terminal to ask on; pass --yes to apply without asking")
+            }
+            if !confirm(plan) {
+                await releaseHostLocks()
+                return finish(.refused, 3, "not confirmed; nothing was changed")
+            }
+        }
+        events.emit(.runStarted(id: runID, runbook: prepared.runbook.name, hosts: prepared.hosts.map(\.name)))
+
+        // Apply in rolling batches.
+        let rollbackEnabled = options.rollback && prepared.runbook.rollback == .auto
+        let batchSize = prepared.runbook.serial.batchSize(for: prepared.hosts.count)
+        var outcomes: [HostOutcome] = []
+        var failures = 0
+        var stopped = false
+        let firstHost = prepared.hosts.first?.name
+        for start in stride(from: 0, to: prepared.hosts.count, by: batchSize) {
+            let batch = Array(prepared.hosts[start..<min(start + batchSize, prepared.hosts.count)])
+            let results = await boundedMap(batch, limit: settings.forks) { host in
+                await self.applyHost(host, transport: transports[host.name]!, plans: operations[host.name] ?? [],
+                                     prepared: prepared, journal: journal, runID: runID, isFirst: host.name == firstHost)
+            }
+            outcomes += results
+            failures += results.filter { $0.failure != nil }.count
+            if failures > prepared.runbook.maxFail {
+                stopped = true
+                break
+            }
+        }
+        let failed = outcomes.filter { $0.failure != nil }
+        if failed.isEmpty {
+            await releaseHostLocks()
+            let changed = outcomes.filter(\.changed).count
+            return finish(.succeeded, 0, "applied: \(changed) of \(outcomes.count) host\(outcomes.count == 1 ? "" : "s") changed")
+        }
+        let summary = failed.map { "\($0.host): \($0.failure!)" }.joined(separator: "; ")
+        guard rollbackEnabled else {
+            await releaseHostLocks()
+            return finish(.failed, 1, "failed (rollback off): \(summary)")
+        }
+        // Failed hosts are rolled back; when the run stopped, every changed host is.
+        let targets = outcomes.filter { $0.failure != nil || (stopped && !$0.applied.isEmpty) }
+        let rollbackResults = await boundedMap(targets, limit: settings.forks) { outcome in
+            await self.rollBack(outcome.applied.reversed(), host: outcome.host, transport: transports[outcome.host]!,
+                                secrets: prepared.secrets, journal: journal, runID: runID)
+        }
+        await releaseHostLocks()
+        let incomplete = rollbackResults.flatMap { $0.failures }
+        let irreversible = rollbackResults.flatMap { $0.irreversible }
+        if !incomplete.isEmpty {
+            return finish(.rollbackFailed, 4, "failed: \(summary); ROLLBACK INCOMPLETE, a person must look: " + incomplete.joined(separator: "; "))
+        }
+        let note = irreversible.isEmpty ? "" : "; not undone (irreversible): " + irreversible.joined(separator: ", ")
+        return finish(.rolledBack, 1, "failed: \(summary); rolled back\(note)")
+    }
+
+    /// Differences between a saved plan and a fresh one (empty: the saved plan still holds).
+    static func compare(saved: Plan, fresh: Plan) -> [String] {
+        var differences: [String] = []
+        let freshByAddress = Dictionary(fresh.changes.map { ($0.address, $0) }, uniquingKeysWith: { a, _ in a })
+        for old in saved.changes {
+            guard let new = freshByAddress[old.address] else {
+                differences.append("\(old.address): no longer in the plan")
+                continue
+            }
+            let oldFacts = Dictionary(old.fingerprints.map { ($0.fact, $0.digest) }, uniquingKeysWith: { a, _ in a })
+            for fact in new.fingerprints where oldFacts[fact.fact] != fact.digest {
+                differences.append("\(old.address): \(fact.fact) changed since the plan was made")
+            }
+            if old.action != new.action {
+                differences.append("\(old.address): was \(old.action.rawValue), now \(new.action.rawValue)")
+            } else if old.operationsDigest != new.operationsDigest && !differences.contains(where: { $0.hasPrefix(old.address + ":") }) {
+                differences.append("\(old.address): what it would do changed")
+            }
+        }
+        if saved.changes.count != fresh.changes.count {
+            differences.append("the number of changes went from \(saved.changes.count) to \(fresh.changes.count)")
+        }
+        return differences
+    }
+
+    /// Applies one host's steps in order; stops at the first failure.
+    func applyHost(_ host: RunbookCore.Host, transport: any Transport, plans: [HostStepPlan], prepared: PreparedRun,
+                   journal: Journal, runID: String, isFirst: Bool) async -> HostOutcome {
+        var outcome = HostOutcome(host: host.name)
+        let total = prepared.runbook.steps.count
+        let masker = prepared.secrets.masker
+        var context: TemplateContext
+        do {
+            context = try self.context(for: host, prepared: prepared, steps: [:])
+        } catch {
+            outcome.failure = "\(error)"
+            return outcome
+        }
+        for (index, step) in prepared.runbook.steps.enumerated() {
+            var plan = plans[index]
+            let started = ContinuousClock.now
+            events.emit(.stepStarted(host: host.name, index: index, total: total, name: step.name))
+            func finishStep(_ status: StepStatus, _ message: String?) {
+                events.emit(.stepFinished(host: host.name, index: index, total: total, name: step.name, status: status,
+                                          duration: .now - started, message: message.map(masker.mask)))
+            }
+            if step.runOnce && !isFirst {
+                context.steps[step.reference] = ["changed": false, "skipped": true]
+                finishStep(.skipped, "run_once: runs on the first host only")
+                continue
+            }
+            do {
+                if plan.deferredUntilApply {
+                    plan = try await planStep(step, host: host, transport: transport, context: context, prepared: prepared, atApply: true)
+                } else if let when = step.when, !(try prepared.templates.evaluate(condition: when, at: step.location, context: context)) {
+                    plan.change.action = .noop
+                    plan.operation = .nothing
+                }
+            } catch {
+                outcome.failure = "\(step.name): \(error)"
+                finishStep(.failed, "\(error)")
+                return outcome
+            }
+            if plan.change.action == .noop {
+                if let id = step.id { context.steps[id] = ["changed": false, "rc": 0, "stdout": "", "stderr": ""] }
+                finishStep(.skipped, plan.change.reason)
+                continue
+            }
+            let undo = Self.undoRecord(for: plan.operation, runID: runID)
+            let entry: Int64
+            do {
+                entry = try journal.recordIntent(run: runID, host: host.name, stepIndex: index, stepName: step.name, kind: step.kind,
+                                                 phase: .apply, undo: try JSONEncoder().encode(undo), irreversible: !plan.change.reversible)
+            } catch {
+                outcome.failure = "cannot write the journal: \(error)"
+                finishStep(.failed, outcome.failure)
+                return outcome
+            }
+            outcome.applied.append(AppliedStep(entry: entry, stepIndex: index, name: step.name, undo: undo))
+            var result: StepResult = .failure("not run")
+            for attempt in 0...max(0, step.retries) {
+                if attempt > 0 { try? await Task.sleep(for: step.delay) }
+                result = await execute(plan.operation, step: step, transport: transport, context: context, prepared: prepared, runID: runID)
+                if case .success = result { break }
+            }
+            switch result {
+            case .success(let outputs):
+                let changed = outputs["changed"]?.boolValue ?? false
+                outcome.changed = outcome.changed || changed
+                try? journal.recordOutcome(entry: entry, status: .done, changed: changed, message: nil)
+                if let id = step.id { context.steps[id] = .map(outputs) }
+                finishStep(changed ? .changed : .ok, nil)
+            case .failure(let message):
+                let masked = masker.mask(message)
+                try? journal.recordOutcome(entry: entry, status: .failed, changed: false, message: masked)
+                outcome.failure = "\(step.name): \(masked)"
+                finishStep(.failed, masked)
+                return outcome
+            }
+        }
+        return outcome
+    }
+
+    enum StepResult: Sendable {
+        case success([String: Value])
+        case failure(String)
+    }
+
+    /// The backup a file step keeps beside the file, for undo.
+    static func backupPath(for path: String, runID: String) -> String {
+        let directory = (path as NSString).deletingLastPathComponent
+        let base = (path as NSString).lastPathComponent
+        return (directory == "/" ? "" : directory) + "/.\(base).runbook-bak-\(runID)"
+    }
+
+    static func undoRecord(for operation: Operation, runID: String) -> UndoRecord {
+        switch operation {
+        case .putFile(let path, let contents, _, _, _, _, let existed, let before):
+            return .restoreFile(path: path, backup: existed ? backupPath(for: path, runID: runID) : nil,
+                                beforeDigest: before, afterDigest: sha256Hex(contents))
+        case .run(_, let undo):
+            return undo.map { .command(CommandRecord($0)) } ?? .irreversible("command without undo")
+        case .assert, .sleep, .nothing:
+            return .nothing
+        }
+    }
+
+    /// Executes one planned operation (the only place a step changes a host).
+    func execute(_ operation: Operation, step: Step, transport: any Transport, context: TemplateContext,
+                 prepared: PreparedRun, runID: String) async -> StepResult {
+        do throws(TransportError) {
+            switch operation {
+            case .putFile(let path, let contents, let mode, let owner, let group, let validate, let existed, _):
+                if existed {
+                    let backup = Self.backupPath(for: path, runID: runID)
+                    let copy = try await transport.run(become(step, "cp -p -- \(path) \(backup)"), stdin: [], timeout: step.timeout, onOutput: nil)
+                    guard copy.succeeded else { return .failure("cannot back up \(path): \(copy.stderrText)") }
+                }
+                try await transport.writeFileAtomically(path, contents: contents, mode: mode, owner: owner, group: group,
+                                                        validate: validate)
+                return .success(["changed": true, "path": .string(path)])
+            case .run(let command, _):
+                let output = try await transport.run(become(step, command), stdin: [], timeout: step.timeout, onOutput: nil)
+                let outputs: [String: Value] = ["changed": true, "rc": .int(Int(output.exitStatus ?? -1)),
+                                                "stdout": .string(output.stdoutText), "stderr": .string(output.stderrText)]
+                guard output.succeeded else {
+                    let tail = output.stderrText.split(separator: "\n").suffix(5).joined(separator: " | ")
+                    return .failure("\(output.statusText)\(tail.isEmpty ? "" : ": " + tail)")
+                }
+                return .success(outputs)
+            case .assert(let conditions, let message):
+                for condition in conditions {
+                    let holds: Bool
+                    do {
+                        holds = try prepared.templates.evaluate(condition: condition, at: step.location, context: context)
+                    } catch {
+                        return .failure("\(error)")
+                    }
+                    if !holds { return .failure(message ?? "assertion failed: \(condition)") }
+                }
+                return .success(["changed": false])
+            case .sleep(let duration):
+                try? await Task.sleep(for: duration)
+                return .success(["changed": false])
+            case .nothing:
+                return .success(["changed": false])
+            }
+        } catch {
+            return .failure(error.message)
+        }
+    }
+
+    /// `become: true` runs the command through `sudo -n` (keeping the secrets' environment).
+    func become(_ step: Step, _ command: ShellCommand) -> ShellCommand {
+        guard step.become else { return command }
+        return "sudo -n -E -- sh -c \(command.commandLine)" + ShellCommand(parts: command.parts.filter {
+            if case .binding = $0 { return true }
+            if case .secret = $0 { return false }
+            return false
+        } + command.parts.compactMap {
+            if case .secret(let name, let value) = $0 { return .binding(name: name, value: value) }
+            return nil
+        })
+    }
+}
+
+extension Value {
+    /// The value as `-p` would have typed it.
+    var plainText: String {
+        switch self {
+        case .string(let s): return s
+        case .int(let i): return String(i)
+        case .double(let d): return String(d)
+        case .bool(let b): return b ? "true" : "false"
+        case .null: return ""
+        default: return description
+        }
+    }
+}

@@ -1,0 +1,197 @@
+import Foundation
+import RunbookCore
+
+/// What rolling back one host achieved.
+struct RollbackResult: Sendable {
+    var failures: [String] = []
+    var irreversible: [String] = []
+}
+
+extension Engine {
+    /// Undoes `steps` (already in reverse order) on one host, journaling each undo.
+    func rollBack(_ steps: [AppliedStep], host: String, transport: any Transport, secrets: SecretStore,
+                  journal: Journal, runID: String) async -> RollbackResult {
+        var result = RollbackResult()
+        events.emit(.rollbackStarted(host: host))
+        for step in steps {
+            let entry = try? journal.recordIntent(run: runID, host: host, stepIndex: step.stepIndex, stepName: step.name,
+                                                  kind: "undo", phase: .rollback, undo: nil, irreversible: false)
+            let outcome = await undo(step.undo, transport: transport, secrets: secrets)
+            switch outcome {
+            case .undone(let message):
+                if let entry { try? journal.recordOutcome(entry: entry, status: .done, changed: true, message: message) }
+                events.emit(.undoFinished(host: host, name: step.name, ok: true, message: message))
+            case .nothingToDo:
+                if let entry { try? journal.recordOutcome(entry: entry, status: .noop, changed: false, message: nil) }
+            case .irreversible(let reason):
+                result.irreversible.append("\(host): \(step.name) (\(reason))")
+                if let entry { try? journal.recordOutcome(entry: entry, status: .skipped, changed: false, message: "irreversible: \(reason)") }
+                events.emit(.undoFinished(host: host, name: step.name, ok: false, message: "not undone: \(reason)"))
+            case .failed(let message):
+                let masked = secrets.masker.mask(message)
+                result.failures.append("\(host): \(step.name): \(masked)")
+                if let entry { try? journal.recordOutcome(entry: entry, status: .failed, changed: false, message: masked) }
+                events.emit(.undoFinished(host: host, name: step.name, ok: false, message: masked))
+            }
+        }
+        return result
+    }
+
+    enum UndoOutcome {
+        case undone(String)
+        case nothingToDo
+        case irreversible(String)
+        case failed(String)
+    }
+
+    /// Undoes one step from its record. Restoring a file checks digests first, so undoing a
+    /// step that never got to change anything (a controller killed mid-step) is harmless.
+    func undo(_ record: UndoRecord, transport: any Transport, secrets: SecretStore) async -> UndoOutcome {
+        do throws(TransportError) {
+            switch record {
+            case .nothing:
+                return .nothingToDo
+            case .irreversible(let reason):
+                return .irreversible(reason)
+            case .command(let recorded):
+                guard let command = recorded.command(secret: { secrets.value($0) }) else {
+                    return .failed("the undo command needs a secret that is no longer defined: \(recorded.display)")
+                }
+                let output = try await transport.run(command, stdin: [], timeout: .seconds(600), onOutput: nil)
+                guard output.succeeded else { return .failed("undo `\(recorded.display)`: \(output.statusText): \(output.stderrText)") }
+                return .undone("ran \(recorded.display)")
+            case .restoreFile(let path, let backup, let before, _):
+                let current = try await transport.readFile(path)
+                let currentDigest = current.map(sha256Hex) ?? "absent"
+                if currentDigest == before {
+                    if let backup { try? await transport.removeFile(backup) }
+                    return .nothingToDo
+                }
+                if before == "absent" {
+                    try await transport.removeFile(path)
+                    return .undone("removed \(path)")
+                }
+                guard let backup, try await transport.stat(backup) != nil else {
+                    return .failed("cannot restore \(path): its backup is gone")
+                }
+                let move: ShellCommand = "mv -fT -- \(backup) \(path)"
+                let output = try await transport.run(move, stdin: [], timeout: .seconds(60), onOutput: nil)
+                guard output.succeeded else { return .failed("cannot restore \(path): \(output.stderrText)") }
+                return .undone("restored \(path)")
+            }
+        } catch {
+            return .failed(error.message)
+        }
+    }
+
+    /// `runbook rollback RUN_ID`: undoes a finished or interrupted run from the journal.
+    public func rollback(runID prefix: String) async -> RunOutcome {
+        let journal: Journal
+        do { journal = try Journal(path: journalPath) } catch {
+            return RunOutcome(runID: nil, exitCode: 1, message: "cannot open the journal: \(error)")
+        }
+        _ = try? journal.markInterruptedRuns()
+        guard let runID = try? journal.resolveRunID(prefix), let run = try? journal.run(runID) else {
+            return RunOutcome(runID: nil, exitCode: 2, message: "no run matches \(prefix) (see `runbook history`)")
+        }
+        switch run.status {
+        case .running:
+            return RunOutcome(runID: runID, exitCode: 3, message: "run \(runID) is still running (pid \(run.pid) on \(run.controller))")
+        case .rolledBack:
+            return RunOutcome(runID: runID, exitCode: 3, message: "run \(runID) was already rolled back")
+        case .refused:
+            return RunOutcome(runID: runID, exitCode: 3, message: "run \(runID) was refused and changed nothing")
+        default:
+            break
+        }
+        let entries = (try? journal.entries(run: runID)) ?? []
+        let rolledBackEntries = Set(entries.filter { $0.phase == .rollback && $0.status != .failed }.map { "\($0.host)#\($0.stepIndex)" })
+        var byHost: [String: [AppliedStep]] = [:]
+        for entry in entries where entry.phase == .apply && entry.status != .noop && entry.status != .skipped {
+            guard !rolledBackEntries.contains("\(entry.host)#\(entry.stepIndex)"),
+                  let data = entry.undo, let undo = try? JSONDecoder().decode(UndoRecord.self, from: data) else { continue }
+            byHost[entry.host, default: []].append(AppliedStep(entry: entry.id, stepIndex: entry.stepIndex, name: entry.stepName, undo: undo))
+        }
+        if byHost.isEmpty {
+            try? journal.finishRun(runID, status: .rolledBack, exitCode: 0, message: "nothing to roll back")
+            return RunOutcome(runID: runID, exitCode: 0, message: "run \(runID) changed nothing that can be undone")
+        }
+        let inventory: Inventory
+        let secrets: SecretStore
+        do {
+            inventory = try InventoryLoader.forCurrentUser().load(path: settings.inventoryPath)
+            secrets = try SecretStore(file: settings.stateDir + "/secrets.env")
+        } catch {
+            return RunOutcome(runID: runID, exitCode: 2, message: error.description)
+        }
+        let hosts = byHost.keys.sorted().compactMap { inventory.host(named: $0) }
+        if hosts.count != byHost.count {
+            let missing = Set(byHost.keys).subtracting(hosts.map(\.name)).sorted()
+            return RunOutcome(runID: runID, exitCode: 2, message: "hosts of run \(runID) are no longer in the inventory: \(missing.joined(separator: ", "))")
+        }
+        let info = LockInfo(runID: runID, controller: ControllerIdentity.hostname, pid: ControllerIdentity.pid,
+                            user: NSUserName(), startedAt: ISO8601DateFormatter().string(from: Date()), runbook: run.runbook)
+        // A lock left by this very run, whose controller is gone, is taken over.
+        if let holder = try? LocalLock.read(stateDir: settings.stateDir), holder.runID == runID,
+           holder.controller == ControllerIdentity.hostname, !LockInfo.processIsAlive(holder.pid) {
+            try? LocalLock.forceRemove(stateDir: settings.stateDir)
+        }
+        let localLock: LocalLock
+        do { localLock = try LocalLock.acquire(stateDir: settings.stateDir, info: info) } catch {
+            return RunOutcome(runID: runID, exitCode: 3, message: "\(error)")
+        }
+        defer { _ = try? localLock.release() }
+        let connections = await connectAll(hosts, secrets: secrets)
+        let transports = connections.compactMapValues { try? $0.get() }
+        let outcome = await rollbackConnected(runID: runID, run: run, hosts: hosts, byHost: byHost, journal: journal, secrets: secrets,
+                                              info: info, connections: connections, transports: transports)
+        await Self.closeAll(transports)
+        return outcome
+    }
+
+    private func rollbackConnected(runID: String, run: RunRecord, hosts: [RunbookCore.Host], byHost: [String: [AppliedStep]],
+                                   journal: Journal, secrets: SecretStore, info: LockInfo,
+                                   connections: [String: Result<any Transport, TransportError>],
+                                   transports: [String: any Transport]) async -> RunOutcome {
+        if transports.count != hosts.count {
+            let errors = connections.compactMap { _, r -> String? in
+                if case .failure(let e) = r { return e.description }
+                return nil
+            }
+            return RunOutcome(runID: runID, exitCode: 1, message: "cannot reach: " + errors.sorted().joined(separator: "; "))
+        }
+        // The run's own host locks (left by a killed controller) are taken over.
+        var locked: [any Transport] = []
+        for host in hosts {
+            let transport = transports[host.name]!
+            if let holder = try? await HostLock.read(on: transport), holder.runID == runID {
+                try? await HostLock.forceRemove(on: transport)
+            }
+            do {
+                try await HostLock.acquire(on: transport, info: info)
+                locked.append(transport)
+            } catch {
+                for t in locked { _ = try? await HostLock.release(on: t, runID: runID) }
+                return RunOutcome(runID: runID, exitCode: 3, message: "\(error)")
+            }
+        }
+        let planned = byHost
+        let results = await boundedMap(hosts, limit: settings.forks) { host in
+            await self.rollBack((planned[host.name] ?? []).reversed(), host: host.name, transport: transports[host.name]!,
+                                secrets: secrets, journal: journal, runID: runID)
+        }
+        for t in locked { _ = try? await HostLock.release(on: t, runID: runID) }
+        let failures = results.flatMap(\.failures)
+        let irreversible = results.flatMap(\.irreversible)
+        if !failures.isEmpty {
+            let message = "ROLLBACK INCOMPLETE, a person must look: " + failures.joined(separator: "; ")
+            try? journal.finishRun(runID, status: .rollbackFailed, exitCode: 4, message: message)
+            events.emit(.runFinished(id: runID, status: RunStatus.rollbackFailed.rawValue, exitCode: 4, message: message))
+            return RunOutcome(runID: runID, exitCode: 4, message: message)
+        }
+        let message = "rolled back" + (irreversible.isEmpty ? "" : "; not undone (irreversible): " + irreversible.joined(separator: ", "))
+        try? journal.finishRun(runID, status: .rolledBack, exitCode: 0, message: message)
+        events.emit(.runFinished(id: runID, status: RunStatus.rolledBack.rawValue, exitCode: 0, message: message))
+        return RunOutcome(runID: runID, exitCode: 0, message: message)
+    }
+}

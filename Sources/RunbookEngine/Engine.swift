@@ -1,0 +1,429 @@
+import Crypto
+import Foundation
+import Logging
+import RunbookCore
+
+/// What to run: a runbook, its `-p` values, and an optional host limit.
+public struct RunRequest: Sendable {
+    /// The runbook's name.
+    public var runbook: String
+    /// `-p k=v` values as typed.
+    public var params: [String: String]
+    /// `-l LIMIT`, narrowing the runbook's `hosts:`.
+    public var limit: String?
+
+    /// Creates a request.
+    public init(runbook: String, params: [String: String] = [:], limit: String? = nil) {
+        self.runbook = runbook
+        self.params = params
+        self.limit = limit
+    }
+}
+
+/// Where the project lives and how wide to run.
+public struct EngineSettings: Sendable {
+    /// The project root (runbooks/, templates/).
+    public var root: String
+    /// The state directory (journal, plans, lock).
+    public var stateDir: String
+    /// The inventory file.
+    public var inventoryPath: String
+    /// Hosts at once.
+    public var forks: Int
+    /// Logger for connection warnings and debugging.
+    public var logger: Logger
+
+    /// Creates settings.
+    public init(root: String, stateDir: String, inventoryPath: String, forks: Int, logger: Logger) {
+        self.root = root
+        self.stateDir = stateDir
+        self.inventoryPath = inventoryPath
+        self.forks = forks
+        self.logger = logger
+    }
+}
+
+/// A failure of the engine, with the exit code it means (SPEC §2).
+public struct EngineError: Error, Sendable, CustomStringConvertible {
+    /// 1 runtime, 2 invalid input, 3 refused, 4 rollback incomplete.
+    public let exitCode: Int32
+    /// For the operator.
+    public let message: String
+
+    /// Creates an error.
+    public init(exitCode: Int32, _ message: String) {
+        self.exitCode = exitCode
+        self.message = message
+    }
+
+    public var description: String { message }
+}
+
+/// Everything loaded and checked before any host is contacted.
+struct PreparedRun: Sendable {
+    let runbook: Runbook
+    let params: [String: Value]
+    let inventory: Inventory
+    let hosts: [RunbookCore.Host]
+    let secrets: SecretStore
+    let templates: TemplateEngine
+    let digests: [String: String]
+}
+
+/// Plans, applies and rolls back runbooks (SPEC §6). The CLI hands it a request and prints
+/// its events; the engine owns every decision.
+public struct Engine: Sendable {
+    /// Paths and limits.
+    public let settings: EngineSettings
+    /// Where progress goes.
+    public let events: any EventSink
+
+    /// Creates an engine.
+    public init(settings: EngineSettings, events: any EventSink) {
+        self.settings = settings
+        self.events = events
+    }
+
+    var journalPath: String { settings.stateDir + "/journal.sqlite" }
+    var templatesDirectory: String { settings.root + "/templates" }
+
+    // MARK: Preparation
+
+    /// Loads and checks the runbook, params, inventory and secrets: invalid input throws
+    /// `DiagnosticError` before any host is contacted.
+    func prepare(_ request: RunRequest) throws(DiagnosticError) -> PreparedRun {
+        let runbook = try RunbookLoader(root: settings.root).load(name: request.runbook)
+        let params = try ParamValues.resolve(specs: runbook.params, overrides: request.params, file: runbook.file)
+        guard FileManager.default.fileExists(atPath: settings.inventoryPath) else {
+            throw DiagnosticError(.error("inventory file not found: \(settings.inventoryPath)",
+                                         hint: "create inventory/hosts.yml, or pass -i FILE or set RUNBOOK_INVENTORY"))
+        }
+        let inventory = try InventoryLoader.forCurrentUser().load(path: settings.inventoryPath)
+        var hosts = try HostPattern(runbook.hosts).select(from: inventory)
+        if let limit = request.limit {
+            let limited = Set(try HostPattern(limit).select(from: inventory).map(\.name))
+            hosts = hosts.filter { limited.contains($0.name) }
+            if hosts.isEmpty {
+                throw DiagnosticError(.error("-l \(limit) leaves no host of the runbook's hosts: \(runbook.hosts)"))
+            }
+        }
+        let secrets = try SecretStore(file: settings.stateDir + "/secrets.env")
+        let templates = TemplateEngine(templatesDirectory: templatesDirectory)
+        try Self.checkTemplates(runbook, templates: templates)
+        let digests = [
+            "runbook": Self.fileDigest(runbook.file),
+            "templates": Self.directoryDigest(templatesDirectory),
+            "inventory": Self.fileDigest(settings.inventoryPath),
+            "params": sha256Hex(Self.canonicalJSON(params)),
+        ]
+        return PreparedRun(runbook: runbook, params: params, inventory: inventory, hosts: hosts, secrets: secrets,
+                           templates: templates, digests: digests)
+    }
+
+    /// Every template the runbook uses, checked without a host: syntax, and names that can
+    /// never be defined (params and vars it does not declare, steps without that id).
+    static func checkTemplates(_ runbook: Runbook, templates: TemplateEngine) throws(DiagnosticError) {
+        var known = TemplateEngine.defaultKnownNames
+        for param in runbook.params { known.insert("params.\(param.name)") }
+        for variable in runbook.vars { known.insert("vars.\(variable.name)") }
+        var problems: [Diagnostic] = []
+        for (name, value, location) in runbook.vars {
+            for text in value.strings { problems += templates.check(string: text, at: location, knownNames: known) }
+            known.insert("vars.\(name)")
+        }
+        for step in runbook.steps {
+            if let when = step.when { problems += templates.check(condition: when, at: step.location, knownNames: known) }
+            if case .map(let arguments) = step.arguments {
+                for (key, value) in arguments.sorted(by: { $0.key < $1.key }) {
+                    let location = step.argumentLocations[key] ?? step.location
+                    if step.kind == "assert" && key == "that" {
+                        for text in value.strings { problems += templates.check(condition: text, at: location, knownNames: known) }
+                        continue
+                    }
+                    for text in value.strings { problems += templates.check(string: text, at: location, knownNames: known) }
+                }
+                if step.kind == "template", case .string(let src) = arguments["src"], !src.contains("{{") {
+                    problems += templates.checkFile(src, knownNames: known)
+                }
+            }
+            if let id = step.id { known.insert("steps.\(id)") }
+        }
+        let errors = problems.filter { $0.severity == .error }
+        if !errors.isEmpty { throw DiagnosticError(errors) }
+    }
+
+    static func fileDigest(_ path: String) -> String {
+        FileManager.default.contents(atPath: path).map { sha256Hex(Array($0)) } ?? "absent"
+    }
+
+    /// SHA-256 over every file below `path` (relative name and content), in name order.
+    static func directoryDigest(_ path: String) -> String {
+        guard let enumerator = FileManager.default.enumerator(atPath: path) else { return "absent" }
+        var hasher = SHA256()
+        var names: [String] = []
+        while let name = enumerator.nextObject() as? String { names.append(name) }
+        for name in names.sorted() {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path + "/" + name, isDirectory: &isDirectory), !isDirectory.boolValue,
+                  let data = FileManager.default.contents(atPath: path + "/" + name) else { continue }
+            hasher.update(data: Data(name.utf8))
+            hasher.update(data: Data([0]))
+            hasher.update(data: data)
+        }
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+
+    static func canonicalJSON(_ params: [String: Value]) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? encoder.encode(params)) ?? Data(), as: UTF8.self)
+    }
+
+    // MARK: Template context
+
+    /// The template context for a host: params, the runbook's vars rendered for this host,
+    /// host facts from the inventory, and the steps' results so far.
+    func context(for host: RunbookCore.Host, prepared: PreparedRun, steps: [String: Value]) throws(DiagnosticError) -> TemplateContext {
+        var hostMap = host.vars
+        hostMap["name"] = .string(host.name)
+        hostMap["address"] = .string(host.address)
+        hostMap["port"] = .int(host.port)
+        hostMap["user"] = .string(host.user)
+        hostMap["groups"] = .list(host.groups.map(Value.string))
+        var context = TemplateContext(params: prepared.params, vars: [:], host: hostMap, facts: [:], steps: steps,
+                                      secrets: prepared.secrets)
+        for (name, value, location) in prepared.runbook.vars {
+            context.vars[name] = try render(value, at: location, context: context, templates: prepared.templates)
+        }
+        return context
+    }
+
+    private func render(_ value: Value, at location: SourceLocation, context: TemplateContext, templates: TemplateEngine) throws(DiagnosticError) -> Value {
+        switch value {
+        case .string(let text):
+            return .string(try templates.render(string: text, at: location, context: context, secrets: .values).text)
+        case .list(let items):
+            var out: [Value] = []
+            for item in items { out.append(try render(item, at: location, context: context, templates: templates)) }
+            return .list(out)
+        case .map(let map):
+            var out: [String: Value] = [:]
+            for (key, item) in map { out[key] = try render(item, at: location, context: context, templates: templates) }
+            return .map(out)
+        default:
+            return value
+        }
+    }
+
+    /// Argument keys whose values are shell commands: rendered with secrets as references.
+    static let commandArguments: Set<String> = ["run", "unless", "undo", "validate"]
+
+    /// Renders a step's arguments for one host.
+    func renderArguments(_ step: Step, context: TemplateContext, prepared: PreparedRun) throws(DiagnosticError) -> RenderedArguments {
+        var rendered = RenderedArguments(strings: [:], commands: [:], raw: [:], fileContents: nil)
+        let templates = prepared.templates
+        func location(_ key: String) -> SourceLocation { step.argumentLocations[key] ?? step.location }
+        switch step.arguments {
+        case .map(let map):
+            for (key, value) in map {
+                rendered.raw[key] = value
+                guard case .string(let text) = value else { continue }
+                if Self.commandArguments.contains(key) {
+                    let result = try templates.render(string: text, at: location(key), context: context, secrets: .references)
+                    var parts: [ShellCommand.Part] = [.literal(result.text)]
+                    for name in result.secretsUsed {
+                        if let value = prepared.secrets.value(name) { parts.append(.binding(name: name, value: value)) }
+                    }
+                    rendered.commands[key] = ShellCommand(parts: parts)
+                } else {
+                    rendered.strings[key] = try templates.render(string: text, at: location(key), context: context, secrets: .values).text
+                }
+            }
+        case .string(let text):
+            rendered.raw[""] = .string(text)
+            rendered.strings[""] = try templates.render(string: text, at: location(""), context: context, secrets: .values).text
+        default:
+            rendered.raw[""] = step.arguments
+        }
+        if step.kind == "template", let src = rendered.strings["src"] {
+            rendered.fileContents = Array(try templates.renderFile(src, context: context, secrets: .values).text.utf8)
+        } else if step.kind == "copy", let src = rendered.strings["src"] {
+            rendered.fileContents = try templates.readFile(src)
+        }
+        return rendered
+    }
+
+    /// True when a step's `when` or arguments read earlier steps' results.
+    static func readsSteps(_ step: Step) -> Bool {
+        if let when = step.when, when.contains("steps.") { return true }
+        return step.arguments.containsText("steps.")
+    }
+
+    // MARK: Planning
+
+    /// Plans every step on one host, reading facts only.
+    func planHost(_ host: RunbookCore.Host, transport: any Transport, prepared: PreparedRun) async throws -> [HostStepPlan] {
+        let context = try context(for: host, prepared: prepared, steps: [:])
+        var plans: [HostStepPlan] = []
+        for step in prepared.runbook.steps {
+            plans.append(try await planStep(step, host: host, transport: transport, context: context, prepared: prepared, atApply: false))
+        }
+        return plans
+    }
+
+    /// Plans one step; at plan time a step that reads earlier steps' results is deferred.
+    func planStep(_ step: Step, host: RunbookCore.Host, transport: any Transport, context: TemplateContext,
+                  prepared: PreparedRun, atApply: Bool) async throws -> HostStepPlan {
+        if !atApply && Self.readsSteps(step) {
+            var change = PlannedChange.make(step: step, host: host.name, action: .deferred,
+                                            reversible: !StepKindSchema.isIrreversible(kind: step.kind, arguments: step.arguments),
+                                            summary: "decided at apply time")
+            change.reason = "reads the results of earlier steps"
+            change.operationsDigest = sha256Hex("deferred")
+            return HostStepPlan(change: change, operation: .nothing, deferredUntilApply: true)
+        }
+        if let when = step.when {
+            let holds = try prepared.templates.evaluate(condition: when, at: step.location, context: context)
+            if !holds {
+                var change = PlannedChange.make(step: step, host: host.name, action: .noop, reversible: true, summary: "skip: when is false")
+                change.reason = "when: \(when)"
+                change.operationsDigest = sha256Hex("when-false")
+                return HostStepPlan(change: change, operation: .nothing, deferredUntilApply: false)
+            }
+        }
+        guard let kind = StepKinds.implemented[step.kind] else {
+            throw DiagnosticError(.error("step kind \(step.kind) is not available in this version of runbook",
+                                         at: step.location, field: "steps[\(step.index)].\(step.kind)"))
+        }
+        let arguments = try renderArguments(step, context: context, prepared: prepared)
+        do {
+            return try await kind.plan(step: step, host: host, arguments: arguments, facts: FactReader(transport: transport))
+        } catch let failure as StepFailure {
+            throw DiagnosticError(.error(failure.description, at: step.location, field: "steps[\(step.index)].\(step.kind)"))
+        }
+    }
+
+    /// Connects to every host (at most `forks` at once); unreachable hosts are errors.
+    func connectAll(_ hosts: [RunbookCore.Host], secrets: SecretStore) async -> [String: Result<any Transport, TransportError>] {
+        let connector = Connector(secrets: secrets, logger: settings.logger)
+        let results = await boundedMap(hosts, limit: settings.forks) { host -> (String, Result<any Transport, TransportError>) in
+            do throws(TransportError) {
+                return (host.name, .success(try await connector.connect(host)))
+            } catch {
+                return (host.name, .failure(error))
+            }
+        }
+        return Dictionary(uniqueKeysWithValues: results)
+    }
+
+    /// Makes a plan: loads, connects, reads facts, and returns the plan with the operations
+    /// behind it (still connected). Nothing on any host changes.
+    func makePlan(_ request: RunRequest, prepared: PreparedRun, transports: [String: any Transport]) async throws -> (Plan, [String: [HostStepPlan]]) {
+        let results = await boundedMap(prepared.hosts, limit: settings.forks) { host -> (String, Result<[HostStepPlan], any Error>) in
+            guard let transport = transports[host.name] else {
+                return (host.name, .failure(EngineError(exitCode: 1, "\(host.name): not connected")))
+            }
+            do {
+                return (host.name, .success(try await self.planHost(host, transport: transport, prepared: prepared)))
+            } catch {
+                return (host.name, .failure(error))
+            }
+        }
+        var byHost: [String: [HostStepPlan]] = [:]
+        var diagnostics: [Diagnostic] = []
+        var failures: [String] = []
+        for (host, result) in results {
+            switch result {
+            case .success(let plans): byHost[host] = plans
+            case .failure(let error as DiagnosticError): diagnostics += error.diagnostics
+            case .failure(let error): failures.append("\(host): \(error)")
+            }
+        }
+        if !diagnostics.isEmpty { throw DiagnosticError(Array(Set(diagnostics)).sorted { ($0.location?.line ?? 0) < ($1.location?.line ?? 0) }) }
+        if !failures.isEmpty { throw EngineError(exitCode: 1, "planning failed:\n  " + failures.joined(separator: "\n  ")) }
+        let masker = prepared.secrets.masker
+        var changes: [PlannedChange] = []
+        for host in prepared.hosts {
+            for var plan in byHost[host.name] ?? [] {
+                plan.change.diff = plan.change.diff.map(masker.mask)
+                plan.change.summary = masker.mask(plan.change.summary)
+                plan.change.commands = plan.change.commands.map(masker.mask)
+                changes.append(plan.change)
+            }
+        }
+        let plan = Plan(runbook: prepared.runbook.name, params: prepared.params, hosts: prepared.hosts.map(\.name),
+                        createdAt: ISO8601DateFormatter().string(from: Date()), digests: prepared.digests, changes: changes)
+        return (plan, byHost)
+    }
+
+    /// `runbook plan`: the plan, optionally saved (JSON, mode 0600).
+    public func plan(_ request: RunRequest, saveTo path: String?) async throws -> Plan {
+        let prepared = try prepare(request)
+        let connections = await connectAll(prepared.hosts, secrets: prepared.secrets)
+        let transports = connections.compactMapValues { try? $0.get() }
+        do {
+            let plan = try await planConnected(request, prepared: prepared, connections: connections, transports: transports, saveTo: path)
+            await Self.closeAll(transports)
+            return plan
+        } catch {
+            await Self.closeAll(transports)
+            throw error
+        }
+    }
+
+    /// Closes every connection (before the process may exit).
+    static func closeAll(_ transports: [String: any Transport]) async {
+        await withTaskGroup(of: Void.self) { group in
+            for transport in transports.values { group.addTask { await transport.close() } }
+        }
+    }
+
+    private func planConnected(_ request: RunRequest, prepared: PreparedRun, connections: [String: Result<any Transport, TransportError>],
+                               transports: [String: any Transport], saveTo path: String?) async throws -> Plan {
+        let unreachable = connections.compactMap { name, result -> String? in
+            if case .failure(let error) = result { return error.description }
+            return nil
+        }
+        if !unreachable.isEmpty { throw EngineError(exitCode: 1, "cannot reach every host:\n  " + unreachable.sorted().joined(separator: "\n  ")) }
+        let (plan, _) = try await makePlan(request, prepared: prepared, transports: transports)
+        if let path { try Self.save(plan, to: path) }
+        events.emit(.planned(plan))
+        return plan
+    }
+
+    /// Writes a plan as JSON with mode 0600.
+    static func save(_ plan: Plan, to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data = try encoder.encode(plan)
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw EngineError(exitCode: 1, "cannot write the plan to \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        fchmod(fd, 0o600)
+        _ = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    }
+}
+
+extension Value {
+    /// Every string inside, depth first.
+    var strings: [String] {
+        switch self {
+        case .string(let s): return [s]
+        case .list(let items): return items.flatMap(\.strings)
+        case .map(let map): return map.keys.sorted().flatMap { map[$0]!.strings }
+        default: return []
+        }
+    }
+
+    /// True when any string inside contains `text`.
+    func containsText(_ text: String) -> Bool {
+        switch self {
+        case .string(let s): return s.contains(text)
+        case .list(let items): return items.contains { $0.containsText(text) }
+        case .map(let map): return map.values.contains { $0.containsText(text) }
+        default: return false
+        }
+    }
+}

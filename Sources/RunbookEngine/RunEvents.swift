@@ -1,0 +1,39 @@
+import RunbookCore
+
+/// How a step ended on a host.
+public enum StepStatus: String, Sendable, Codable {
+    /// It changed something.
+    case changed
+    /// It ran and changed nothing (a check, a no-op).
+    case ok
+    /// `when` was false, or `run_once` on another host.
+    case skipped
+    /// It failed.
+    case failed
+}
+
+/// Progress of a plan, apply or rollback, for the human and JSON printers.
+public enum RunEvent: Sendable {
+    /// A plan was made (before confirmation).
+    case planned(Plan)
+    /// The run was recorded in the journal.
+    case runStarted(id: String, runbook: String, hosts: [String])
+    /// A step started on a host.
+    case stepStarted(host: String, index: Int, total: Int, name: String)
+    /// A step ended on a host.
+    case stepFinished(host: String, index: Int, total: Int, name: String, status: StepStatus, duration: Duration, message: String?)
+    /// A host stopped with an error.
+    case hostFailed(host: String, message: String)
+    /// Rollback began on a host.
+    case rollbackStarted(host: String)
+    /// One undo action on a host.
+    case undoFinished(host: String, name: String, ok: Bool, message: String)
+    /// The run ended.
+    case runFinished(id: String, status: String, exitCode: Int32, message: String)
+}
+
+/// Receives events; the CLI prints them.
+public protocol EventSink: Sendable {
+    /// Handles one event (may be called from several hosts' tasks at once).
+    func emit(_ event: RunEvent)
+}

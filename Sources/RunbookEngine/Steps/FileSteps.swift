@@ -1,0 +1,63 @@
+import RunbookCore
+
+/// `template` and `copy`: put a file in place with the wanted content, mode and owner.
+/// Plan: a unified diff against the file on the host. Undo: the previous content, or removal.
+struct FileStep: StepKind {
+    func plan(step: Step, host: RunbookCore.Host, arguments: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
+        guard let dest = arguments.string("dest") else { throw StepFailure("\(step.kind) needs dest") }
+        guard dest.hasPrefix("/") else { throw StepFailure("dest must be an absolute path, got \(dest)") }
+        let wanted: [UInt8]
+        if let contents = arguments.fileContents {
+            wanted = contents
+        } else if let content = arguments.string("content") {
+            wanted = Array(content.utf8)
+        } else {
+            throw StepFailure("\(step.kind) needs src or content")
+        }
+        let current = try await facts.file(dest)
+        let wantedMode = parseMode(arguments.raw["mode"]) ?? current?.mode ?? 0o644
+        let owner = arguments.string("owner")
+        let group = arguments.string("group")
+        let beforeDigest = current.map { sha256Hex($0.contents) } ?? "absent"
+        let fingerprint = FactFingerprint(fact: "file:\(dest)",
+                                          digest: current.map { "\(sha256Hex($0.contents)) mode \(String($0.mode, radix: 8))" } ?? "absent")
+        var change = PlannedChange.make(step: step, host: host.name, action: .noop, reversible: true, summary: "")
+        change.fingerprints = [fingerprint]
+        let contentSame = current?.contents == wanted
+        let modeSame = current?.mode == wantedMode
+        // Owner/group are compared by name on the host only when asked for.
+        var ownerSame = true
+        if current != nil, owner != nil || group != nil {
+            let probe: ShellCommand = "stat -c '%U:%G' -- \(dest)"
+            let result = try await facts.check(probe, timeout: step.timeout)
+            let parts = result.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ":").map(String.init)
+            if parts.count == 2 {
+                ownerSame = (owner == nil || owner == parts[0]) && (group == nil || group == parts[1])
+            }
+            change.fingerprints.append(FactFingerprint(fact: "owner:\(dest)", digest: sha256Hex(result.stdoutText)))
+        }
+        if contentSame && modeSame && ownerSame {
+            change.summary = "\(dest) is up to date"
+            change.reason = "content, mode\(owner != nil || group != nil ? " and owner" : "") already as wanted"
+            change.operationsDigest = sha256Hex("noop")
+            return HostStepPlan(change: change, operation: .nothing, deferredUntilApply: false)
+        }
+        change.action = current == nil ? .create : .update
+        var what: [String] = []
+        if current == nil { what.append("create (mode \(String(wantedMode, radix: 8)))") }
+        if current != nil && !contentSame { what.append("content") }
+        if let current, !modeSame { what.append("mode \(String(current.mode, radix: 8)) → \(String(wantedMode, radix: 8))") }
+        if !ownerSame { what.append("owner → \(owner ?? ""):\(group ?? "")") }
+        change.summary = "\(dest): " + what.joined(separator: ", ")
+        if !contentSame {
+            let old = current.map { String(decoding: $0.contents, as: UTF8.self) }
+            change.diff = UnifiedDiff.make(old: old, new: String(decoding: wanted, as: UTF8.self), path: dest)
+        }
+        let validate = arguments.commands["validate"]
+        if let validate { change.commands = ["validate: " + validate.display] }
+        change.operationsDigest = sha256Hex(wanted + Array("\(dest) \(wantedMode) \(owner ?? "") \(group ?? "") \(validate?.commandLine ?? "")".utf8))
+        let op = Operation.putFile(path: dest, contents: wanted, mode: wantedMode, owner: owner, group: group,
+                                   validate: validate, existed: current != nil, beforeDigest: beforeDigest)
+        return HostStepPlan(change: change, operation: op, deferredUntilApply: false)
+    }
+}

@@ -1,0 +1,75 @@
+/// Unified diffs of text, as `diff -u` prints them, from the standard library's Myers
+/// difference.
+enum UnifiedDiff {
+    private enum Edit {
+        case keep(String)
+        case delete(String)
+        case add(String)
+        var isKeep: Bool { if case .keep = self { return true } else { return false } }
+    }
+
+    /// The diff from `old` to `new` (nil `old`: the file is created), with `context` lines
+    /// around each change. Empty when the texts are equal.
+    static func make(old: String?, new: String, path: String, context: Int = 3) -> String {
+        if old == new { return "" }
+        let a = old.map(lines) ?? []
+        let b = lines(new)
+        var removed = Set<Int>(), inserted = Set<Int>()
+        for change in b.difference(from: a) {
+            switch change {
+            case .remove(let offset, _, _): removed.insert(offset)
+            case .insert(let offset, _, _): inserted.insert(offset)
+            }
+        }
+        // The edit script, with each edit's 0-based line position on both sides before it.
+        var script: [(edit: Edit, aPos: Int, bPos: Int)] = []
+        var i = 0, j = 0
+        while i < a.count || j < b.count {
+            if i < a.count, removed.contains(i) {
+                script.append((.delete(a[i]), i, j)); i += 1
+            } else if j < b.count, inserted.contains(j) {
+                script.append((.add(b[j]), i, j)); j += 1
+            } else {
+                script.append((.keep(a[i]), i, j)); i += 1; j += 1
+            }
+        }
+        var out = "--- \(old == nil ? "/dev/null" : "a" + path)\n+++ b\(path)\n"
+        var index = 0
+        while let start = script[index...].firstIndex(where: { !$0.edit.isKeep }) {
+            // Extend the hunk while changes are within 2×context lines of each other.
+            var lastChange = start
+            var cursor = start + 1
+            while cursor < script.count {
+                if !script[cursor].edit.isKeep {
+                    lastChange = cursor
+                } else if cursor - lastChange > context * 2 {
+                    break
+                }
+                cursor += 1
+            }
+            let hunkStart = max(index, start - context)
+            let hunkEnd = min(script.count, lastChange + context + 1)
+            var aCount = 0, bCount = 0
+            var body = ""
+            for entry in script[hunkStart..<hunkEnd] {
+                switch entry.edit {
+                case .keep(let line): aCount += 1; bCount += 1; body += " \(line)\n"
+                case .delete(let line): aCount += 1; body += "-\(line)\n"
+                case .add(let line): bCount += 1; body += "+\(line)\n"
+                }
+            }
+            let aStart = script[hunkStart].aPos + (aCount == 0 ? 0 : 1)
+            let bStart = script[hunkStart].bPos + (bCount == 0 ? 0 : 1)
+            out += "@@ -\(aStart),\(aCount) +\(bStart),\(bCount) @@\n" + body
+            index = hunkEnd
+            if index >= script.count { break }
+        }
+        return out
+    }
+
+    private static func lines(_ text: String) -> [String] {
+        var result = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        if result.last == "" { result.removeLast() }
+        return result
+    }
+}

@@ -1,0 +1,145 @@
+import ArgumentParser
+import Foundation
+import RunbookCore
+import RunbookEngine
+
+/// `-p k=v` options shared by plan and apply.
+struct ParamOptions: ParsableArguments {
+    @Option(name: [.customShort("p"), .customLong("param")], help: "A parameter, NAME=VALUE (repeatable).")
+    var params: [String] = []
+
+    @Option(name: [.customShort("l"), .long], help: "Only these of the runbook's hosts (host, group, glob, comma list).")
+    var limit: String?
+
+    func parsed() throws -> [String: String] {
+        var result: [String: String] = [:]
+        for text in params {
+            guard let (key, value) = ParamValues.parseAssignment(text) else {
+                throw ValidationError("-p \(text): expected NAME=VALUE")
+            }
+            result[key] = value
+        }
+        return result
+    }
+}
+
+extension Context {
+    func engine() -> Engine {
+        Engine(settings: EngineSettings(root: root, stateDir: stateDir, inventoryPath: inventoryPath, forks: forks, logger: logger),
+               events: Printer(out: out, json: json))
+    }
+}
+
+extension Runbook {
+    /// `runbook plan NAME`: what would change, file diffs included; nothing changes.
+    struct Plan: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show what a runbook would change on each host (a dry run); nothing is changed.")
+
+        @Argument(help: "The runbook (runbooks/NAME.yml).")
+        var name: String
+
+        @OptionGroup var paramOptions: ParamOptions
+
+        @Option(help: "Save the plan (JSON, mode 0600) for `runbook apply --plan FILE`.")
+        var out: String?
+
+        @OptionGroup var options: GlobalOptions
+
+        func run() async throws {
+            let context = Context(options)
+            let request = RunRequest(runbook: name, params: try paramOptions.parsed(), limit: paramOptions.limit)
+            do {
+                _ = try await context.engine().plan(request, saveTo: out.map { Context.absolute($0, base: FileManager.default.currentDirectoryPath) })
+            } catch let error as EngineError {
+                context.err.write(context.err.paint("error: ", .red) + error.message + "\n")
+                throw ExitCode(error.exitCode)
+            }
+            if let out, !context.json { context.out.write("Saved the plan to \(out); apply it with `runbook apply --plan \(out)`.\n") }
+        }
+    }
+
+    /// `runbook apply NAME` or `runbook apply --plan FILE`.
+    struct Apply: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Apply a runbook (or exactly a saved plan), rolling back on failure.",
+            discussion: "Without --yes the plan is shown and you are asked; with no terminal and no --yes, apply refuses (exit 3).")
+
+        @Argument(help: "The runbook (runbooks/NAME.yml); omit with --plan.")
+        var name: String?
+
+        @OptionGroup var paramOptions: ParamOptions
+
+        @Option(help: "Apply exactly this saved plan, or refuse (exit 3) if anything it relied on changed.")
+        var plan: String?
+
+        @Flag(help: "Apply without asking.")
+        var yes = false
+
+        @Flag(help: "On failure, leave the hosts as they are instead of rolling back.")
+        var noRollback = false
+
+        @OptionGroup var options: GlobalOptions
+
+        func validate() throws {
+            if name == nil && plan == nil { throw ValidationError("give a runbook name or --plan FILE") }
+            if name != nil && plan != nil { throw ValidationError("give either a runbook name or --plan FILE, not both") }
+        }
+
+        func run() async throws {
+            let context = Context(options)
+            let request = try name.map { RunRequest(runbook: $0, params: try paramOptions.parsed(), limit: paramOptions.limit) }
+            let interactive = isatty(0) == 1 && !context.json
+            let out = context.out
+            var confirm: (@Sendable (RunbookCore.Plan) -> Bool)? = nil
+            if interactive {
+                confirm = { @Sendable (plan: RunbookCore.Plan) -> Bool in
+                    let hosts = plan.hosts.count
+                    out.write("\nApply these changes to \(hosts) host\(hosts == 1 ? "" : "s")? Only 'yes' will be accepted: ")
+                    return readLine()?.trimmingCharacters(in: .whitespaces) == "yes"
+                }
+            }
+            let options = ApplyOptions(yes: yes, rollback: !noRollback,
+                                       planFile: plan.map { Context.absolute($0, base: FileManager.default.currentDirectoryPath) },
+                                       confirm: confirm)
+            let outcome = try await context.engine().apply(request, options: options)
+            if outcome.runID == nil { context.err.write(context.err.paint("refused: ", .yellow) + outcome.message + "\n") }
+            if outcome.exitCode != 0 { throw ExitCode(outcome.exitCode) }
+        }
+    }
+
+    /// `runbook rollback RUN_ID`.
+    struct Rollback: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Undo a finished or interrupted run from the journal.")
+
+        @Argument(help: "The run id (or a unique prefix), from `runbook history`.")
+        var runID: String
+
+        @Flag(help: "Roll back without asking.")
+        var yes = false
+
+        @OptionGroup var options: GlobalOptions
+
+        func run() async throws {
+            let context = Context(options)
+            if !yes {
+                guard isatty(0) == 1 else {
+                    context.err.write("refused: no terminal to ask on; pass --yes to roll back without asking\n")
+                    throw ExitCode(3)
+                }
+                context.out.write("Roll back run \(runID)? Only 'yes' will be accepted: ")
+                guard readLine()?.trimmingCharacters(in: .whitespaces) == "yes" else {
+                    context.err.write("not confirmed; nothing was changed\n")
+                    throw ExitCode(3)
+                }
+            }
+            let outcome = await context.engine().rollback(runID: runID)
+            if outcome.exitCode != 0 {
+                context.err.write(context.err.paint("error: ", .red) + outcome.message + "\n")
+                throw ExitCode(outcome.exitCode)
+            }
+            if !context.json { context.out.write(outcome.message + "\n") }
+        }
+    }
+}

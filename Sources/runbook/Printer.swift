@@ -1,0 +1,140 @@
+import Foundation
+import RunbookCore
+import RunbookEngine
+
+/// Prints engine events for people (plain lines that read well live and in cron logs) or as
+/// JSON Lines with `--json`.
+final class Printer: EventSink {
+    let out: Terminal
+    let json: Bool
+
+    init(out: Terminal, json: Bool) {
+        self.out = out
+        self.json = json
+    }
+
+    func emit(_ event: RunEvent) {
+        if json {
+            out.write(Self.jsonLine(event) + "\n")
+            return
+        }
+        switch event {
+        case .planned(let plan):
+            out.write(render(plan))
+        case .runStarted(let id, let runbook, let hosts):
+            out.write(out.paint("run \(id): applying \(runbook) to \(hosts.joined(separator: ", "))", .bold) + "\n")
+        case .stepStarted:
+            break
+        case .stepFinished(let host, let index, let total, let name, let status, let duration, let message):
+            let word: String
+            switch status {
+            case .changed: word = out.paint("changed", .yellow)
+            case .ok: word = out.paint("ok", .green)
+            case .skipped: word = out.paint("skipped", .dim)
+            case .failed: word = out.paint("FAILED", .red)
+            }
+            var line = "\(host)  [\(index + 1)/\(total)] \(name)  \(word)  \(DurationText.format(duration))"
+            if let message, status == .failed || status == .skipped { line += "\n    " + message.replacingOccurrences(of: "\n", with: "\n    ") }
+            out.write(line + "\n")
+        case .hostFailed(let host, let message):
+            out.write(out.paint("\(host): \(message)", .red) + "\n")
+        case .rollbackStarted(let host):
+            out.write(out.paint("\(host): rolling back", .magenta) + "\n")
+        case .undoFinished(let host, let name, let ok, let message):
+            out.write("\(host)  undo \(name)  \(ok ? out.paint("ok", .green) : out.paint("NOT UNDONE", .red))  \(message)\n")
+        case .runFinished(let id, let status, let code, let message):
+            let style: Terminal.Style = code == 0 ? .green : (code == 3 ? .yellow : .red)
+            out.write(out.paint("run \(id) \(status): \(message)", style) + "\n")
+        }
+    }
+
+    /// The plan as Terraform shows one: per host, a symbol per step, diffs and commands indented.
+    func render(_ plan: Plan) -> String {
+        var text = out.paint("Plan for \(plan.runbook) on \(plan.hosts.joined(separator: ", "))", .bold)
+        if !plan.params.isEmpty {
+            text += " (" + plan.params.keys.sorted().map { "\($0)=\(plan.params[$0]!.plainDisplay)" }.joined(separator: ", ") + ")"
+        }
+        text += "\n"
+        for host in plan.hosts {
+            text += "\n" + out.paint(host, .bold) + "\n"
+            for change in plan.changes where change.host == host {
+                let (symbol, style) = Self.symbol(change.action)
+                var line = "  " + out.paint(symbol, style) + " " + change.stepName + out.paint("  " + change.summary, .dim)
+                if !change.reversible && change.action != .noop { line += out.paint("  (irreversible)", .red) }
+                text += line + "\n"
+                if let diff = change.diff, !diff.isEmpty {
+                    for diffLine in diff.split(separator: "\n", omittingEmptySubsequences: false).dropLast() {
+                        let s = String(diffLine)
+                        let painted = s.hasPrefix("+") && !s.hasPrefix("+++") ? out.paint(s, .green)
+                            : s.hasPrefix("-") && !s.hasPrefix("---") ? out.paint(s, .red)
+                            : s.hasPrefix("@@") ? out.paint(s, .cyan) : s
+                        text += "      " + painted + "\n"
+                    }
+                }
+                if change.action == .run || change.action == .check {
+                    for command in change.commands { text += "      $ " + command.replacingOccurrences(of: "\n", with: "\n        ") + "\n" }
+                }
+            }
+        }
+        let count = { (action: ChangeAction) in plan.changes.filter { $0.action == action }.count }
+        let irreversible = plan.changes.filter { !$0.reversible && $0.action != .noop }.count
+        var parts = ["\(count(.create)) to create", "\(count(.update)) to update", "\(count(.run)) to run"]
+        if irreversible > 0 { parts.append(out.paint("\(irreversible) irreversible", .red)) }
+        if count(.deferred) > 0 { parts.append("\(count(.deferred)) decided at apply") }
+        parts.append("\(count(.check)) checks")
+        parts.append("\(count(.noop)) unchanged")
+        text += "\n" + out.paint("Plan:", .bold) + " " + parts.joined(separator: ", ") + ".\n"
+        return text
+    }
+
+    static func symbol(_ action: ChangeAction) -> (String, Terminal.Style) {
+        switch action {
+        case .create: return ("+", .green)
+        case .update: return ("~", .yellow)
+        case .run: return (">", .yellow)
+        case .check: return ("·", .blue)
+        case .deferred: return ("?", .magenta)
+        case .noop: return ("=", .dim)
+        }
+    }
+
+    static func jsonLine(_ event: RunEvent) -> String {
+        var object: [String: Any]
+        switch event {
+        case .planned(let plan):
+            let data = (try? JSONEncoder().encode(plan)) ?? Data()
+            object = ["event": "plan", "plan": (try? JSONSerialization.jsonObject(with: data)) ?? [:]]
+        case .runStarted(let id, let runbook, let hosts):
+            object = ["event": "run_started", "run_id": id, "runbook": runbook, "hosts": hosts]
+        case .stepStarted(let host, let index, _, let name):
+            object = ["event": "step_started", "host": host, "step": index, "name": name]
+        case .stepFinished(let host, let index, _, let name, let status, let duration, let message):
+            object = ["event": "step_finished", "host": host, "step": index, "name": name, "status": status.rawValue,
+                      "duration_ms": (DurationText.milliseconds(duration) * 10).rounded() / 10]
+            if let message { object["message"] = message }
+        case .hostFailed(let host, let message):
+            object = ["event": "host_failed", "host": host, "message": message]
+        case .rollbackStarted(let host):
+            object = ["event": "rollback_started", "host": host]
+        case .undoFinished(let host, let name, let ok, let message):
+            object = ["event": "undo", "host": host, "name": name, "ok": ok, "message": message]
+        case .runFinished(let id, let status, let code, let message):
+            object = ["event": "run_finished", "run_id": id, "status": status, "exit_code": code, "message": message]
+        }
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+extension Value {
+    /// A param value as typed.
+    var plainDisplay: String {
+        switch self {
+        case .string(let s): return s
+        case .int(let i): return String(i)
+        case .bool(let b): return b ? "true" : "false"
+        case .double(let d): return String(d)
+        default: return description
+        }
+    }
+}

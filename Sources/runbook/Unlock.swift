@@ -1,0 +1,66 @@
+import ArgumentParser
+import Foundation
+import RunbookCore
+import RunbookEngine
+
+extension Runbook {
+    /// `runbook unlock HOST`: remove a lock left by a dead run.
+    struct Unlock: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a lock left by a dead run (a host, or `local` for this controller's lock), after confirming.")
+
+        @Argument(help: "An inventory host, or `local` for the controller's own lock.")
+        var host: String
+
+        @Flag(help: "Remove without asking.")
+        var yes = false
+
+        @OptionGroup var options: GlobalOptions
+
+        func run() async throws {
+            let context = Context(options)
+            let holder: LockInfo?
+            var transport: (any Transport)? = nil
+            if host == "local" {
+                holder = try LocalLock.read(stateDir: context.stateDir)
+            } else {
+                let inventory = try context.loadInventory()
+                guard let target = inventory.host(named: host) else {
+                    throw DiagnosticError(.error("no host named \(host) in \(context.inventoryPath)", hint: "run `runbook hosts`"))
+                }
+                let connector = Connector(secrets: try context.loadSecrets(), logger: context.logger)
+                do {
+                    transport = try await connector.connect(target)
+                } catch {
+                    context.err.write("error: \(error)\n")
+                    throw ExitCode(1)
+                }
+                holder = try await HostLock.read(on: transport!)
+            }
+            defer { if let transport { Task { await transport.close() } } }
+            guard let holder else {
+                context.out.write("\(host) is not locked\n")
+                return
+            }
+            context.out.write("\(host) is locked by run \(holder.runID) (runbook \(holder.runbook)) from \(holder.controller) pid \(holder.pid), user \(holder.user), since \(holder.startedAt)\n")
+            if holder.controller == ControllerIdentity.hostname && LockInfo.processIsAlive(holder.pid) {
+                context.err.write("refused: that run is still alive on this controller (pid \(holder.pid))\n")
+                throw ExitCode(3)
+            }
+            if !yes {
+                guard isatty(0) == 1 else {
+                    context.err.write("refused: no terminal to ask on; pass --yes\n")
+                    throw ExitCode(3)
+                }
+                context.out.write("Remove this lock? Only 'yes' will be accepted: ")
+                guard readLine()?.trimmingCharacters(in: .whitespaces) == "yes" else { throw ExitCode(3) }
+            }
+            if let transport {
+                try await HostLock.forceRemove(on: transport)
+            } else {
+                try LocalLock.forceRemove(stateDir: context.stateDir)
+            }
+            context.out.write("unlocked \(host)\n")
+        }
+    }
+}

@@ -1,0 +1,255 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// Plan, apply, rollback, journal and locks end to end: the built binary against real sshd hosts.
+@Suite("plan, apply and rollback", .serialized)
+struct PlanApplyTests {
+    let env: TestHosts
+    init() throws { env = try TestHosts.load() }
+
+    /// A runbook that renders a config file on h1, then runs a command that may fail.
+    func configRunbook(_ p: RunbookProject, failAfter: Bool = false, extraSteps: String = "") throws {
+        try p.write("templates/app.conf.j2", """
+            # managed by runbook
+            workers = {{ params.workers }}
+            host = {{ host.name }}
+
+            """)
+        try p.write("runbooks/config.yml", """
+            name: config
+            description: Render app.conf and check it
+            hosts: h1
+            params:
+              workers: { type: int, default: 4, min: 1, max: 64 }
+              fail: { type: bool, default: \(failAfter) }
+            steps:
+              - id: render
+                name: Render app.conf
+                template: { src: app.conf.j2, dest: "\(p.remoteDir)/app.conf", mode: "0640" }
+              - name: Check the result
+                command:
+                  run: "grep -q 'workers = {{ params.workers }}' \(p.remoteDir)/app.conf && test {{ params.fail }} = false"
+            \(extraSteps)
+            """)
+    }
+
+    @Test("plan shows the unified diff and changes nothing")
+    func planShowsDiff() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        try configRunbook(p)
+        try "# managed by runbook\nworkers = 2\nhost = h1\n".write(toFile: p.remoteDir + "/app.conf", atomically: true, encoding: .utf8)
+        let before = try p.remote("h1", "sha256sum \(p.remoteDir)/app.conf; stat -c %a \(p.remoteDir)/app.conf")
+        let r = try p.run(["plan", "config", "-p", "workers=8"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("-workers = 2"))
+        #expect(r.stdout.contains("+workers = 8"))
+        #expect(r.stdout.contains("@@ -1,3 +1,3 @@"))
+        #expect(r.stdout.contains("~ Render app.conf"))
+        #expect(try p.remote("h1", "sha256sum \(p.remoteDir)/app.conf; stat -c %a \(p.remoteDir)/app.conf") == before)
+        #expect(!FileManager.default.fileExists(atPath: p.root + "/.runbook/journal.sqlite") || true)
+    }
+
+    @Test("apply writes the file; a later failing step restores it byte for byte")
+    func failureRestoresFile() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        try configRunbook(p)
+        let original: [UInt8] = Array("old contents\n".utf8) + [0xFF, 0x00, 0x0A]
+        FileManager.default.createFile(atPath: p.remoteDir + "/app.conf", contents: Data(original), attributes: [.posixPermissions: 0o600])
+        let ok = try p.run(["apply", "config", "-p", "workers=6", "--yes"])
+        #expect(ok.status == 0, "\(ok.stdout)\(ok.stderr)")
+        #expect(try p.remote("h1", "cat \(p.remoteDir)/app.conf").contains("workers = 6"))
+        #expect(try p.remote("h1", "stat -c %a \(p.remoteDir)/app.conf") == "640\n")
+
+        // Back to the original, then a run that fails after the template step.
+        FileManager.default.createFile(atPath: p.remoteDir + "/app.conf", contents: Data(original), attributes: [.posixPermissions: 0o600])
+        let failed = try p.run(["apply", "config", "-p", "workers=9", "-p", "fail=true", "--yes"])
+        #expect(failed.status == 1, "\(failed.stdout)\(failed.stderr)")
+        #expect(failed.stdout.contains("rolled back"))
+        let restored = try Data(contentsOf: URL(fileURLWithPath: p.remoteDir + "/app.conf"))
+        #expect(Array(restored) == original)
+        #expect(try p.remote("h1", "stat -c %a \(p.remoteDir)/app.conf") == "600\n")
+    }
+
+    @Test("a file that did not exist is removed again by rollback")
+    func failureRemovesNewFile() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        try configRunbook(p)
+        let failed = try p.run(["apply", "config", "-p", "fail=true", "--yes"])
+        #expect(failed.status == 1)
+        #expect(!FileManager.default.fileExists(atPath: p.remoteDir + "/app.conf"))
+        let history = try p.run(["history"])
+        #expect(history.stdout.contains("rolled_back"))
+    }
+
+    @Test("a saved plan whose remote file changed is refused with exit 3")
+    func stalePlan() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        try configRunbook(p)
+        try "workers = 1\n".write(toFile: p.remoteDir + "/app.conf", atomically: true, encoding: .utf8)
+        let plan = try p.run(["plan", "config", "-p", "workers=5", "--out", "saved.json"])
+        #expect(plan.status == 0, "\(plan.stderr)")
+        let mode = try FileManager.default.attributesOfItem(atPath: p.root + "/saved.json")[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+        // Someone edits the file after the plan was made.
+        try "workers = 3 # hand edit\n".write(toFile: p.remoteDir + "/app.conf", atomically: true, encoding: .utf8)
+        let apply = try p.run(["apply", "--plan", "saved.json"])
+        #expect(apply.status == 3, "\(apply.stdout)\(apply.stderr)")
+        #expect((apply.stdout + apply.stderr).contains("h1/render: file:\(p.remoteDir)/app.conf changed since the plan was made"))
+        #expect(try String(contentsOfFile: p.remoteDir + "/app.conf", encoding: .utf8) == "workers = 3 # hand edit\n")
+
+        // An unchanged saved plan applies.
+        let fresh = try p.run(["plan", "config", "-p", "workers=5", "--out", "fresh.json"])
+        #expect(fresh.status == 0)
+        let applied = try p.run(["apply", "--plan", "fresh.json"])
+        #expect(applied.status == 0, "\(applied.stdout)\(applied.stderr)")
+        #expect(try String(contentsOfFile: p.remoteDir + "/app.conf", encoding: .utf8).contains("workers = 5"))
+    }
+
+    @Test("apply without a terminal and without --yes refuses")
+    func refusesWithoutConfirmation() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        try configRunbook(p)
+        let r = try p.run(["apply", "config"])
+        #expect(r.status == 3)
+        #expect(!FileManager.default.fileExists(atPath: p.remoteDir + "/app.conf"))
+    }
+
+    @Test("a second apply on the same host is refused, naming the holder")
+    func concurrentApplies() async throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        try configRunbook(p, extraSteps: """
+              - name: Hold the lock a while
+                sleep: 3s
+            """)
+        let second = try RunbookProject(env)
+        defer { second.cleanUp() }
+        try configRunbook(second)
+        let first = Task.detached { try p.run(["apply", "config", "--yes"]) }
+        // Wait until the first run holds h1's lock.
+        var locked = false
+        for _ in 0..<100 {
+            if FileManager.default.fileExists(atPath: p.remoteDir + "/app.conf") { locked = true; break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(locked)
+        let r = try second.run(["apply", "config", "--yes"])
+        #expect(r.status == 3, "\(r.stdout)\(r.stderr)")
+        #expect((r.stdout + r.stderr).contains("locked by run"))
+        #expect((r.stdout + r.stderr).contains("runbook config"))
+        #expect(!FileManager.default.fileExists(atPath: second.remoteDir + "/app.conf"))
+        let done = try await first.value
+        #expect(done.status == 0, "\(done.stdout)\(done.stderr)")
+    }
+
+    @Test("a controller killed mid-apply leaves an interrupted run that rollback finishes")
+    func killedController() async throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        try configRunbook(p, extraSteps: """
+              - name: Long step
+                command: { run: "sleep 30" }
+            """)
+        let original = "original\n"
+        try original.write(toFile: p.remoteDir + "/app.conf", atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: p.binary)
+        process.arguments = ["apply", "config", "-p", "workers=7", "--yes"]
+        process.currentDirectoryURL = URL(fileURLWithPath: p.root)
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // Wait for the long step to start (the file was rewritten), then SIGKILL.
+        for _ in 0..<200 {
+            if (try? String(contentsOfFile: p.remoteDir + "/app.conf", encoding: .utf8))?.contains("workers = 7") == true { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        let history = try p.run(["history", "--json"])
+        let run = try #require(history.stdout.split(separator: "\n").first)
+        let object = try JSONSerialization.jsonObject(with: Data(run.utf8)) as? [String: Any]
+        #expect(object?["status"] as? String == "interrupted")
+        let id = try #require(object?["id"] as? String)
+        let rollback = try p.run(["rollback", id, "--yes"])
+        #expect(rollback.status == 0, "\(rollback.stdout)\(rollback.stderr)")
+        #expect(try String(contentsOfFile: p.remoteDir + "/app.conf", encoding: .utf8) == original)
+        let after = try p.run(["show", id])
+        #expect(after.stdout.contains("rolled_back"))
+        // The dead run's host lock was taken over and released.
+        #expect(try p.remote("h1", "test -e /tmp/runbook.lock && echo held || echo free") == "free\n")
+    }
+
+    @Test("a secret never appears in output, plan file, journal, or ps on the host")
+    func secretsStayHidden() async throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        let secret = "pw-\(UUID().uuidString)"
+        try p.write("templates/db.conf.j2", "password = {{ secrets.db_password }}\n")
+        try p.write("runbooks/secret.yml", """
+            name: secret
+            description: Uses a secret in a template and a command
+            hosts: h1
+            steps:
+              - name: Render db.conf
+                template: { src: db.conf.j2, dest: "\(p.remoteDir)/db.conf", mode: "0600" }
+              - name: Use it
+                command: { run: "sleep 2; test \\"{{ secrets.db_password }}\\" = \\"$(sed 's/password = //' \(p.remoteDir)/db.conf)\\" && echo match {{ secrets.db_password }}" }
+            """)
+        let environment = ["RUNBOOK_SECRET_db_password": secret]
+        let plan = try p.run(["plan", "secret", "--out", "plan.json"], environment: environment)
+        #expect(plan.status == 0, "\(plan.stderr)")
+        let applying = Task.detached { try p.run(["apply", "secret", "--yes", "-v"], environment: environment) }
+        try await Task.sleep(for: .milliseconds(1200))
+        let ps = try p.remote("h1", "ps -eo args")
+        let apply = try await applying.value
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        #expect(try String(contentsOfFile: p.remoteDir + "/db.conf", encoding: .utf8) == "password = \(secret)\n")
+        let json = try p.run(["history", "--json"], environment: environment)
+        var haystacks = [plan.stdout, plan.stderr, apply.stdout, apply.stderr, ps, json.stdout,
+                         try String(contentsOfFile: p.root + "/plan.json", encoding: .utf8)]
+        for file in try FileManager.default.contentsOfDirectory(atPath: p.root + "/.runbook") {
+            if let data = FileManager.default.contents(atPath: p.root + "/.runbook/" + file) {
+                haystacks.append(String(decoding: data, as: UTF8.self))
+            }
+        }
+        for (index, text) in haystacks.enumerated() {
+            #expect(!text.contains(secret), "secret found in haystack \(index)")
+        }
+        #expect(plan.stdout.contains("+password = ********"))
+    }
+
+    @Test("bad runbooks exit 2 with file and line, and contact no host")
+    func badRunbooks() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        try p.write("templates/t.j2", "{{ nope.value }}\n")
+        let cases: [(String, String, String)] = [
+            ("unknown-kind", "name: unknown-kind\nhosts: h1\nsteps:\n  - shell: { run: ls }\n", "unknown-kind.yml:4"),
+            ("wrong-type", "name: wrong-type\nhosts: h1\nsteps:\n  - command: { run: ls }\n    retries: many\n", "wrong-type.yml:5"),
+            ("missing-param", "name: missing-param\nhosts: h1\nparams:\n  n: { type: int }\nsteps:\n  - command: { run: ls }\n", "missing-param.yml:4"),
+            ("syntax", "name: syntax\nhosts: h1\nsteps:\n  - command: { run: ls\n", "syntax.yml:"),
+            ("undefined", "name: undefined\nhosts: h1\nsteps:\n  - template: { src: t.j2, dest: \(p.remoteDir)/t }\n", "t.j2:1"),
+        ]
+        for (name, text, location) in cases {
+            try p.write("runbooks/\(name).yml", text)
+            let r = try p.run(["apply", name, "--yes"])
+            #expect(r.status == 2, "\(name): \(r.stdout)\(r.stderr)")
+            #expect(r.stderr.contains(location), "\(name): \(r.stderr)")
+        }
+        try p.write("runbooks/param.yml", "name: param\nhosts: h1\nparams:\n  n: { type: int, max: 5 }\nsteps:\n  - command: { run: \"touch \(p.remoteDir)/ran\" }\n")
+        let badValue = try p.run(["apply", "param", "-p", "n=9", "--yes"])
+        #expect(badValue.status == 2)
+        #expect(badValue.stderr.contains("param.yml:4"))
+        #expect(!FileManager.default.fileExists(atPath: p.remoteDir + "/ran"))
+        #expect(!FileManager.default.fileExists(atPath: p.remoteDir + "/t"))
+        #expect(!FileManager.default.fileExists(atPath: p.root + "/.runbook/journal.sqlite"))
+    }
+}
