@@ -122,7 +122,7 @@ public struct Engine: Sendable {
 
     /// Every template the runbook uses, checked without a host: syntax, and names that can
     /// never be defined (params and vars it does not declare, steps without that id).
-    static func checkTemplates(_ runbook: Runbook, templates: TemplateEngine) throws(DiagnosticError) {
+    public static func checkTemplates(_ runbook: Runbook, templates: TemplateEngine) throws(DiagnosticError) {
         var known = TemplateEngine.defaultKnownNames
         for param in runbook.params { known.insert("params.\(param.name)") }
         for variable in runbook.vars { known.insert("vars.\(variable.name)") }

@@ -77,7 +77,13 @@ extension Runbook {
             for target in targets {
                 do throws(DiagnosticError) {
                     let runbook = try target.load()
-                    let problems = inventory.map { loader.checkHosts(runbook, against: $0) } ?? []
+                    var problems = inventory.map { loader.checkHosts(runbook, against: $0) } ?? []
+                    // The same template checks apply runs before contacting any host.
+                    do throws(DiagnosticError) {
+                        try Engine.checkTemplates(runbook, templates: TemplateEngine(templatesDirectory: loader.templatesDirectory))
+                    } catch {
+                        problems += error.diagnostics
+                    }
                     if problems.contains(where: { $0.severity == .error }) {
                         invalid = true
                         report(context, ["name": target.name, "file": runbook.file, "ok": false], diagnostics: problems)
