@@ -117,8 +117,26 @@ public protocol Transport: Sendable {
     func writeFile(_ path: String, contents: [UInt8], mode: UInt32, exclusive: Bool) async throws(TransportError)
     /// Removes a file; no error when it is already gone.
     func removeFile(_ path: String) async throws(TransportError)
+    /// Connects from the host to `address:port` (as `ssh -L` does), sends `send`, and returns
+    /// what came back until the peer closed or `timeout` passed; nil when the connection was
+    /// refused or could not be made. Health checks start on the host this way, without curl.
+    func exchange(address: String, port: Int, send: [UInt8], timeout: Duration) async throws(TransportError) -> ExchangeReply?
     /// Ends the connection.
     func close() async
+}
+
+/// What a TCP exchange through a host brought back.
+public struct ExchangeReply: Sendable, Equatable {
+    /// The bytes received.
+    public var bytes: [UInt8]
+    /// True when the peer closed the connection (false: the timeout cut it short).
+    public var complete: Bool
+
+    /// Creates a reply.
+    public init(bytes: [UInt8], complete: Bool) {
+        self.bytes = bytes
+        self.complete = complete
+    }
 }
 
 extension Transport {

@@ -124,6 +124,56 @@ public struct LocalTransport: Transport {
         }
     }
 
+    public func exchange(address: String, port: Int, send: [UInt8], timeout: Duration) async throws(TransportError) -> ExchangeReply? {
+        let deadline = ContinuousClock.now + timeout
+        return await Task.detached { () -> ExchangeReply? in
+            Self.blockingExchange(address: address, port: port, send: send, deadline: deadline)
+        }.value
+    }
+
+    /// A plain TCP exchange on the controller, bounded by `deadline` (poll on a non-blocking socket).
+    static func blockingExchange(address: String, port: Int, send: [UInt8], deadline: ContinuousClock.Instant) -> ExchangeReply? {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>? = nil
+        guard getaddrinfo(address, String(port), &hints, &list) == 0, let first = list else { return nil }
+        defer { freeaddrinfo(list) }
+        let fd = socket(first.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { Glibc.close(fd) }
+        func remainingMS() -> Int32 {
+            let left = deadline - .now
+            return Int32(clamping: max(0, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000))
+        }
+        if connect(fd, first.pointee.ai_addr, first.pointee.ai_addrlen) != 0 {
+            guard errno == EINPROGRESS else { return nil }
+            var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            guard poll(&p, 1, remainingMS()) > 0 else { return nil }
+            var error: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
+            guard error == 0 else { return nil }
+        }
+        var offset = 0
+        while offset < send.count {
+            var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            guard poll(&p, 1, remainingMS()) > 0 else { return ExchangeReply(bytes: [], complete: false) }
+            let n = send.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n <= 0 { break }
+            offset += n
+        }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+        while true {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, remainingMS()) > 0 else { return ExchangeReply(bytes: received, complete: false) }
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            // A reset after the peer answered is it hanging up on unread input: still an end.
+            if n <= 0 { return ExchangeReply(bytes: received, complete: n == 0 || errno == ECONNRESET) }
+            received += buffer[0..<n]
+        }
+    }
+
     public func close() async {}
 }
 

@@ -115,6 +115,17 @@ public final class SSHTransport: Transport {
         do { try await connection.removeFile(path) } catch { throw Self.wrap(error, host: hostName) }
     }
 
+    public func exchange(address: String, port: Int, send: [UInt8], timeout: Duration) async throws(TransportError) -> ExchangeReply? {
+        do {
+            switch try await connection.exchange(host: address, port: port, send: send, timeout: timeout) {
+            case .refused: return nil
+            case .data(let bytes, let complete): return ExchangeReply(bytes: bytes, complete: complete)
+            }
+        } catch {
+            throw Self.wrap(error, host: hostName)
+        }
+    }
+
     public func close() async {
         await connection.close()
     }

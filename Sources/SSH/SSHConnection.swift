@@ -226,7 +226,7 @@ public final class SSHConnection: Sendable {
         if let via { await via.close() }
     }
 
-    private func submit<T: Sendable>(_ make: @escaping @Sendable (LoopState, SessionState, CheckedContinuation<T, any Error>) -> LoopOperation) async throws -> T {
+    func submit<T: Sendable>(_ make: @escaping @Sendable (LoopState, SessionState, CheckedContinuation<T, any Error>) -> LoopOperation) async throws -> T {
         let id = sessionID
         let label = target.label
         return try await withCheckedThrowingContinuation { continuation in

@@ -97,3 +97,27 @@ struct TransportTests {
         #expect(state.isEmpty || state.hasPrefix("Z"), "sleep still running: \(state)")
     }
 }
+
+@Suite("TCP exchanges through a host")
+struct ExchangeTests {
+    @Test("an exchange starts on the host: its own sshd answers on 127.0.0.1, a closed port is refused")
+    func exchangeFromHost() async throws {
+        let env = try TestHosts.load()
+        let host = RunbookCore.Host(name: "h2", connection: .ssh, address: env["RBT_H2"], port: 22, user: "root",
+                                    identityFiles: [env["RBT_KEY"]], knownHosts: env["RBT_KNOWN_HOSTS"], hostKeyChecking: .strict,
+                                    proxyJump: [], password: nil, connectTimeout: 5, serverAliveInterval: 15, serverAliveCountMax: 3,
+                                    groups: [], vars: [:])
+        let transports: [any Transport] = [try await SSHTransport.connect(host, logger: Logger(label: "test")), LocalTransport(hostName: "local")]
+        for t in transports {
+            let address = t is LocalTransport ? env["RBT_H2"] : "127.0.0.1"
+            let banner = try #require(try await t.exchange(address: address, port: 22, send: [], timeout: .milliseconds(700)))
+            #expect(String(decoding: banner.bytes, as: UTF8.self).hasPrefix("SSH-2.0-OpenSSH"), "\(t.hostName)")
+            #expect(banner.complete == false)
+            // Sending garbage makes sshd hang up: the exchange is complete.
+            let closed = try #require(try await t.exchange(address: address, port: 22, send: Array("nonsense\r\n\r\n".utf8), timeout: .seconds(5)))
+            #expect(closed.complete, "\(t.hostName)")
+            #expect(try await t.exchange(address: address, port: 1, send: [], timeout: .seconds(2)) == nil, "\(t.hostName)")
+            await t.close()
+        }
+    }
+}
