@@ -37,6 +37,17 @@ struct AppliedStep: Sendable {
     let stepIndex: Int
     let name: String
     let undo: UndoRecord
+    /// For service actions, reloads and health checks: the operation to run again in
+    /// rollback phases 2 and 3 (nil for everything else).
+    var replay: Replay? = nil
+}
+
+/// A step that rollback runs again after restoring state (SPEC §6).
+struct Replay: Sendable {
+    /// Phase 2 (service actions and reloads, in original order) or 3 (health checks).
+    let phase: Int
+    let step: Step
+    let operation: Operation
 }
 
 /// What happened on one host.
@@ -209,7 +220,7 @@ extension Engine {
         let targets = outcomes.filter { $0.failure != nil || (stopped && !$0.applied.isEmpty) }
         let rollbackResults = await boundedMap(targets, limit: settings.forks) { outcome in
             await self.rollBack(outcome.applied.reversed(), host: outcome.host, transport: transports[outcome.host]!,
-                                secrets: prepared.secrets, journal: journal, runID: runID)
+                                secrets: prepared.secrets, journal: journal, runID: runID, prepared: prepared)
         }
         await releaseHostLocks()
         let incomplete = rollbackResults.flatMap { $0.failures }
@@ -299,7 +310,8 @@ extension Engine {
                 finishStep(.failed, outcome.failure)
                 return outcome
             }
-            outcome.applied.append(AppliedStep(entry: entry, stepIndex: index, name: step.name, undo: undo))
+            outcome.applied.append(AppliedStep(entry: entry, stepIndex: index, name: step.name, undo: undo,
+                                               replay: Self.replay(step, plan.operation)))
             var result: StepResult = .failure("not run")
             for attempt in 0...max(0, step.retries) {
                 if attempt > 0 { try? await Task.sleep(for: step.delay) }
@@ -336,6 +348,17 @@ extension Engine {
         return (directory == "/" ? "" : directory) + "/.\(base).runbook-bak-\(runID)"
     }
 
+    /// Kinds whose action is run again in rollback phase 2, after state is restored.
+    static let replayedInPhase2: Set<String> = ["service", "nginx_reload"]
+    /// Kinds run again in rollback phase 3.
+    static let replayedInPhase3: Set<String> = ["health", "wait_for"]
+
+    static func replay(_ step: Step, _ operation: Operation) -> Replay? {
+        if replayedInPhase2.contains(step.kind) { return Replay(phase: 2, step: step, operation: operation) }
+        if replayedInPhase3.contains(step.kind) { return Replay(phase: 3, step: step, operation: operation) }
+        return nil
+    }
+
     static func undoRecord(for operation: Operation, runID: String) -> UndoRecord {
         switch operation {
         case .putFile(let path, let contents, _, _, _, _, let existed, let before):
@@ -343,7 +366,7 @@ extension Engine {
                                 beforeDigest: before, afterDigest: sha256Hex(contents))
         case .run(_, let undo):
             return undo.map { .command(CommandRecord($0)) } ?? .irreversible("command without undo")
-        case .assert, .sleep, .nothing:
+        case .assert, .sleep, .action, .nothing:
             return .nothing
         }
     }
@@ -385,6 +408,15 @@ extension Engine {
             case .sleep(let duration):
                 try? await Task.sleep(for: duration)
                 return .success(["changed": false])
+            case .action(let action):
+                switch await action.perform(on: transport, step: step) {
+                case .success(let outputs):
+                    var all = outputs
+                    if all["changed"] == nil { all["changed"] = false }
+                    return .success(all)
+                case .failure(let message):
+                    return .failure(message)
+                }
             case .nothing:
                 return .success(["changed": false])
             }

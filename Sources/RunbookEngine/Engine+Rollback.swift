@@ -9,8 +9,43 @@ struct RollbackResult: Sendable {
 
 extension Engine {
     /// Undoes `steps` (already in reverse order) on one host, journaling each undo.
+    ///
+    /// Phase 1 restores state in reverse order; phase 2 runs the run's service actions and
+    /// reloads again in their original order (so services pick up the restored files);
+    /// phase 3 runs its health checks again. Phases 2 and 3 need the plan, so they run in
+    /// an automatic rollback (`prepared` given); `runbook rollback RUN_ID` does phase 1 and
+    /// says so.
     func rollBack(_ steps: [AppliedStep], host: String, transport: any Transport, secrets: SecretStore,
-                  journal: Journal, runID: String) async -> RollbackResult {
+                  journal: Journal, runID: String, prepared: PreparedRun? = nil) async -> RollbackResult {
+        var result = await restore(steps, host: host, transport: transport, secrets: secrets, journal: journal, runID: runID)
+        guard let prepared else { return result }
+        let replays = steps.reversed().compactMap(\.replay)
+        for phase in [2, 3] {
+            for replay in replays where replay.phase == phase {
+                let entry = try? journal.recordIntent(run: runID, host: host, stepIndex: replay.step.index, stepName: replay.step.name,
+                                                      kind: replay.step.kind, phase: .rollback, undo: nil, irreversible: false)
+                let context = (try? self.context(for: prepared.inventory.host(named: host)!, prepared: prepared, steps: [:]))
+                    ?? TemplateContext(secrets: prepared.secrets)
+                let outcome = await execute(replay.operation, step: replay.step, transport: transport, context: context,
+                                            prepared: prepared, runID: runID)
+                switch outcome {
+                case .success:
+                    if let entry { try? journal.recordOutcome(entry: entry, status: .done, changed: true, message: "phase \(phase)") }
+                    events.emit(.undoFinished(host: host, name: replay.step.name, ok: true, message: "ran again (rollback phase \(phase))"))
+                case .failure(let message):
+                    let masked = secrets.masker.mask(message)
+                    if let entry { try? journal.recordOutcome(entry: entry, status: .failed, changed: false, message: masked) }
+                    result.failures.append("\(host): \(replay.step.name) (rollback phase \(phase)): \(masked)")
+                    events.emit(.undoFinished(host: host, name: replay.step.name, ok: false, message: masked))
+                }
+            }
+        }
+        return result
+    }
+
+    /// Rollback phase 1: undo records in reverse order.
+    func restore(_ steps: [AppliedStep], host: String, transport: any Transport, secrets: SecretStore,
+                 journal: Journal, runID: String) async -> RollbackResult {
         var result = RollbackResult()
         events.emit(.rollbackStarted(host: host))
         for step in steps {

@@ -14,8 +14,27 @@ enum Operation: Sendable {
     case assert(conditions: [String], message: String?)
     /// Wait.
     case sleep(Duration)
+    /// Something other than a shell command (an HTTP health check, a port wait), done by
+    /// the step's own action through the host's transport.
+    case action(any StepAction)
     /// Nothing.
     case nothing
+}
+
+/// What a step does at apply time when it is not a command or a file: it may read and probe
+/// through the transport; it must not change the host (changes are commands, which the plan
+/// shows and the journal records).
+protocol StepAction: Sendable {
+    /// Performs the action; `.success` outputs become `steps.<id>.*`.
+    func perform(on transport: any Transport, step: Step) async -> StepActionResult
+}
+
+/// The outcome of a `StepAction`.
+enum StepActionResult: Sendable {
+    /// It passed, with outputs for later steps.
+    case success([String: Value])
+    /// It failed, with the reason.
+    case failure(String)
 }
 
 /// A step planned for one host: the public change plus the operation behind it.
