@@ -324,6 +324,9 @@ extension Engine {
                 outcome.changed = outcome.changed || changed
                 try? journal.recordOutcome(entry: entry, status: .done, changed: changed, message: nil)
                 if let id = step.id { context.steps[id] = .map(outputs) }
+                if step.kind == "gather" {
+                    context.facts.merge(outputs.filter { $0.key != "changed" }) { _, new in new }
+                }
                 finishStep(changed ? .changed : .ok, nil)
             case .failure(let message):
                 let masked = masker.mask(message)

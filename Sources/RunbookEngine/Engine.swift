@@ -263,10 +263,12 @@ public struct Engine: Sendable {
 
     /// Plans every step on one host, reading facts only.
     func planHost(_ host: RunbookCore.Host, transport: any Transport, prepared: PreparedRun) async throws -> [HostStepPlan] {
-        let context = try context(for: host, prepared: prepared, steps: [:])
+        var context = try context(for: host, prepared: prepared, steps: [:])
         var plans: [HostStepPlan] = []
         for step in prepared.runbook.steps {
-            plans.append(try await planStep(step, host: host, transport: transport, context: context, prepared: prepared, atApply: false))
+            let plan = try await planStep(step, host: host, transport: transport, context: context, prepared: prepared, atApply: false)
+            if let facts = plan.facts { context.facts.merge(facts) { _, new in new } }
+            plans.append(plan)
         }
         return plans
     }

@@ -85,5 +85,6 @@ enum StepKinds {
         "copy": FileStep(),
         "assert": AssertStep(),
         "sleep": SleepStep(),
+        "gather": GatherStep(),
     ]
 }

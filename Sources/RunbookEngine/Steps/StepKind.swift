@@ -43,6 +43,8 @@ struct HostStepPlan: Sendable {
     var operation: Operation
     /// Set when the step must be planned again at apply time (it reads earlier steps' results).
     var deferredUntilApply: Bool
+    /// Facts a `gather` step read, for the later steps of the same host.
+    var facts: [String: Value]? = nil
 }
 
 /// Read-only access to a host while planning: files, stats, and check commands.

@@ -1,0 +1,98 @@
+import RunbookCore
+
+/// `gather`: capacity facts into `facts` — CPU %, load, memory %, swap, disk % per mount —
+/// read in one remote command (two /proc/stat samples 0.5 s apart for CPU). Read-only: it
+/// runs at plan time, so later steps' `when`/`assert` can use the facts in the plan, and
+/// again at apply time for fresh values.
+struct GatherStep: StepKind {
+    func plan(step: Step, host: RunbookCore.Host, arguments: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
+        let mounts: [String]
+        switch arguments.raw["mounts"] {
+        case .string(let s): mounts = [arguments.strings["mounts"] ?? s]
+        case .list(let items): mounts = items.compactMap(\.stringValue)
+        default: mounts = []
+        }
+        let command = Self.command(mounts: mounts)
+        let output = try await facts.check(command, timeout: step.timeout ?? .seconds(30))
+        guard output.succeeded else {
+            throw StepFailure("gather failed on \(host.name) (\(output.statusText)): \(output.stderrText)")
+        }
+        let gathered = Self.parse(output.stdoutText)
+        var change = PlannedChange.make(step: step, host: host.name, action: .check, reversible: true,
+                                        summary: Self.summary(gathered))
+        change.operationsDigest = sha256Hex(command.commandLine)
+        var plan = HostStepPlan(change: change, operation: .action(GatherAction(command: command)), deferredUntilApply: false)
+        plan.facts = gathered
+        return plan
+    }
+
+    /// One POSIX shell command printing `key=value` lines.
+    static func command(mounts: [String]) -> ShellCommand {
+        let script = #"""
+        read -r _ u1 n1 s1 i1 w1 q1 sq1 st1 _ < /proc/stat
+        sleep 0.5
+        read -r _ u2 n2 s2 i2 w2 q2 sq2 st2 _ < /proc/stat
+        total=$(( (u2+n2+s2+i2+w2+q2+sq2+st2) - (u1+n1+s1+i1+w1+q1+sq1+st1) ))
+        idle=$(( (i2+w2) - (i1+w1) ))
+        echo "cpu_percent=$(( total > 0 ? (100 * (total - idle) + total / 2) / total : 0 ))"
+        echo "cpu_count=$(grep -c '^processor' /proc/cpuinfo)"
+        read -r l1 l5 l15 _ < /proc/loadavg
+        echo "load1=$l1"; echo "load5=$l5"; echo "load15=$l15"
+        awk '/^MemTotal:/{t=$2} /^MemAvailable:/{a=$2} /^SwapTotal:/{st=$2} /^SwapFree:/{sf=$2}
+             END { printf "memory_total_mb=%d\nmemory_percent=%.1f\nswap_total_mb=%d\nswap_used_mb=%d\nswap_percent=%.1f\n",
+                   t/1024, (t>0 ? 100*(t-a)/t : 0), st/1024, (st-sf)/1024, (st>0 ? 100*(st-sf)/st : 0) }' /proc/meminfo
+        """#
+        let disks: ShellCommand
+        if mounts.isEmpty {
+            disks = "df -P -x tmpfs -x devtmpfs -x overlay -x squashfs 2>/dev/null | awk 'NR>1 { sub(\"%\", \"\", $5); print \"disk:\" $6 \"=\" $5 }'"
+        } else {
+            disks = "df -P -- \(words: mounts) | awk 'NR>1 { sub(\"%\", \"\", $5); print \"disk:\" $6 \"=\" $5 }'"
+        }
+        return ShellCommand(script + "\n") + disks
+    }
+
+    /// Parses `key=value` lines; `disk:MOUNT=N` lines become `disk` (mount → percent),
+    /// `disk_max_percent` and `disk_root_percent`.
+    static func parse(_ text: String) -> [String: Value] {
+        var facts: [String: Value] = [:]
+        var disks: [String: Value] = [:]
+        for line in text.split(separator: "\n") {
+            guard let eq = line.lastIndex(of: "=") else { continue }
+            let key = String(line[..<eq])
+            let raw = String(line[line.index(after: eq)...])
+            let value: Value = Int(raw).map(Value.int) ?? Double(raw).map(Value.double) ?? .string(raw)
+            if key.hasPrefix("disk:") {
+                disks[String(key.dropFirst(5))] = value
+            } else {
+                facts[key] = value
+            }
+        }
+        facts["disk"] = .map(disks)
+        let percents = disks.values.compactMap(\.intValue)
+        facts["disk_max_percent"] = .int(percents.max() ?? 0)
+        if let root = disks["/"] { facts["disk_root_percent"] = root }
+        return facts
+    }
+
+    static func summary(_ facts: [String: Value]) -> String {
+        func show(_ key: String) -> String { facts[key].map { "\($0.plainText)" } ?? "?" }
+        return "cpu \(show("cpu_percent"))%, load \(show("load1")), memory \(show("memory_percent"))%, swap \(show("swap_percent"))%, disk max \(show("disk_max_percent"))%"
+    }
+}
+
+/// Gathers again at apply time; the facts become `facts.*` (and `steps.<id>.*`).
+struct GatherAction: StepAction {
+    let command: ShellCommand
+
+    func perform(on transport: any Transport, step: Step) async -> StepActionResult {
+        do throws(TransportError) {
+            let output = try await transport.run(command, stdin: [], timeout: step.timeout ?? .seconds(30), onOutput: nil)
+            guard output.succeeded else { return .failure("gather failed (\(output.statusText)): \(output.stderrText)") }
+            var facts = GatherStep.parse(output.stdoutText)
+            facts["changed"] = false
+            return .success(facts)
+        } catch {
+            return .failure(error.message)
+        }
+    }
+}

@@ -1,0 +1,53 @@
+import Foundation
+import Testing
+import TestSupport
+
+@Suite("gather", .serialized)
+struct GatherTests {
+    let env: TestHosts
+    init() throws { env = try TestHosts.load() }
+
+    @Test("gather's facts agree with /proc and df on the host, and gate later steps")
+    func factsAgree() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        try p.write("templates/facts.j2", "{{ facts.cpu_count }} {{ facts.memory_percent }} {{ facts.disk_root_percent }} {{ facts.cpu_percent }} {{ facts.swap_total_mb }}\n")
+        try p.write("runbooks/capacity.yml", """
+            name: capacity
+            description: Gather and gate
+            hosts: h1
+            steps:
+              - id: cap
+                gather: {}
+              - name: Record the facts
+                template: { src: facts.j2, dest: "\(p.remoteDir)/facts" }
+              - name: Memory is a percentage
+                assert:
+                  that: ["facts.memory_percent >= 0", "facts.memory_percent <= 100", "facts.cpu_count > 0"]
+              - name: Only when the disk is nearly full
+                command: { run: "touch \(p.remoteDir)/disk-alarm" }
+                when: facts.disk_max_percent > 99
+            """)
+        let plan = try p.run(["plan", "capacity"])
+        #expect(plan.status == 0, "\(plan.stderr)")
+        #expect(plan.stdout.contains("· gather  cpu "), "\(plan.stdout)")
+        #expect(plan.stdout.contains("= Only when the disk is nearly full  skip: when is false"))
+        let apply = try p.run(["apply", "capacity", "--yes"])
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        let fields = try String(contentsOfFile: p.remoteDir + "/facts", encoding: .utf8).split(separator: " ").map(String.init)
+        #expect(fields.count == 5)
+        let cpus = try p.remote("h1", "nproc").trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(fields[0] == cpus)
+        let meminfo = try p.remote("h1", "awk '/^MemTotal:/{t=$2} /^MemAvailable:/{a=$2} END {print 100*(t-a)/t}' /proc/meminfo")
+        let memory = try #require(Double(meminfo.trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(abs((Double(fields[1]) ?? -100) - memory) < 10)
+        let df = try p.remote("h1", "df -P / | awk 'NR==2 {sub(\"%\",\"\",$5); print $5}'").trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(abs((Int(fields[2]) ?? -100) - (Int(df) ?? 0)) <= 1)
+        let cpu = try #require(Int(fields[3]))
+        #expect(cpu >= 0 && cpu <= 100)
+        let swap = try p.remote("h1", "awk '/^SwapTotal:/{print int($2/1024)}' /proc/meminfo").trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(fields[4].trimmingCharacters(in: .whitespacesAndNewlines) == swap)
+        // The disk is not 99% full here, so the gated step was skipped.
+        #expect(!FileManager.default.fileExists(atPath: p.remoteDir + "/disk-alarm"))
+    }
+}
