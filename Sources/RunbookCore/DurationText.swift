@@ -4,7 +4,10 @@ public enum DurationText {
     public static func parse(_ text: String) -> Duration? {
         let s = text.trimmingWhitespace()
         guard !s.isEmpty else { return nil }
-        if let seconds = Double(s), seconds >= 0 { return .milliseconds(Int((seconds * 1000).rounded())) }
+        if let seconds = Double(s) {
+            guard seconds >= 0, seconds.isFinite, seconds < 1e12 else { return nil }
+            return .milliseconds(Int((seconds * 1000).rounded()))
+        }
         var total = 0.0
         var number = ""
         var unit = ""
@@ -37,7 +40,7 @@ public enum DurationText {
                 return nil
             }
         }
-        guard flush(), sawUnit else { return nil }
+        guard flush(), sawUnit, total.isFinite, total < 1e12 else { return nil }
         return .milliseconds(Int((total * 1000).rounded()))
     }
 

@@ -468,44 +468,7 @@ extension YAMLNode {
 
     /// Parses `500ms`, `90s`, `5m`, `1h`, `2d`, or sums like `1m30s`, into seconds; nil when malformed or negative.
     public static func parseDuration(_ text: String) -> Double? {
-        let trimmed = text.trimmingCharacters(in: .whitespaces)
-        guard !trimmed.isEmpty else { return nil }
-        if let plain = Double(trimmed) { return plain >= 0 && plain.isFinite ? plain : nil }
-        var total = 0.0
-        var number = ""
-        var unit = ""
-        var parts: [(String, String)] = []
-        for character in trimmed {
-            if character.isNumber || character == "." {
-                if !unit.isEmpty {
-                    parts.append((number, unit))
-                    number = ""
-                    unit = ""
-                }
-                number.append(character)
-            } else if character.isLetter {
-                guard !number.isEmpty else { return nil }
-                unit.append(character)
-            } else {
-                return nil
-            }
-        }
-        guard !number.isEmpty, !unit.isEmpty else { return nil }
-        parts.append((number, unit))
-        for (digits, unit) in parts {
-            guard let amount = Double(digits) else { return nil }
-            let scale: Double
-            switch unit {
-            case "ms": scale = 0.001
-            case "s": scale = 1
-            case "m": scale = 60
-            case "h": scale = 3600
-            case "d": scale = 86400
-            default: return nil
-            }
-            total += amount * scale
-        }
-        return total
+        DurationText.parse(text).map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
     }
 
     /// A value from a fixed set (such as `strict | accept-new | off`); else an error listing the choices.
