@@ -91,14 +91,11 @@ struct HostLockTests {
 
     init() throws {
         env = try TestHosts.load()
-        host = RunbookCore.Host(name: "h1", connection: .ssh, address: env["RBT_H1"], port: 22, user: "root",
-                                identityFiles: [env["RBT_KEY"]], knownHosts: env["RBT_KNOWN_HOSTS"], hostKeyChecking: .strict,
-                                proxyJump: [], password: nil, connectTimeout: 5, serverAliveInterval: 15, serverAliveCountMax: 3,
-                                groups: [], vars: [:])
+        host = env.inventoryHost("h1")
     }
 
     func transports() async throws -> [any Transport] {
-        [try await SSHTransport.connect(host, logger: Logger(label: "test")), LocalTransport(hostName: "local")]
+        try await env.bothTransports(host.name)
     }
 
     func uniquePath() -> String { "/tmp/rbtest-lock-\(UUID().uuidString)" }

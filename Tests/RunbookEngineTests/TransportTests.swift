@@ -14,14 +14,11 @@ struct TransportTests {
 
     init() throws {
         env = try TestHosts.load()
-        host = RunbookCore.Host(name: "h1", connection: .ssh, address: env["RBT_H1"], port: 22, user: "root",
-                    identityFiles: [env["RBT_KEY"]], knownHosts: env["RBT_KNOWN_HOSTS"], hostKeyChecking: .strict,
-                    proxyJump: [], password: nil, connectTimeout: 5, serverAliveInterval: 15, serverAliveCountMax: 3,
-                    groups: [], vars: [:])
+        host = env.inventoryHost("h1")
     }
 
     func transports() async throws -> [any Transport] {
-        [try await SSHTransport.connect(host, logger: Logger(label: "test")), LocalTransport(hostName: "local")]
+        try await env.bothTransports(host.name)
     }
 
     @Test("an atomic write replaces the file with the final mode and leaves no temp file")
@@ -103,11 +100,7 @@ struct ExchangeTests {
     @Test("an exchange starts on the host: its own sshd answers on 127.0.0.1, a closed port is refused")
     func exchangeFromHost() async throws {
         let env = try TestHosts.load()
-        let host = RunbookCore.Host(name: "h2", connection: .ssh, address: env["RBT_H2"], port: 22, user: "root",
-                                    identityFiles: [env["RBT_KEY"]], knownHosts: env["RBT_KNOWN_HOSTS"], hostKeyChecking: .strict,
-                                    proxyJump: [], password: nil, connectTimeout: 5, serverAliveInterval: 15, serverAliveCountMax: 3,
-                                    groups: [], vars: [:])
-        let transports: [any Transport] = [try await SSHTransport.connect(host, logger: Logger(label: "test")), LocalTransport(hostName: "local")]
+        let transports = try await env.bothTransports("h2")
         for t in transports {
             let address = t is LocalTransport ? env["RBT_H2"] : "127.0.0.1"
             let banner = try #require(try await t.exchange(address: address, port: 22, send: [], timeout: .milliseconds(700)))
