@@ -57,14 +57,14 @@ struct PlanApplyTests {
         defer { p.cleanUp() }
         try configRunbook(p)
         let original: [UInt8] = Array("old contents\n".utf8) + [0xFF, 0x00, 0x0A]
-        FileManager.default.createFile(atPath: p.remoteDir + "/app.conf", contents: Data(original), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: p.remoteDir + "/app.conf", contents: Data(original), attributes: [.posixPermissions: 0o600])
         let ok = try p.run(["apply", "config", "-p", "workers=6", "--yes"])
         #expect(ok.status == 0, "\(ok.stdout)\(ok.stderr)")
         #expect(try p.remote("h1", "cat \(p.remoteDir)/app.conf").contains("workers = 6"))
         #expect(try p.remote("h1", "stat -c %a \(p.remoteDir)/app.conf") == "640\n")
 
         // Back to the original, then a run that fails after the template step.
-        FileManager.default.createFile(atPath: p.remoteDir + "/app.conf", contents: Data(original), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: p.remoteDir + "/app.conf", contents: Data(original), attributes: [.posixPermissions: 0o600])
         let failed = try p.run(["apply", "config", "-p", "workers=9", "-p", "fail=true", "--yes"])
         #expect(failed.status == 1, "\(failed.stdout)\(failed.stderr)")
         #expect(failed.stdout.contains("rolled back"))
@@ -118,6 +118,22 @@ struct PlanApplyTests {
         let r = try p.run(["apply", "config"])
         #expect(r.status == 3)
         #expect(!FileManager.default.fileExists(atPath: p.remoteDir + "/app.conf"))
+    }
+
+    @Test("on a terminal, apply asks: anything but yes refuses, yes applies")
+    func asksOnTerminal() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        try configRunbook(p)
+        // script(1) gives the command a pseudo-terminal, as an operator's shell would.
+        let command = "\(p.binary) apply config -p workers=3 --color never"
+        let no = try runProcessFull("/usr/bin/script", ["-qec", command, "/dev/null"], stdin: "no\n", currentDirectory: p.root)
+        #expect(no.status == 3, "\(no.stdout)")
+        #expect(no.stdout.contains("Apply these changes to 1 host? Only 'yes' will be accepted:"))
+        #expect(!FileManager.default.fileExists(atPath: p.remoteDir + "/app.conf"))
+        let yes = try runProcessFull("/usr/bin/script", ["-qec", command, "/dev/null"], stdin: "yes\n", currentDirectory: p.root)
+        #expect(yes.status == 0, "\(yes.stdout)")
+        #expect(try String(contentsOfFile: p.remoteDir + "/app.conf", encoding: .utf8).contains("workers = 3"))
     }
 
     @Test("a second apply on the same host is refused, naming the holder")
