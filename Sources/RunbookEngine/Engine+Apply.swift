@@ -40,6 +40,9 @@ struct AppliedStep: Sendable {
     /// For service actions, reloads and health checks: the operation to run again in
     /// rollback phases 2 and 3 (nil for everything else).
     var replay: Replay? = nil
+    /// False for the step that failed: a reload that failed reloaded nothing, so phase 2
+    /// does not run it again.
+    var succeeded = false
 }
 
 /// A step that rollback runs again after restoring state (SPEC §6).
@@ -138,19 +141,19 @@ extension Engine {
             return finish(.failed, 1, "cannot reach every host; nothing was changed:\n  " + unreachable.joined(separator: "\n  "))
         }
         // Host locks: all or nothing.
-        var locked: [any Transport] = []
+        var locked: [(transport: any Transport, path: String)] = []
         for host in prepared.hosts {
             let transport = transports[host.name]!
             do {
-                try await HostLock.acquire(on: transport, info: info)
-                locked.append(transport)
+                try await HostLock.acquire(on: transport, info: info, path: host.lockPath)
+                locked.append((transport, host.lockPath))
             } catch {
-                for t in locked { _ = try? await HostLock.release(on: t, runID: runID) }
+                for l in locked { _ = try? await HostLock.release(on: l.transport, runID: runID, path: l.path) }
                 return finish(.refused, 3, "\(error); nothing was changed")
             }
         }
         func releaseHostLocks() async {
-            for t in locked { _ = try? await HostLock.release(on: t, runID: runID) }
+            for l in locked { _ = try? await HostLock.release(on: l.transport, runID: runID, path: l.path) }
         }
 
         let plan: Plan
@@ -300,7 +303,7 @@ extension Engine {
                 finishStep(.skipped, plan.change.reason)
                 continue
             }
-            let undo = Self.undoRecord(for: plan.operation, runID: runID)
+            let undo = Self.undoRecord(for: plan.operation, step: step, runID: runID)
             let entry: Int64
             do {
                 entry = try journal.recordIntent(run: runID, host: host.name, stepIndex: index, stepName: step.name, kind: step.kind,
@@ -320,6 +323,7 @@ extension Engine {
             }
             switch result {
             case .success(let outputs):
+                outcome.applied[outcome.applied.count - 1].succeeded = true
                 let changed = outputs["changed"]?.boolValue ?? false
                 outcome.changed = outcome.changed || changed
                 try? journal.recordOutcome(entry: entry, status: .done, changed: changed, message: nil)
@@ -357,18 +361,25 @@ extension Engine {
     static let replayedInPhase3: Set<String> = ["health", "wait_for"]
 
     static func replay(_ step: Step, _ operation: Operation) -> Replay? {
+        // A service action with its own undo (gunicorn TTIN undone by TTOU) is undone in
+        // phase 1; running it again in phase 2 would redo it.
+        if case .run(_, let undo) = operation, undo != nil { return nil }
         if replayedInPhase2.contains(step.kind) { return Replay(phase: 2, step: step, operation: operation) }
         if replayedInPhase3.contains(step.kind) { return Replay(phase: 3, step: step, operation: operation) }
         return nil
     }
 
-    static func undoRecord(for operation: Operation, runID: String) -> UndoRecord {
+    static func undoRecord(for operation: Operation, step: Step, runID: String) -> UndoRecord {
         switch operation {
         case .putFile(let path, let contents, _, _, _, _, let existed, let before):
             return .restoreFile(path: path, backup: existed ? backupPath(for: path, runID: runID) : nil,
                                 beforeDigest: before, afterDigest: sha256Hex(contents))
         case .run(_, let undo):
-            return undo.map { .command(CommandRecord($0)) } ?? .irreversible("command without undo")
+            if let undo { return .command(CommandRecord(undo)) }
+            switch StepSchema.undoBehavior(kind: step.kind, arguments: step.arguments) {
+            case .rerun, .kept, .readOnly, .restore: return .nothing
+            case .irreversible: return .irreversible(step.kind == "command" ? "command without undo" : "\(step.kind) cannot be undone")
+            }
         case .assert, .sleep, .action, .nothing:
             return .nothing
         }
@@ -440,6 +451,11 @@ extension Engine {
             return nil
         })
     }
+}
+
+extension RunbookCore.Host {
+    /// Where this host's run lock lives: the host var `runbook_lock_path`, else `/tmp/runbook.lock`.
+    public var lockPath: String { vars["runbook_lock_path"]?.stringValue ?? HostLock.defaultPath }
 }
 
 extension Value {

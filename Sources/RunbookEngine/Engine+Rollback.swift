@@ -5,6 +5,8 @@ import RunbookCore
 struct RollbackResult: Sendable {
     var failures: [String] = []
     var irreversible: [String] = []
+    /// How many undo actions changed something.
+    var restored = 0
 }
 
 extension Engine {
@@ -18,8 +20,12 @@ extension Engine {
     func rollBack(_ steps: [AppliedStep], host: String, transport: any Transport, secrets: SecretStore,
                   journal: Journal, runID: String, prepared: PreparedRun? = nil) async -> RollbackResult {
         var result = await restore(steps, host: host, transport: transport, secrets: secrets, journal: journal, runID: runID)
-        guard let prepared else { return result }
-        let replays = steps.reversed().compactMap(\.replay)
+        // Nothing restored: services already run what they ran; there is nothing to re-check.
+        guard let prepared, result.restored > 0 else { return result }
+        let replays = steps.reversed().compactMap { (applied: AppliedStep) -> Replay? in
+            guard let replay = applied.replay else { return nil }
+            return replay.phase == 2 && !applied.succeeded ? nil : replay
+        }
         for phase in [2, 3] {
             for replay in replays where replay.phase == phase {
                 let entry = try? journal.recordIntent(run: runID, host: host, stepIndex: replay.step.index, stepName: replay.step.name,
@@ -54,6 +60,7 @@ extension Engine {
             let outcome = await undo(step.undo, transport: transport, secrets: secrets)
             switch outcome {
             case .undone(let message):
+                result.restored += 1
                 if let entry { try? journal.recordOutcome(entry: entry, status: .done, changed: true, message: message) }
                 events.emit(.undoFinished(host: host, name: step.name, ok: true, message: message))
             case .nothingToDo:
@@ -196,17 +203,17 @@ extension Engine {
             return RunOutcome(runID: runID, exitCode: 1, message: "cannot reach: " + errors.sorted().joined(separator: "; "))
         }
         // The run's own host locks (left by a killed controller) are taken over.
-        var locked: [any Transport] = []
+        var locked: [(transport: any Transport, path: String)] = []
         for host in hosts {
             let transport = transports[host.name]!
-            if let holder = try? await HostLock.read(on: transport), holder.runID == runID {
-                try? await HostLock.forceRemove(on: transport)
+            if let holder = try? await HostLock.read(on: transport, path: host.lockPath), holder.runID == runID {
+                try? await HostLock.forceRemove(on: transport, path: host.lockPath)
             }
             do {
-                try await HostLock.acquire(on: transport, info: info)
-                locked.append(transport)
+                try await HostLock.acquire(on: transport, info: info, path: host.lockPath)
+                locked.append((transport, host.lockPath))
             } catch {
-                for t in locked { _ = try? await HostLock.release(on: t, runID: runID) }
+                for l in locked { _ = try? await HostLock.release(on: l.transport, runID: runID, path: l.path) }
                 return RunOutcome(runID: runID, exitCode: 3, message: "\(error)")
             }
         }
@@ -215,7 +222,7 @@ extension Engine {
             await self.rollBack((planned[host.name] ?? []).reversed(), host: host.name, transport: transports[host.name]!,
                                 secrets: secrets, journal: journal, runID: runID)
         }
-        for t in locked { _ = try? await HostLock.release(on: t, runID: runID) }
+        for l in locked { _ = try? await HostLock.release(on: l.transport, runID: runID, path: l.path) }
         let failures = results.flatMap(\.failures)
         let irreversible = results.flatMap(\.irreversible)
         if !failures.isEmpty {

@@ -21,6 +21,7 @@ extension Runbook {
             let context = Context(options)
             let holder: LockInfo?
             var transport: (any Transport)? = nil
+            var lockPath = HostLock.defaultPath
             if host == "local" {
                 holder = try LocalLock.read(stateDir: context.stateDir)
             } else {
@@ -35,7 +36,8 @@ extension Runbook {
                     context.err.write("error: \(error)\n")
                     throw ExitCode(1)
                 }
-                holder = try await HostLock.read(on: transport!)
+                lockPath = target.lockPath
+                holder = try await HostLock.read(on: transport!, path: lockPath)
             }
             defer { if let transport { Task { await transport.close() } } }
             guard let holder else {
@@ -56,7 +58,7 @@ extension Runbook {
                 guard readLine()?.trimmingCharacters(in: .whitespaces) == "yes" else { throw ExitCode(3) }
             }
             if let transport {
-                try await HostLock.forceRemove(on: transport)
+                try await HostLock.forceRemove(on: transport, path: lockPath)
             } else {
                 try LocalLock.forceRemove(stateDir: context.stateDir)
             }

@@ -147,6 +147,8 @@ struct PlanApplyTests {
         let second = try RunbookProject(env)
         defer { second.cleanUp() }
         try configRunbook(second)
+        // Both controllers lock h1 at the same path, as two operators' would.
+        try second.write("inventory/hosts.yml", try String(contentsOfFile: p.root + "/inventory/hosts.yml", encoding: .utf8))
         let first = Task.detached { try p.run(["apply", "config", "--yes"]) }
         // Wait until the first run holds h1's lock.
         var locked = false
@@ -200,7 +202,7 @@ struct PlanApplyTests {
         let after = try p.run(["show", id])
         #expect(after.stdout.contains("rolled_back"))
         // The dead run's host lock was taken over and released.
-        #expect(try p.remote("h1", "test -e /tmp/runbook.lock && echo held || echo free") == "free\n")
+        #expect(try p.remote("h1", "test -e \(p.lockPath) && echo held || echo free") == "free\n")
     }
 
     @Test("a secret never appears in output, plan file, journal, or ps on the host")

@@ -6,6 +6,8 @@ import TestSupport
 struct RunbookProject {
     let root: String
     let remoteDir: String
+    /// The host lock path this project's inventory sets (`runbook_lock_path`).
+    let lockPath: String
     let env: TestHosts
     let binary = repositoryRoot + "/.build/debug/runbook"
 
@@ -16,7 +18,11 @@ struct RunbookProject {
         for dir in ["runbooks", "templates", "inventory"] {
             try FileManager.default.createDirectory(atPath: root + "/" + dir, withIntermediateDirectories: true)
         }
-        try FileManager.default.copyItem(atPath: env["RBT_INVENTORY"], toPath: root + "/inventory/hosts.yml")
+        // Each project locks hosts at its own path, so suites running at once on one test
+        // host do not refuse each other (a real controller shares the default path).
+        lockPath = "/tmp/runbook-\(UUID().uuidString).lock"
+        let inventory = try String(contentsOfFile: env["RBT_INVENTORY"], encoding: .utf8)
+        try (inventory + "vars: { runbook_lock_path: \(lockPath) }\n").write(toFile: root + "/inventory/hosts.yml", atomically: true, encoding: .utf8)
         try FileManager.default.createDirectory(atPath: remoteDir, withIntermediateDirectories: true)
     }
 
