@@ -22,24 +22,33 @@ struct Runbook: AsyncParsableCommand {
             } else {
                 try command.run()
             }
-            Foundation.exit(0)
+            terminate(0)
         } catch let error as DiagnosticError {
             Terminal.standardError.write(error.rendered(color: Terminal.standardError.colorEnabled) + "\n")
-            Foundation.exit(2)
+            terminate(2)
         } catch let error as ExitCode {
-            Foundation.exit(error.rawValue)
+            terminate(error.rawValue)
         } catch {
             let code = exitCode(for: error)
             let message = fullMessage(for: error)
             if code == .success {
                 print(message)
-                Foundation.exit(0)
+                terminate(0)
             }
             if !message.isEmpty { Terminal.standardError.write(message + "\n") }
             // Argument errors are invalid input: exit 2, as for a bad runbook or inventory.
-            Foundation.exit(code == .validationFailure ? 2 : code.rawValue)
+            terminate(code == .validationFailure ? 2 : code.rawValue)
         }
     }
+}
+
+/// Ends the process with `code` without running exit-time destructors: libssh2's event-loop
+/// threads may still be freeing a dropped session, and OpenSSL's cleanup under them crashes.
+/// Everything that matters is already written (journal commits are synchronous; output goes
+/// through write(2)), so only stdio buffers need flushing.
+func terminate(_ code: Int32) -> Never {
+    fflush(nil)  // every stdio stream
+    _exit(code)
 }
 
 /// The version printed by `--version`.
