@@ -401,8 +401,11 @@ extension Engine {
                 return .success(["changed": true, "path": .string(path)])
             case .run(let command, _):
                 let output = try await transport.run(become(step, command), stdin: [], timeout: step.timeout, onOutput: nil)
-                let outputs: [String: Value] = ["changed": true, "rc": .int(Int(output.exitStatus ?? -1)),
+                var outputs: [String: Value] = ["changed": true, "rc": .int(Int(output.exitStatus ?? -1)),
                                                 "stdout": .string(output.stdoutText), "stderr": .string(output.stderrText)]
+                if output.succeeded, let parse = StepKinds.outputParsers[step.kind] {
+                    outputs.merge(parse(output.stdoutText)) { _, new in new }
+                }
                 guard output.succeeded else {
                     let tail = output.stderrText.split(separator: "\n").suffix(5).joined(separator: " | ")
                     return .failure("\(output.statusText)\(tail.isEmpty ? "" : ": " + tail)")

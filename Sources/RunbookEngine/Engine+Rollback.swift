@@ -96,7 +96,7 @@ extension Engine {
             case .irreversible(let reason):
                 return .irreversible(reason)
             case .command(let recorded):
-                guard let command = recorded.command(secret: { secrets.value($0) }) else {
+                guard let command = recorded.command(secret: { secrets.lookup($0) }) else {
                     return .failed("the undo command needs a secret that is no longer defined: \(recorded.display)")
                 }
                 let output = try await transport.run(command, stdin: [], timeout: .seconds(600), onOutput: nil)

@@ -227,6 +227,20 @@ public struct Engine: Sendable {
         case .map(let map):
             for (key, value) in map {
                 rendered.raw[key] = value
+                // Lists of strings (tables, users) are rendered item by item; assert's
+                // expressions are not templates.
+                if case .list(let items) = value, step.kind != "assert" {
+                    var out: [Value] = []
+                    for item in items {
+                        if case .string(let text) = item {
+                            out.append(.string(try templates.render(string: text, at: location(key), context: context, secrets: .values).text))
+                        } else {
+                            out.append(item)
+                        }
+                    }
+                    rendered.raw[key] = .list(out)
+                    continue
+                }
                 guard case .string(let text) = value else { continue }
                 if Self.commandArguments.contains(key) {
                     let result = try templates.render(string: text, at: location(key), context: context, secrets: .references)

@@ -40,6 +40,13 @@ public struct SecretStore: Sendable {
     /// The secret called `name`, if defined.
     public func value(_ name: String) -> String? { values[name] }
 
+    /// The secret called `name`, or else by its environment form: `db_password` also finds
+    /// `DB_PASSWORD` (what `RUNBOOK_SECRET_DB_PASSWORD` gives). For names recorded earlier,
+    /// such as an undo command's, when the secret now comes from the environment.
+    public func lookup(_ name: String) -> String? {
+        value(name) ?? value(String(Shell.secretVariable(name).dropFirst("RUNBOOK_SECRET_".count)))
+    }
+
     /// Every defined secret name.
     public var names: [String] { values.keys.sorted() }
 

@@ -71,7 +71,9 @@ final class Printer: EventSink {
                         text += "      " + painted + "\n"
                     }
                 }
-                if change.action == .run || change.action == .check {
+                // Commands are shown for runs and checks, and for changes that have no diff to
+                // show (a replica count, a prune).
+                if change.action == .run || change.action == .check || change.diff == nil {
                     for command in change.commands { text += "      $ " + command.replacingOccurrences(of: "\n", with: "\n        ") + "\n" }
                 }
             }
