@@ -79,6 +79,12 @@ struct SleepStep: StepKind {
 
 /// The kinds this engine can run, by name.
 enum StepKinds {
+    /// Kinds whose command reports outputs on stdout (e.g. `pg_backup`'s `path`), turned into
+    /// `steps.<id>.*` after the command succeeds.
+    static let outputParsers: [String: @Sendable (String) -> [String: Value]] = [
+        "pg_backup": { PostgresBackupStep.outputs(stdout: $0) },
+    ]
+
     static let implemented: [String: any StepKind] = [
         "command": CommandStep(),
         "template": FileStep(),
@@ -86,5 +92,16 @@ enum StepKinds {
         "assert": AssertStep(),
         "sleep": SleepStep(),
         "gather": GatherStep(),
+        "pg_sql": PostgresSQLStep(),
+        "pg_vacuum": PostgresVacuumStep(),
+        "pg_kill_queries": PostgresKillQueriesStep(),
+        "pg_backup": PostgresBackupStep(),
+        "pg_slow_queries": PostgresSlowQueriesStep(),
+        "service": ServiceStep(),
+        "nginx_reload": NginxReloadStep(),
+        "health": HealthStep(),
+        "wait_for": WaitForStep(),
+        "compose_scale": ComposeScaleStep(),
+        "docker_prune": DockerPruneStep(),
     ]
 }

@@ -1,0 +1,427 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// The web stack of `scripts/web-test` in a test host: paths and ports from `web-test env`.
+struct WebStack {
+    let values: [String: String]
+
+    subscript(_ key: String) -> String {
+        guard let value = values[key] else { fatalError("scripts/web-test env has no \(key)") }
+        return value
+    }
+
+    /// Starts the stack in `host` unless it runs (idempotent), and reads its paths.
+    static func up(_ host: String = "h1") throws -> WebStack {
+        let script = repositoryRoot + "/scripts/web-test"
+        let up = try runProcessFull(script, ["up", host])
+        guard up.status == 0 else { throw WebStackFailed(message: "scripts/web-test up \(host) failed:\n\(up.stderr)") }
+        let env = try runProcessFull(script, ["env", host])
+        var values: [String: String] = [:]
+        for line in env.stdout.split(separator: "\n") {
+            guard let eq = line.firstIndex(of: "=") else { continue }
+            values[String(line[..<eq])] = String(line[line.index(after: eq)...])
+        }
+        return WebStack(values: values)
+    }
+}
+
+struct WebStackFailed: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
+}
+
+/// `service`, `nginx_reload`, `health` and `wait_for` against a real nginx and gunicorn running
+/// in test host h1 (`scripts/web-test`), through the built binary.
+@Suite("web steps: service, nginx_reload, health, wait_for", .serialized)
+struct WebStepTests {
+    let env: TestHosts
+    let web: WebStack
+
+    init() throws {
+        env = try TestHosts.load()
+        web = try WebStack.up("h1")
+    }
+
+    // MARK: Helpers
+
+    /// `runbook apply …`, waiting while another test's run holds h1's lock.
+    func apply(_ p: RunbookProject, _ arguments: [String]) throws -> ProcessOutput {
+        let deadline = Date().addingTimeInterval(90)
+        while true {
+            let r = try p.run(["apply"] + arguments)
+            if r.status == 3, (r.stdout + r.stderr).contains("is locked by run"), Date() < deadline {
+                Thread.sleep(forTimeInterval: 0.5)
+                continue
+            }
+            return r
+        }
+    }
+
+    /// A command's stdout on h1, trimmed.
+    func onHost(_ command: String) throws -> String {
+        try env.inHost("h1", command).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// GET `url` from inside h1: the status and body (status 0: no answer).
+    func get(_ url: String) throws -> (status: Int, body: String) {
+        let script = """
+            import sys, urllib.request, urllib.error
+            try:
+                r = urllib.request.urlopen(sys.argv[1], timeout=5); print(r.status); print(r.read().decode(), end="")
+            except urllib.error.HTTPError as e:
+                print(e.code); print(e.read().decode(), end="")
+            except Exception as e:
+                print(0); print(e)
+            """
+        let out = try env.inHost("h1", "\(web["WEB_PYTHON"]) -c '\(script)' '\(url)'").stdout
+        let lines = out.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false)
+        return (Int(lines.first ?? "") ?? -1, lines.count > 1 ? String(lines[1]) : "")
+    }
+
+    /// The pid in a pidfile.
+    func pid(_ file: String) throws -> Int {
+        try #require(Int(try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+    }
+
+    /// The children of `pid` on h1, as `PID START-TIME` lines.
+    func children(_ pid: Int) throws -> [String] {
+        try onHost("ps -o pid=,lstart= --ppid \(pid)").split(separator: "\n").map {
+            $0.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
+        }.sorted()
+    }
+
+    /// Polls until `count()` equals `wanted` (gunicorn changes its workers asynchronously).
+    func waitFor(_ wanted: Int, seconds: Double = 15, _ count: () throws -> Int) rethrows -> Int {
+        let deadline = Date().addingTimeInterval(seconds)
+        var last = try count()
+        while last != wanted && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.2)
+            last = try count()
+        }
+        return last
+    }
+
+    // MARK: nginx_reload
+
+    /// A runbook that renders the stack's upstream.conf (broken on request: a missing `;`),
+    /// then tests and reloads nginx, then checks the site.
+    func upstreamRunbook(_ p: RunbookProject) throws {
+        try p.write("templates/upstream.conf.j2", """
+            # rendered by runbook
+            upstream app {
+                least_conn;
+                server 127.0.0.1:{{ params.port }} max_fails=3 fail_timeout=30s{% if params.broken %}{% else %};{% endif %}
+                keepalive 16;
+            }
+
+            """)
+        try p.write("runbooks/upstream.yml", """
+            name: upstream
+            description: Render the nginx upstream and reload nginx
+            hosts: h1
+            params:
+              broken: { type: bool, default: false }
+              port: { type: int, default: 5000 }
+            steps:
+              - id: upstream
+                name: Render the upstream
+                template: { src: upstream.conf.j2, dest: "\(web["WEB_UPSTREAM_CONF"])" }
+              - name: Reload nginx
+                nginx_reload: { config: "\(web["WEB_NGINX_CONF"])" }
+              - name: Check the site
+                health: { url: "http://127.0.0.1:8080/health", contains: ok, retries: 5, delay: 200ms }
+            """)
+    }
+
+    @Test("nginx_reload never reloads a broken upstream; rollback restores the file byte for byte")
+    func nginxReloadRefusesBrokenConfig() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        try upstreamRunbook(p)
+        let upstreamPath = web["WEB_UPSTREAM_CONF"]
+        let original = try Data(contentsOf: URL(fileURLWithPath: upstreamPath))
+        defer { try? original.write(to: URL(fileURLWithPath: upstreamPath)) }
+        // A valid previous version with content of its own (a comment nginx ignores).
+        let previous = Data("# hand-written \(UUID().uuidString)\r\n".utf8) + original
+        try previous.write(to: URL(fileURLWithPath: upstreamPath))
+        let master = try pid(web["WEB_NGINX_PID"])
+        let workers = try children(master)
+        #expect(!workers.isEmpty)
+        let errorLogBefore = try Data(contentsOf: URL(fileURLWithPath: web["WEB_NGINX_ERROR_LOG"])).count
+
+        // The plan shows the one command: the test, and the reload only when it passes.
+        let plan = try p.run(["plan", "upstream", "-p", "broken=true"])
+        #expect(plan.status == 0, "\(plan.stdout)\(plan.stderr)")
+        #expect(plan.stdout.contains("$ nginx -c \(web["WEB_NGINX_CONF"]) -q -t && nginx -c \(web["WEB_NGINX_CONF"]) -s reload"), "\(plan.stdout)")
+
+        // Without rollback: the step fails with nginx's message and nothing is reloaded.
+        let kept = try apply(p, ["upstream", "-p", "broken=true", "--yes", "--no-rollback"])
+        #expect(kept.status == 1, "\(kept.stdout)\(kept.stderr)")
+        #expect(kept.stdout.contains("Reload nginx  FAILED"), "\(kept.stdout)")
+        #expect(kept.stdout.contains("[emerg]") && kept.stdout.contains("invalid parameter \"keepalive\""), "\(kept.stdout)")
+        #expect(kept.stdout.contains("test failed"), "\(kept.stdout)")
+        #expect(try String(contentsOfFile: upstreamPath, encoding: .utf8).contains("fail_timeout=30s\n"))
+        #expect(try pid(web["WEB_NGINX_PID"]) == master)
+        #expect(try children(master) == workers, "nginx started new workers: it was reloaded")
+        let served = try get("http://127.0.0.1:8080/health")
+        #expect(served.status == 200 && served.body == "ok\n", "\(served)")
+        try previous.write(to: URL(fileURLWithPath: upstreamPath))
+
+        // With rollback: the same failure, and the previous file is back byte for byte.
+        let failed = try apply(p, ["upstream", "-p", "broken=true", "--yes"])
+        #expect(failed.status == 1, "\(failed.stdout)\(failed.stderr)")
+        #expect(failed.stdout.contains("[emerg]"), "\(failed.stdout)")
+        #expect(failed.stdout.contains("rolled back"), "\(failed.stdout)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: upstreamPath)) == previous)
+        #expect(try pid(web["WEB_NGINX_PID"]) == master)
+        let after = try get("http://127.0.0.1:8080/whoami")
+        #expect(after.status == 200 && after.body.hasPrefix("web-h1 "), "\(after)")
+        // nginx's master never read the broken file: a reload of it would have logged [emerg].
+        let errorLog = try Data(contentsOf: URL(fileURLWithPath: web["WEB_NGINX_ERROR_LOG"]))
+        let newLines = String(decoding: errorLog.dropFirst(errorLogBefore), as: UTF8.self)
+        #expect(!newLines.contains("[emerg]"), "\(newLines)")
+
+        // A good upstream is tested, reloaded (new workers) and served.
+        let ok = try apply(p, ["upstream", "--yes"])
+        #expect(ok.status == 0, "\(ok.stdout)\(ok.stderr)")
+        #expect(try String(contentsOfFile: upstreamPath, encoding: .utf8).hasPrefix("# rendered by runbook\n"))
+        #expect(try pid(web["WEB_NGINX_PID"]) == master)
+        #expect(try waitFor(1, seconds: 10) { try children(master).filter { !workers.contains($0) }.count >= 1 ? 1 : 0 } == 1,
+                "nginx was not reloaded")
+        #expect(try get("http://127.0.0.1:8080/health").status == 200)
+    }
+
+    // MARK: service
+
+    @Test("service with the signal manager changes a real gunicorn's worker count")
+    func serviceSignalChangesWorkers() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        let pidfile = web["WEB_GUNICORN_PID"]
+        try p.write("runbooks/workers.yml", """
+            name: workers
+            description: One gunicorn worker more or less
+            hosts: h1
+            params:
+              signal: { type: enum, values: [TTIN, TTOU], default: TTIN }
+            steps:
+              - name: Signal gunicorn
+                service: { name: web, action: reload, manager: signal, pidfile: "\(pidfile)", signal: "{{ params.signal }}" }
+            """)
+        let master = try pid(pidfile)
+        let count = { try Int(self.onHost("ps --no-headers --ppid \(master) | wc -l")) ?? -1 }
+        let before = try count()
+        #expect(before >= 1)
+
+        let plan = try p.run(["plan", "workers"])
+        #expect(plan.status == 0, "\(plan.stdout)\(plan.stderr)")
+        #expect(plan.stdout.contains("reload web: send TTIN to pid \(master) (gunicorn) from \(pidfile)"), "\(plan.stdout)")
+        #expect(plan.stdout.contains("kill -s TTIN \"$pid\""), "\(plan.stdout)")
+        #expect(plan.stdout.contains("undo: pid=$(head -n 1 -- \(pidfile))"), "\(plan.stdout)")
+
+        let more = try apply(p, ["workers", "--yes"])
+        #expect(more.status == 0, "\(more.stdout)\(more.stderr)")
+        #expect(try waitFor(before + 1, count) == before + 1)
+        if before == 2 { #expect(try count() == 3) }
+        #expect(try pid(pidfile) == master)
+
+        let fewer = try apply(p, ["workers", "-p", "signal=TTOU", "--yes"])
+        #expect(fewer.status == 0, "\(fewer.stdout)\(fewer.stderr)")
+        #expect(try waitFor(before, count) == before)
+        #expect(try get("http://127.0.0.1:5000/health").status == 200)
+    }
+
+    @Test("service stop sends TERM and waits until gunicorn has exited; stopping it again changes nothing")
+    func serviceSignalStop() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        defer { _ = try? WebStack.up("h1") }
+        let pidfile = web["WEB_GUNICORN_PID"]
+        try p.write("runbooks/stop.yml", """
+            name: stop
+            description: Stop gunicorn
+            hosts: h1
+            steps:
+              - name: Stop web
+                service: { name: web, action: stop, manager: signal, pidfile: "\(pidfile)" }
+              - name: Nothing answers
+                wait_for: { port: 5000, state: down, timeout: 5s, delay: 100ms }
+            """)
+        let master = try pid(pidfile)
+        let stopped = try apply(p, ["stop", "--yes"])
+        #expect(stopped.status == 0, "\(stopped.stdout)\(stopped.stderr)")
+        #expect(stopped.stdout.contains("Stop web  changed"), "\(stopped.stdout)")
+        let state = try onHost("grep '^State:' /proc/\(master)/status 2>/dev/null || echo gone")
+        #expect(state == "gone" || state.contains("Z"), "\(state)")
+        #expect(!FileManager.default.fileExists(atPath: pidfile))
+        let again = try p.run(["plan", "stop"])
+        #expect(again.status == 0, "\(again.stdout)\(again.stderr)")
+        #expect(again.stdout.contains("= Stop web  skip: web is not running"), "\(again.stdout)")
+    }
+
+    @Test("service: a missing pidfile fails the plan, except for stop; start cannot be a signal")
+    func serviceSignalPlanning() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        let missing = p.remoteDir + "/absent.pid"
+        try p.write("runbooks/svc.yml", """
+            name: svc
+            description: Signals to a service that does not run
+            hosts: h1
+            params:
+              action: { type: enum, values: [restart, reload, start, stop], default: reload }
+            steps:
+              - name: Signal it
+                service: { name: ghost, action: "{{ params.action }}", manager: signal, pidfile: "\(missing)" }
+            """)
+        let reload = try p.run(["plan", "svc"])
+        #expect(reload.status == 2, "\(reload.stdout)\(reload.stderr)")
+        #expect(reload.stderr.contains("cannot reload ghost on h1: \(missing) does not exist"), "\(reload.stderr)")
+        let stop = try p.run(["plan", "svc", "-p", "action=stop"])
+        #expect(stop.status == 0, "\(stop.stdout)\(stop.stderr)")
+        #expect(stop.stdout.contains("= Signal it  skip: ghost is not running"), "\(stop.stdout)")
+        let start = try p.run(["plan", "svc", "-p", "action=start"])
+        #expect(start.status == 2)
+        #expect(start.stderr.contains("manager: signal cannot start ghost"), "\(start.stderr)")
+        // A pidfile naming a process that is gone.
+        try "999999\n".write(toFile: missing, atomically: true, encoding: .utf8)
+        let gone = try p.run(["plan", "svc", "-p", "action=restart"])
+        #expect(gone.status == 2)
+        #expect(gone.stderr.contains("pid 999999 from \(missing) is not running"), "\(gone.stderr)")
+    }
+
+    // MARK: health
+
+    @Test("health: a closed port fails after its retries")
+    func healthClosedPort() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        try p.write("runbooks/closed.yml", """
+            name: closed
+            description: Nothing listens there
+            hosts: h1
+            rollback: off
+            steps:
+              - name: Check a closed port
+                health: { url: "http://127.0.0.1:5999/health", retries: 2, delay: 300ms, timeout: 2s }
+            """)
+        let plan = try p.run(["plan", "closed"])
+        #expect(plan.stdout.contains("· Check a closed port  GET http://127.0.0.1:5999/health from h1: expect 200; 2 retries 300ms apart"), "\(plan.stdout)")
+        let started = Date()
+        let r = try apply(p, ["closed", "--yes"])
+        #expect(r.status == 1, "\(r.stdout)\(r.stderr)")
+        #expect(Date().timeIntervalSince(started) >= 0.6)
+        #expect(r.stdout.contains("GET http://127.0.0.1:5999/health from h1 failed (3 attempts, 300ms apart): cannot connect to 127.0.0.1:5999"),
+                "\(r.stdout)")
+    }
+
+    @Test("health: the p95 latency gate fails on a slow endpoint and passes on a fast one")
+    func healthLatencyGate() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        try p.write("runbooks/latency.yml", """
+            name: latency
+            description: p95 under 500 ms
+            hosts: h1
+            rollback: off
+            params:
+              path: { type: string, default: /health }
+            steps:
+              - id: gate
+                name: Latency gate
+                health: { url: "http://127.0.0.1:5000{{ params.path }}", samples: 3, p95_under: 500ms, timeout: 5s }
+              - name: Record it
+                command: { run: "echo '{{ steps.gate.status }} {{ steps.gate.samples }} {{ steps.gate.p95_ms }}' > \(p.remoteDir)/gate" }
+            """)
+        let slow = try apply(p, ["latency", "-p", "path=/slow?ms=700", "--yes"])
+        #expect(slow.status == 1, "\(slow.stdout)\(slow.stderr)")
+        #expect(slow.stdout.contains("Latency gate  FAILED"), "\(slow.stdout)")
+        #expect(slow.stdout.contains("p95 latency 7") && slow.stdout.contains("is not under 500ms (3 requests"), "\(slow.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: p.remoteDir + "/gate"))
+
+        let fast = try apply(p, ["latency", "--yes"])
+        #expect(fast.status == 0, "\(fast.stdout)\(fast.stderr)")
+        let fields = try String(contentsOfFile: p.remoteDir + "/gate", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ")
+        #expect(fields.count == 3)
+        #expect(fields.first == "200" && fields.dropFirst().first == "3")
+        let p95 = try #require(Double(fields.last ?? ""))
+        #expect(p95 > 0 && p95 < 500)
+    }
+
+    @Test("health passes from the host and from the controller, checks status and body")
+    func healthPasses() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        try p.write("runbooks/healthy.yml", """
+            name: healthy
+            description: The site answers
+            hosts: h1
+            rollback: off
+            params:
+              expect: { type: int, default: 200 }
+            steps:
+              - id: via_host
+                name: From the host, through nginx
+                health: { url: "http://127.0.0.1:8080/health", contains: ok }
+              - id: via_controller
+                name: From the controller
+                health: { url: "http://{{ host.address }}:8080/chunked", from: controller, contains: ok, samples: 5, p95_under: 500ms }
+              - name: A status page
+                health: { url: "http://127.0.0.1:5000/status/503", expect_status: "{{ params.expect }}" }
+              - name: Record what they saw
+                command: { run: "echo '{{ steps.via_host.status }} {{ steps.via_host.body | trim }} {{ steps.via_controller.body | trim }}' > \(p.remoteDir)/seen" }
+            """)
+        let plan = try p.run(["plan", "healthy", "-p", "expect=503"])
+        #expect(plan.status == 0, "\(plan.stdout)\(plan.stderr)")
+        #expect(plan.stdout.contains("GET http://\(env["RBT_H1"]):8080/chunked from the controller: expect 200, body contains \"ok\"; p95 under 500ms over 5 requests"),
+                "\(plan.stdout)")
+        let ok = try apply(p, ["healthy", "-p", "expect=503", "--yes"])
+        #expect(ok.status == 0, "\(ok.stdout)\(ok.stderr)")
+        #expect(try String(contentsOfFile: p.remoteDir + "/seen", encoding: .utf8) == "200 ok ok\n")
+
+        let wrong = try apply(p, ["healthy", "--yes"])
+        #expect(wrong.status == 1, "\(wrong.stdout)\(wrong.stderr)")
+        #expect(wrong.stdout.contains("status 503 (expected 200), body \"status 503\""), "\(wrong.stdout)")
+    }
+
+    // MARK: wait_for
+
+    @Test("wait_for: a port that is up passes; one that never comes up fails after its timeout")
+    func waitForPorts() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        try p.write("runbooks/wait.yml", """
+            name: wait
+            description: Wait for ports
+            hosts: h1
+            rollback: off
+            params:
+              port: { type: int, default: 5000 }
+              state: { type: enum, values: [up, down], default: up }
+            steps:
+              - id: w
+                name: Wait for the port
+                wait_for: { port: "{{ params.port }}", state: "{{ params.state }}", timeout: 2s, delay: 300ms }
+              - name: Wait for nginx to answer
+                wait_for: { url: "http://127.0.0.1:8080/status/503", timeout: 5s }
+            """)
+        let up = try apply(p, ["wait", "--yes"])
+        #expect(up.status == 0, "\(up.stdout)\(up.stderr)")
+
+        let started = Date()
+        let never = try apply(p, ["wait", "-p", "port=5999", "--yes"])
+        let elapsed = Date().timeIntervalSince(started)
+        #expect(never.status == 1, "\(never.stdout)\(never.stderr)")
+        #expect(elapsed >= 1.5, "gave up after \(elapsed) s")
+        #expect(never.stdout.contains("127.0.0.1:5999 (from h1) did not come up within 2s ("), "\(never.stdout)")
+        #expect(never.stdout.contains("last: connection refused or unreachable)"), "\(never.stdout)")
+
+        let down = try apply(p, ["wait", "-p", "port=5999", "-p", "state=down", "--yes"])
+        #expect(down.status == 0, "\(down.stdout)\(down.stderr)")
+        let stillUp = try apply(p, ["wait", "-p", "state=down", "--yes"])
+        #expect(stillUp.status == 1)
+        #expect(stillUp.stdout.contains("127.0.0.1:5000 (from h1) was still up after 2s"), "\(stillUp.stdout)")
+    }
+}
