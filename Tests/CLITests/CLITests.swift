@@ -67,21 +67,6 @@ struct CLITests {
         #expect(r.stdout.contains("stderr:\nbroken\n"))
     }
 
-    @Test("an unreachable host is reported and exits 1; the others still run")
-    func unreachable() throws {
-        try env.harness("cut", "h2")
-        defer { _ = try? env.harness("restore", "h2") }
-        let inventory = FileManager.default.temporaryDirectory.appendingPathComponent("rb-inv-\(UUID().uuidString).yml").path
-        let text = try String(contentsOfFile: env["RBT_INVENTORY"], encoding: .utf8)
-            .replacingOccurrences(of: "host_key_checking: strict }", with: "host_key_checking: strict, connect_timeout: 2 }")
-        try text.write(toFile: inventory, atomically: true, encoding: .utf8)
-        let r = try runbook("exec", "web", "-i", inventory, "--", "hostname")
-        #expect(r.status == 1)
-        #expect(r.stdout.contains("h1 | ok | exit 0"))
-        #expect(r.stdout.contains("h2 | UNREACHABLE | "))
-        #expect(r.stdout.contains("timed out"))
-    }
-
     @Test("bad input exits 2 naming file and line, and contacts no host")
     func badInput() throws {
         let inventory = FileManager.default.temporaryDirectory.appendingPathComponent("rb-bad-\(UUID().uuidString).yml").path
@@ -96,5 +81,36 @@ struct CLITests {
         #expect(noCommand.status == 2)
         let badForks = try runbook("hosts", "--forks", "0", "-i", env["RBT_INVENTORY"])
         #expect(badForks.status == 2)
+    }
+}
+
+/// Cuts h2 off the network: run apart from the other suites (scripts/test runs every suite
+/// named Unreachable… in a second phase).
+@Suite("runbook CLI with a host cut off", .serialized)
+struct UnreachableCLITests {
+    let env: TestHosts
+    let binary = repositoryRoot + "/.build/debug/runbook"
+
+    init() throws { env = try TestHosts.load() }
+
+    func runbook(_ arguments: String...) throws -> ProcessOutput {
+        var environment = ProcessInfo.processInfo.environment
+        environment["NO_COLOR"] = "1"
+        return try runProcessFull(binary, Array(arguments), environment: environment)
+    }
+
+    @Test("an unreachable host is reported and exits 1; the others still run")
+    func unreachable() throws {
+        try env.harness("cut", "h2")
+        defer { _ = try? env.harness("restore", "h2") }
+        let inventory = FileManager.default.temporaryDirectory.appendingPathComponent("rb-inv-\(UUID().uuidString).yml").path
+        let text = try String(contentsOfFile: env["RBT_INVENTORY"], encoding: .utf8)
+            .replacingOccurrences(of: "host_key_checking: strict }", with: "host_key_checking: strict, connect_timeout: 2 }")
+        try text.write(toFile: inventory, atomically: true, encoding: .utf8)
+        let r = try runbook("exec", "web", "-i", inventory, "--", "hostname")
+        #expect(r.status == 1)
+        #expect(r.stdout.contains("h1 | ok | exit 0"))
+        #expect(r.stdout.contains("h2 | UNREACHABLE | "))
+        #expect(r.stdout.contains("timed out"))
     }
 }

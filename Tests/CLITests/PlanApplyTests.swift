@@ -142,7 +142,7 @@ struct PlanApplyTests {
         defer { p.cleanUp() }
         try configRunbook(p, extraSteps: """
               - name: Hold the lock a while
-                sleep: 3s
+                sleep: 10s
             """)
         let second = try RunbookProject(env)
         defer { second.cleanUp() }

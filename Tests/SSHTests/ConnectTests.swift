@@ -146,7 +146,8 @@ struct ConnectTests {
     }
 }
 
-/// These cut h2 off the network, so they run one at a time and touch no other host.
+/// These cut h2 off the network, so they run one at a time, and apart from the other
+/// suites (scripts/test runs every suite named Unreachable… in a second phase).
 @Suite("Unreachable hosts", .serialized)
 struct UnreachableTests {
     let hosts: Hosts
