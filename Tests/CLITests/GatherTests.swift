@@ -51,3 +51,55 @@ struct GatherTests {
         #expect(!FileManager.default.fileExists(atPath: p.remoteDir + "/disk-alarm"))
     }
 }
+
+@Suite("gather: PostgreSQL and docker facts", .serialized)
+struct GatherServiceTests {
+    let env: TestHosts
+    init() throws { env = try TestHosts.load() }
+
+    @Test("PostgreSQL connections by state, long queries and the limit come from the server")
+    func postgresFacts() throws {
+        let pg = try TestPostgres.ready(env)
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        try p.write("templates/pg.j2", "{{ facts.pg_connections }} {{ facts.pg_connections_by_state.active }} {{ facts.pg_long_queries }} {{ facts.pg_max_connections }}\n")
+        try p.write("runbooks/pgfacts.yml", """
+            name: pgfacts
+            description: PostgreSQL facts
+            hosts: \(pg.host)
+            steps:
+              - gather: { \(pg.connection) }
+              - template: { src: pg.j2, dest: "\(p.remoteDir)/pg" }
+            """)
+        let r = try p.run(["apply", "pgfacts", "--yes"], environment: ["RUNBOOK_SECRET_db_password": pg.password])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        let fields = try String(contentsOfFile: p.remoteDir + "/pg", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ").compactMap { Int($0) }
+        #expect(fields.count == 4)
+        let max = try pg.superuser("SHOW max_connections").trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(fields.count == 4 && fields[0] >= 1 && fields[1] >= 1 && fields[2] == 0 && String(fields[3]) == max)
+        #expect(!r.stdout.contains(pg.password))
+    }
+
+    @Test("docker stats per container")
+    func dockerFacts() throws {
+        try DockerStepTests.startDocker()
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        try p.write("templates/d.j2", "{% for name, stats in facts.docker %}{{ name }}\n{% endfor %}")
+        try p.write("runbooks/dockerfacts.yml", """
+            name: dockerfacts
+            description: docker facts
+            hosts: \(DockerStepTests.host)
+            steps:
+              - gather: {}
+              - template: { src: d.j2, dest: "\(p.remoteDir)/d" }
+            """)
+        let r = try p.run(["apply", "dockerfacts", "--yes"])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        let names = try String(contentsOfFile: p.remoteDir + "/d", encoding: .utf8).split(separator: "\n").map(String.init)
+        let running = try env.inHost(DockerStepTests.host, "docker ps --format '{{.Names}}' | sort").stdout.split(separator: "\n").map(String.init)
+        #expect(!running.isEmpty)
+        #expect(names.sorted() == running)
+    }
+}

@@ -1,3 +1,4 @@
+import Foundation
 import RunbookCore
 
 /// `gather`: capacity facts into `facts` — CPU %, load, memory %, swap, disk % per mount —
@@ -12,7 +13,14 @@ struct GatherStep: StepKind {
         case .list(let items): mounts = items.compactMap(\.stringValue)
         default: mounts = []
         }
-        let command = Self.command(mounts: mounts)
+        var command = Self.command(mounts: mounts)
+        // PostgreSQL facts when a connection is described (any pg connection argument).
+        if ["database", "user", "host", "port", "via", "password", "container", "service"].contains(where: { arguments.raw[$0] != nil }) {
+            let client = try PostgresClient(PostgresArguments(arguments))
+            // A brace group: the psql heredoc's delimiter must end its own line.
+            command = command + "\n{ " + client.command(client.psql(Self.postgresSQL, tuples: true)) + "\n} || exit $?"
+        }
+        command = command + "\n" + ShellCommand(Self.dockerStats)
         let output = try await facts.check(command, timeout: step.timeout ?? .seconds(30))
         guard output.succeeded else {
             throw StepFailure("gather failed on \(host.name) (\(output.statusText)): \(output.stderrText)")
@@ -51,11 +59,30 @@ struct GatherStep: StepKind {
         return ShellCommand(script + "\n") + disks
     }
 
+    /// Client connections by state, long-running queries (active over a minute, the seeds'
+    /// threshold for killing), the total and the server's limit.
+    static let postgresSQL = """
+        SELECT 'pg_conn:' || coalesce(state, 'unknown') || '=' || count(*) FROM pg_stat_activity
+         WHERE backend_type = 'client backend' GROUP BY state
+        UNION ALL
+        SELECT 'pg_connections=' || count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'
+        UNION ALL
+        SELECT 'pg_long_queries=' || count(*) FROM pg_stat_activity
+         WHERE backend_type = 'client backend' AND state = 'active' AND now() - query_start > interval '1 minute'
+        UNION ALL
+        SELECT 'pg_max_connections=' || setting FROM pg_settings WHERE name = 'max_connections';
+        """
+
+    /// Per-container CPU and memory, when docker answers on the host (silently nothing otherwise).
+    static let dockerStats = #"if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then docker stats --no-stream --format 'docker:{{.Name}}={{.CPUPerc}}|{{.MemPerc}}' 2>/dev/null | tr -d '%'; fi; true"#
+
     /// Parses `key=value` lines; `disk:MOUNT=N` lines become `disk` (mount → percent),
     /// `disk_max_percent` and `disk_root_percent`.
     static func parse(_ text: String) -> [String: Value] {
         var facts: [String: Value] = [:]
         var disks: [String: Value] = [:]
+        var connections: [String: Value] = [:]
+        var containers: [String: Value] = [:]
         for line in text.split(separator: "\n") {
             guard let eq = line.lastIndex(of: "=") else { continue }
             let key = String(line[..<eq])
@@ -63,11 +90,19 @@ struct GatherStep: StepKind {
             let value: Value = Int(raw).map(Value.int) ?? Double(raw).map(Value.double) ?? .string(raw)
             if key.hasPrefix("disk:") {
                 disks[String(key.dropFirst(5))] = value
+            } else if key.hasPrefix("pg_conn:") {
+                connections[String(key.dropFirst(8)).replacingOccurrences(of: " ", with: "_")] = value
+            } else if key.hasPrefix("docker:") {
+                let parts = raw.split(separator: "|").map { Double($0.trimmingCharacters(in: .whitespaces)) ?? 0 }
+                containers[String(key.dropFirst(7))] = .map(["cpu_percent": .double(parts.first ?? 0),
+                                                             "memory_percent": .double(parts.count > 1 ? parts[1] : 0)])
             } else {
                 facts[key] = value
             }
         }
         facts["disk"] = .map(disks)
+        if facts["pg_connections"] != nil { facts["pg_connections_by_state"] = .map(connections) }
+        facts["docker"] = .map(containers)
         let percents = disks.values.compactMap(\.intValue)
         facts["disk_max_percent"] = .int(percents.max() ?? 0)
         if let root = disks["/"] { facts["disk_root_percent"] = root }
