@@ -166,6 +166,19 @@ final class LoopState {
         operations.append(operation)
     }
 
+    /// Ends every operation on `session` except `keep` with `error`, before the session is
+    /// freed: their channels are freed with it, so they must not touch them afterwards.
+    func detachOperations(of session: SessionState, except keep: LoopOperation, error: SSHError) {
+        let others = operations.filter { $0.session === session && $0 !== keep }
+        guard !others.isEmpty else { return }
+        operations.removeAll { $0.session === session && $0 !== keep }
+        session.activeOperations -= others.count
+        for op in others {
+            forget(op)
+            op.fail(error)
+        }
+    }
+
     /// Fails every operation of a session and marks it dead.
     func failSession(_ session: SessionState, _ error: SSHError) {
         guard session.failure == nil else { return }
@@ -198,22 +211,24 @@ final class LoopState {
             while progressed {
                 progressed = false
                 interests.removeAll(keepingCapacity: true)
-                var index = 0
-                while index < operations.count {
-                    let op = operations[index]
+                // Advancing one operation may start or end others (closing a session ends
+                // its operations, a failed jump ends the sessions behind it): work on a
+                // snapshot and remove by identity.
+                for op in operations {
+                    guard operations.contains(where: { $0 === op }) else { continue }
                     switch op.advance(now: now) {
                     case .finished:
-                        operations.remove(at: index)
-                        forget(op)
-                        op.session.activeOperations -= 1
+                        if let index = operations.firstIndex(where: { $0 === op }) {
+                            operations.remove(at: index)
+                            forget(op)
+                            op.session.activeOperations -= 1
+                        }
                         progressed = true
-                        continue
                     case .progressed:
                         progressed = true
                     case .blocked(let wants):
                         interests.append(contentsOf: wants)
                     }
-                    index += 1
                 }
                 // Jobs that arrived meanwhile (a cancel, a new command) join this round.
                 let more = loop.drain()

@@ -29,7 +29,12 @@ final class JumpPumpOperation: LoopOperation {
     }
 
     override func advance(now: ContinuousClock.Instant) -> Advance {
-        guard !done, let raw = session.raw else { return shutdown() }
+        guard !done else { return .finished }
+        guard let raw = session.raw else {
+            // The session (and the channel with it) is gone: only our socket end is left.
+            channel = nil
+            return shutdown()
+        }
         if channel == nil {
             guard session.acquireOpenLock(self) else { return .blocked([]) }
             guard let ch = rb_channel_direct_tcpip(raw, destinationHost, Int32(destinationPort)) else {
@@ -115,6 +120,7 @@ final class JumpPumpOperation: LoopOperation {
     }
 
     override func fail(_ error: SSHError) {
+        guard !done else { return }
         done = true
         channel = nil
         close(fd)
@@ -127,6 +133,7 @@ final class CloseOperation: LoopOperation {
     private let loopState: LoopState
     private var continuation: CheckedContinuation<Void, Never>?
     private var step = 0
+    private var detached = false
 
     init(loopState: LoopState, session: SessionState, continuation: CheckedContinuation<Void, Never>?) {
         self.loopState = loopState
@@ -137,6 +144,11 @@ final class CloseOperation: LoopOperation {
 
     override func advance(now: ContinuousClock.Instant) -> Advance {
         guard let raw = session.raw else { return finish() }
+        if !detached {
+            detached = true
+            loopState.detachOperations(of: session, except: self,
+                                       error: SSHError(.closed, "the connection to \(session.label) was closed"))
+        }
         if let deadline, now >= deadline { return finish() }
         while true {
             switch step {
