@@ -98,8 +98,10 @@ struct GatherServiceTests {
         let r = try p.run(["apply", "dockerfacts", "--yes"])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
         let names = try String(contentsOfFile: p.remoteDir + "/d", encoding: .utf8).split(separator: "\n").map(String.init)
-        let running = try env.inHost(DockerStepTests.host, "docker ps --format '{{.Names}}' | sort").stdout.split(separator: "\n").map(String.init)
-        #expect(!running.isEmpty)
-        #expect(names.sorted() == running)
+        // Other suites start and remove containers on this host meanwhile: the stack's own
+        // containers are always there, and every name gather saw is a real container.
+        let known = try env.inHost(DockerStepTests.host, "docker ps -a --format '{{.Names}}'").stdout.split(separator: "\n").map(String.init)
+        #expect(names.contains("rb-compose-h2_web_1"), "\(names)")
+        #expect(names.allSatisfy { known.contains($0) || $0.hasPrefix("rbtest-") }, "\(names) vs \(known)")
     }
 }
