@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import Logging
 import RunbookCore
@@ -50,6 +51,27 @@ struct Context {
             return NSHomeDirectory() + path.dropFirst()
         }
         return base + "/" + path
+    }
+
+    /// Asks `question` on the terminal unless `yes`; refuses (exit 3, nothing changed) when
+    /// there is no terminal to ask on or the answer is not exactly `yes`.
+    func confirmOrRefuse(_ question: String, yes: Bool, what: String) throws {
+        if yes { return }
+        guard let answer = Self.ask(question, out: out, interactive: isatty(0) == 1 && !json) else {
+            err.write("refused: no terminal to ask on; pass --yes to \(what) without asking\n")
+            throw ExitCode(3)
+        }
+        guard answer else {
+            err.write("not confirmed; nothing was changed\n")
+            throw ExitCode(3)
+        }
+    }
+
+    /// Writes `question` and reads a line: true only for `yes`; nil without a terminal.
+    static func ask(_ question: String, out: Terminal, interactive: Bool) -> Bool? {
+        guard interactive else { return nil }
+        out.write(question + " Only 'yes' will be accepted: ")
+        return readLine()?.trimmingCharacters(in: .whitespaces) == "yes"
     }
 
     /// The inventory, with its warnings printed.

@@ -95,8 +95,7 @@ extension Runbook {
             if interactive {
                 confirm = { @Sendable (plan: RunbookCore.Plan) -> Bool in
                     let hosts = plan.hosts.count
-                    out.write("\nApply these changes to \(hosts) host\(hosts == 1 ? "" : "s")? Only 'yes' will be accepted: ")
-                    return readLine()?.trimmingCharacters(in: .whitespaces) == "yes"
+                    return Context.ask("\nApply these changes to \(hosts) host\(hosts == 1 ? "" : "s")?", out: out, interactive: true) ?? false
                 }
             }
             let options = ApplyOptions(yes: yes, rollback: !noRollback,
@@ -123,17 +122,7 @@ extension Runbook {
 
         func run() async throws {
             let context = Context(options)
-            if !yes {
-                guard isatty(0) == 1 else {
-                    context.err.write("refused: no terminal to ask on; pass --yes to roll back without asking\n")
-                    throw ExitCode(3)
-                }
-                context.out.write("Roll back run \(runID)? Only 'yes' will be accepted: ")
-                guard readLine()?.trimmingCharacters(in: .whitespaces) == "yes" else {
-                    context.err.write("not confirmed; nothing was changed\n")
-                    throw ExitCode(3)
-                }
-            }
+            try context.confirmOrRefuse("Roll back run \(runID)?", yes: yes, what: "roll back")
             let outcome = await context.engine().rollback(runID: runID)
             if outcome.exitCode != 0 {
                 context.err.write(context.err.paint("error: ", .red) + outcome.message + "\n")

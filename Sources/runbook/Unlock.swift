@@ -49,14 +49,7 @@ extension Runbook {
                 context.err.write("refused: that run is still alive on this controller (pid \(holder.pid))\n")
                 throw ExitCode(3)
             }
-            if !yes {
-                guard isatty(0) == 1 else {
-                    context.err.write("refused: no terminal to ask on; pass --yes\n")
-                    throw ExitCode(3)
-                }
-                context.out.write("Remove this lock? Only 'yes' will be accepted: ")
-                guard readLine()?.trimmingCharacters(in: .whitespaces) == "yes" else { throw ExitCode(3) }
-            }
+            try context.confirmOrRefuse("Remove this lock?", yes: yes, what: "remove it")
             if let transport {
                 try await HostLock.forceRemove(on: transport, path: lockPath)
             } else {

@@ -6,14 +6,11 @@ import TestSupport
 @Suite("runbook CLI", .serialized)
 struct CLITests {
     let env: TestHosts
-    let binary = repositoryRoot + "/.build/debug/runbook"
 
     init() throws { env = try TestHosts.load() }
 
     func runbook(_ arguments: String...) throws -> ProcessOutput {
-        var environment = ProcessInfo.processInfo.environment
-        environment["NO_COLOR"] = "1"
-        return try runProcessFull(binary, Array(arguments), environment: environment)
+        try runBuiltRunbook(arguments)
     }
 
     @Test("--version is fast to answer and prints the version")
@@ -89,14 +86,11 @@ struct CLITests {
 @Suite("runbook CLI with a host cut off", .serialized)
 struct UnreachableCLITests {
     let env: TestHosts
-    let binary = repositoryRoot + "/.build/debug/runbook"
 
     init() throws { env = try TestHosts.load() }
 
     func runbook(_ arguments: String...) throws -> ProcessOutput {
-        var environment = ProcessInfo.processInfo.environment
-        environment["NO_COLOR"] = "1"
-        return try runProcessFull(binary, Array(arguments), environment: environment)
+        try runBuiltRunbook(arguments)
     }
 
     @Test("an unreachable host is reported and exits 1; the others still run")
@@ -113,4 +107,11 @@ struct UnreachableCLITests {
         #expect(r.stdout.contains("h2 | UNREACHABLE | "))
         #expect(r.stdout.contains("timed out"))
     }
+}
+
+/// Runs the built binary (no colour) and captures its output.
+func runBuiltRunbook(_ arguments: [String]) throws -> ProcessOutput {
+    var environment = ProcessInfo.processInfo.environment
+    environment["NO_COLOR"] = "1"
+    return try runProcessFull(repositoryRoot + "/.build/debug/runbook", arguments, environment: environment)
 }
