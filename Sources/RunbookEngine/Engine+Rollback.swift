@@ -14,9 +14,9 @@ extension Engine {
     ///
     /// Phase 1 restores state in reverse order; phase 2 runs the run's service actions and
     /// reloads again in their original order (so services pick up the restored files);
-    /// phase 3 runs its health checks again. Phases 2 and 3 need the plan, so they run in
-    /// an automatic rollback (`prepared` given); `runbook rollback RUN_ID` does phase 1 and
-    /// says so.
+    /// phase 3 runs its health checks again. Phases 2 and 3 need the runbook (`prepared`):
+    /// an automatic rollback has it; `runbook rollback RUN_ID` loads it again with the run's
+    /// params and plans those steps anew on the host.
     func rollBack(_ steps: [AppliedStep], host: String, transport: any Transport, secrets: SecretStore,
                   journal: Journal, runID: String, prepared: PreparedRun? = nil) async -> RollbackResult {
         var result = await restore(steps, host: host, transport: transport, secrets: secrets, journal: journal, runID: runID)
@@ -149,10 +149,13 @@ extension Engine {
         let entries = (try? journal.entries(run: runID)) ?? []
         let rolledBackEntries = Set(entries.filter { $0.phase == .rollback && $0.status != .failed }.map { "\($0.host)#\($0.stepIndex)" })
         var byHost: [String: [AppliedStep]] = [:]
+        var kinds: [Int64: String] = [:]
         for entry in entries where entry.phase == .apply && entry.status != .noop && entry.status != .skipped {
             guard !rolledBackEntries.contains("\(entry.host)#\(entry.stepIndex)"),
                   let data = entry.undo, let undo = try? JSONDecoder().decode(UndoRecord.self, from: data) else { continue }
-            byHost[entry.host, default: []].append(AppliedStep(entry: entry.id, stepIndex: entry.stepIndex, name: entry.stepName, undo: undo))
+            kinds[entry.id] = entry.kind
+            byHost[entry.host, default: []].append(AppliedStep(entry: entry.id, stepIndex: entry.stepIndex, name: entry.stepName, undo: undo,
+                                                               succeeded: entry.status == .done))
         }
         if byHost.isEmpty {
             try? journal.finishRun(runID, status: .rolledBack, exitCode: 0, message: "nothing to roll back")
@@ -183,10 +186,27 @@ extension Engine {
             return RunOutcome(runID: runID, exitCode: 3, message: "\(error)")
         }
         defer { _ = try? localLock.release() }
+        // Phases 2 and 3 run the run's service actions and health checks again: they need the
+        // runbook, loaded anew with the run's params. When it cannot be loaded (removed, now
+        // invalid), phase 1 still runs and the outcome says what was not re-run.
+        var prepared: PreparedRun? = nil
+        var notReplayed: String? = nil
+        do {
+            prepared = try prepare(RunRequest(runbook: run.runbook, params: Self.paramStrings(run.paramsJSON)))
+        } catch {
+            notReplayed = "service actions and health checks were not run again (runbook \(run.runbook): \(error.description))"
+        }
         let connections = await connectAll(hosts, secrets: secrets)
         let transports = connections.compactMapValues { try? $0.get() }
-        let outcome = await rollbackConnected(runID: runID, run: run, hosts: hosts, byHost: byHost, journal: journal, secrets: secrets,
-                                              info: info, connections: connections, transports: transports)
+        if let prepared {
+            for host in hosts {
+                guard let transport = transports[host.name], let steps = byHost[host.name] else { continue }
+                byHost[host.name] = await replays(for: steps, kinds: kinds, host: host, transport: transport, prepared: prepared)
+            }
+        }
+        var outcome = await rollbackConnected(runID: runID, run: run, hosts: hosts, byHost: byHost, journal: journal, secrets: secrets,
+                                              info: info, connections: connections, transports: transports, prepared: prepared)
+        if let notReplayed { outcome.message += "; " + notReplayed }
         await Self.closeAll(transports)
         return outcome
     }
@@ -194,7 +214,7 @@ extension Engine {
     private func rollbackConnected(runID: String, run: RunRecord, hosts: [RunbookCore.Host], byHost: [String: [AppliedStep]],
                                    journal: Journal, secrets: SecretStore, info: LockInfo,
                                    connections: [String: Result<any Transport, TransportError>],
-                                   transports: [String: any Transport]) async -> RunOutcome {
+                                   transports: [String: any Transport], prepared: PreparedRun?) async -> RunOutcome {
         if transports.count != hosts.count {
             let errors = connections.compactMap { _, r -> String? in
                 if case .failure(let e) = r { return e.description }
@@ -220,7 +240,7 @@ extension Engine {
         let planned = byHost
         let results = await boundedMap(hosts, limit: settings.forks) { host in
             await self.rollBack((planned[host.name] ?? []).reversed(), host: host.name, transport: transports[host.name]!,
-                                secrets: secrets, journal: journal, runID: runID)
+                                secrets: secrets, journal: journal, runID: runID, prepared: prepared)
         }
         for l in locked { _ = try? await HostLock.release(on: l.transport, runID: runID, path: l.path) }
         let failures = results.flatMap(\.failures)
@@ -235,5 +255,47 @@ extension Engine {
         try? journal.finishRun(runID, status: .rolledBack, exitCode: 0, message: message)
         events.emit(.runFinished(id: runID, status: RunStatus.rolledBack.rawValue, exitCode: 0, message: message))
         return RunOutcome(runID: runID, exitCode: 0, message: message)
+    }
+
+    /// The run's params as `-p` text, from the journal's JSON.
+    static func paramStrings(_ json: String) -> [String: String] {
+        guard let values = try? JSONDecoder().decode([String: Value].self, from: Data(json.utf8)) else { return [:] }
+        return values.compactMapValues { value in
+            switch value {
+            case .string(let s): return s
+            case .int(let i): return String(i)
+            case .double(let d): return String(d)
+            case .bool(let b): return b ? "true" : "false"
+            default: return nil
+            }
+        }
+    }
+
+    /// Attaches to each journaled service action, reload and health check the operation that
+    /// rollback phases 2 and 3 run again, planned anew from the runbook. A step that no longer
+    /// matches the journal (the runbook changed) or cannot be planned without the run's step
+    /// results is left out, and the event says so.
+    func replays(for steps: [AppliedStep], kinds: [Int64: String], host: RunbookCore.Host, transport: any Transport,
+                 prepared: PreparedRun) async -> [AppliedStep] {
+        var result = steps
+        for (i, applied) in steps.enumerated() {
+            guard let kind = kinds[applied.entry],
+                  Self.replayedInPhase2.contains(kind) || Self.replayedInPhase3.contains(kind) else { continue }
+            guard applied.stepIndex < prepared.runbook.steps.count,
+                  case let step = prepared.runbook.steps[applied.stepIndex], step.kind == kind, step.name == applied.name else {
+                events.emit(.undoFinished(host: host.name, name: applied.name, ok: false,
+                                          message: "not run again: the runbook no longer has this step at #\(applied.stepIndex + 1)"))
+                continue
+            }
+            do {
+                let context = try self.context(for: host, prepared: prepared, steps: [:])
+                let plan = try await planStep(step, host: host, transport: transport, context: context, prepared: prepared, atApply: true)
+                result[i].replay = Self.replay(step, plan.operation)
+            } catch {
+                events.emit(.undoFinished(host: host.name, name: applied.name, ok: false,
+                                          message: "not run again: \(error)"))
+            }
+        }
+        return result
     }
 }

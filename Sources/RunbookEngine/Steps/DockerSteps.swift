@@ -86,14 +86,20 @@ struct ComposeCommand: Sendable, Hashable {
         self(ShellCommand(argv: words))
     }
 
-    /// The command of a `service` step with `manager: compose`: `restart SERVICE`,
-    /// `start SERVICE`, `stop SERVICE`, or for `reload` `kill -s HUP SERVICE` (`signal`
-    /// replaces HUP). `start` starts the service's existing containers (it creates none, so
-    /// it never changes the replica count).
+    /// The command of a `service` step with `manager: compose`: `start SERVICE`, `stop
+    /// SERVICE`, or for `reload` `kill -s HUP SERVICE` (`signal` replaces HUP). `start`
+    /// starts the service's existing containers (it creates none, so it never changes the
+    /// replica count). `restart` recreates the containers from the compose file as it is now
+    /// with as many containers as the service has (at least one): after a changed `command:`
+    /// (more gunicorn workers) the new setting runs, which `compose restart` would ignore.
     func serviceAction(_ action: String, service: String, signal: String? = nil) throws(StepFailure) -> ShellCommand {
         guard !service.isEmpty else { throw StepFailure("service needs name: the compose service") }
         switch action {
-        case "restart", "start", "stop":
+        case "restart":
+            let count = self(["ps", "-q", service])
+            let up = self("up -d --no-deps --force-recreate --scale \(service)=\"$n\" \(service)")
+            return "n=$(\(count) | grep -c .) || n=1; [ \"$n\" -gt 0 ] || n=1; " + up
+        case "start", "stop":
             return self([action, service])
         case "reload":
             let name = (signal?.isEmpty == false ? signal! : "HUP")

@@ -4,8 +4,10 @@ import RunbookCore
 /// `service`: restart, reload, start or stop a service through its manager.
 ///
 /// - `compose`: `docker compose` (v2) or `docker-compose` (v1), whichever works on the host
-///   at plan time: `restart`/`start`/`stop SERVICE`, and `kill -s HUP SERVICE` for reload.
-///   (`restart` restarts the containers as they are; a changed compose file needs `up -d`.)
+///   at plan time: `start`/`stop SERVICE`, and `kill -s HUP SERVICE` for reload. `restart`
+///   recreates the service's containers from the compose file as it is now, keeping their
+///   number (`up -d --no-deps --force-recreate --scale SERVICE=N SERVICE`): a changed
+///   `command:` or image takes effect, which a bare `compose restart` would silently ignore.
 /// - `systemd`: `systemctl ACTION NAME`.
 /// - `signal`: `kill -s SIGNAL` to the process in `pidfile` (read again when the step runs).
 ///   The plan reads the pidfile and checks the process is alive. Default signals: HUP for
