@@ -5,7 +5,7 @@ import Stencil
 /// The filters and tags templates get besides Stencil's own.
 ///
 /// Stencil's `uppercase`, `lowercase`, `join`, `split`, `indent` and `filter` stay; this adds
-/// `upper`, `lower`, `quote`, `trim`, `length`, and replaces `default` (Stencil's also replaces
+/// `upper`, `lower`, `quote`, `trim`, `length`, `range`, and replaces `default` (Stencil's also replaces
 /// the string "nil") and `capitalize` (Stencil's capitalizes every word). The private tags and
 /// filter that `TemplateSource.prepare` writes are registered here too.
 final class RunbookTemplateExtension: Extension {
@@ -45,6 +45,32 @@ final class RunbookTemplateExtension: Extension {
             default:
                 throw session.fail(TemplateProblem(summary: "`length` needs a list, a map or a string, not \(kindDescription(value))"))
             }
+        }
+        // `n|range` is 0, 1, … n-1 and `a|range:b` is a, … b-1 (as Python's range), for
+        // loops like one upstream server per replica: `{% for i in params.replicas|range %}`.
+        registerFilter("range") { [unowned session] (value: Any?, arguments: [Any?]) throws -> Any? in
+            func integer(_ any: Any?) -> Int? {
+                switch any {
+                case let i as Int: return i
+                case let d as Double where d == d.rounded(): return Int(d)
+                case let s as String: return Int(s.trimmingCharacters(in: .whitespaces))
+                default: return nil
+                }
+            }
+            guard let first = integer(value) else {
+                throw session.fail(TemplateProblem(summary: "`range` needs a whole number, not \(kindDescription(value))"))
+            }
+            var (low, high) = (0, first)
+            if let argument = arguments.first {
+                guard let end = integer(argument) else {
+                    throw session.fail(TemplateProblem(summary: "`range`'s end must be a whole number, not \(kindDescription(argument))"))
+                }
+                (low, high) = (first, end)
+            }
+            guard high - low <= 100_000 else {
+                throw session.fail(TemplateProblem(summary: "`range` of \(high - low) numbers is more than a template needs (100000 at most)"))
+            }
+            return high > low ? Array(low..<high) : [Int]()
         }
         registerFilter("quote") { [unowned session] (value: Any?) throws -> Any? in
             do throws(TemplateProblem) {

@@ -134,7 +134,7 @@ struct TemplateRenderingTests {
         #expect(first.hasPrefix(#"["celery": 4, "web": 2] ["web", "all"]"#))
     }
 
-    @Test("filters: default, join, upper, lower, capitalize, indent, quote")
+    @Test("filters: default, join, upper, lower, capitalize, indent, quote, range")
     func filters() throws {
         #expect(try render("{{ host.workers|default:4 }}") == "4")
         #expect(try render("{{ params.workers|default:4 }}") == "8")
@@ -147,6 +147,9 @@ struct TemplateRenderingTests {
         #expect(try render("psql -c {{ \"it's\"|quote }} {{ host.name|quote }}") == "psql -c 'it'\\''s' app1")
         #expect(try render("vacuum {{ vars.tables|quote }}") == "vacuum users 'order items'")
         #expect(try render("{{ vars.tables|length }} {{ \"  x \"|trim }}") == "2 x")
+        #expect(try render("{% for i in params.workers|range %}{{ i }}{% endfor %}") == "01234567")
+        #expect(try render("{% for i in 2|range:params.workers %}{{ forloop.counter }}:{{ i }} {% endfor %}") == "1:2 2:3 3:4 4:5 5:6 6:7 ")
+        #expect(try render("[{% for i in 0|range %}x{% endfor %}]") == "[]")
     }
 
     @Test("a block tag or comment alone on its line leaves nothing; inline tags keep their spaces")
