@@ -282,6 +282,15 @@ public enum StepSchema {
             arguments: [
                 ArgumentSpec("config", .string, "configuration file to test (nginx -c)"),
                 ArgumentSpec("binary", .string, default: "nginx", "the nginx executable"),
+                ArgumentSpec("via", .enumeration(["direct", "compose", "docker"]), default: "direct",
+                             "where nginx runs: on the host, in a compose service, or in a container"),
+                ArgumentSpec("service", .string, "compose service running nginx (via: compose)"),
+                ArgumentSpec("compose_file", .string, "compose file (via: compose)"),
+                ArgumentSpec("container", .string, "container running nginx (via: docker)"),
+            ],
+            requirements: [
+                ArgumentRequirement(when: "via", equals: "compose", requires: ["service"]),
+                ArgumentRequirement(when: "via", equals: "docker", requires: ["container"]),
             ]),
         StepKindSchema(
             name: "pg_backup", summary: "dump a PostgreSQL database (custom format), verified, with retention",

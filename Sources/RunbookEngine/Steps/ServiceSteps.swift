@@ -164,13 +164,39 @@ struct ServiceStep: StepKind {
 /// phase 2.
 struct NginxReloadStep: StepKind {
     func plan(step: Step, host: RunbookCore.Host, arguments: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
-        let binary = try await resolveBinary(WebStepArguments.string(arguments, "binary") ?? "nginx", facts: facts)
         let config = WebStepArguments.string(arguments, "config")
-        var nginx: ShellCommand = "\(binary)"
-        if let config { nginx = "\(nginx) -c \(config)" }
-        let command: ShellCommand = "\(nginx) -q -t && \(nginx) -s reload"
+        let via = WebStepArguments.string(arguments, "via") ?? "direct"
+        var nginx: ShellCommand
+        var place = ""
+        switch via {
+        case "compose":
+            // nginx in a compose service: both commands run in it (`exec -T`, no terminal).
+            guard let service = WebStepArguments.string(arguments, "service") else { throw StepFailure("via: compose needs service") }
+            nginx = ShellCommand(parts: [])
+            place = " in compose service \(service)"
+        case "docker":
+            guard let container = WebStepArguments.string(arguments, "container") else { throw StepFailure("via: docker needs container") }
+            nginx = ShellCommand(argv: ["docker", "exec", container, WebStepArguments.string(arguments, "binary") ?? "nginx"])
+            place = " in container \(container)"
+        default:
+            nginx = "\(try await resolveBinary(WebStepArguments.string(arguments, "binary") ?? "nginx", facts: facts))"
+        }
+        let command: ShellCommand
+        if via == "compose" {
+            // ComposeCommand wraps the call in its own v2/v1 test: compose the two calls
+            // from the arguments rather than appending options to a finished command.
+            let compose = ComposeCommand(file: WebStepArguments.string(arguments, "compose_file"))
+            let service = WebStepArguments.string(arguments, "service")!
+            let binary = WebStepArguments.string(arguments, "binary") ?? "nginx"
+            let configWords = config.map { ["-c", $0] } ?? []
+            command = compose(["exec", "-T", service, binary] + configWords + ["-q", "-t"]) + " && "
+                + compose(["exec", "-T", service, binary] + configWords + ["-s", "reload"])
+        } else {
+            if let config { nginx = "\(nginx) -c \(config)" }
+            command = "\(nginx) -q -t && \(nginx) -s reload"
+        }
         var change = PlannedChange.make(step: step, host: host.name, action: .run, reversible: true,
-                                        summary: "test the nginx configuration\(config.map { " \($0)" } ?? ""), then reload")
+                                        summary: "test the nginx configuration\(config.map { " \($0)" } ?? "")\(place), then reload")
         change.commands = [command.display]
         change.operationsDigest = sha256Hex("nginx_reload\u{0}" + command.commandLine)
         return HostStepPlan(change: change, operation: .run(command, undo: nil), deferredUntilApply: false)
