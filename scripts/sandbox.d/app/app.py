@@ -1,0 +1,88 @@
+"""The sandbox's web application: a small WSGI app served by gunicorn.
+
+It stands in for the seeds' Flask/FastAPI service: it talks to PostgreSQL, answers a
+health check, and tells who answered so tests can see every replica and its worker count.
+
+  /health         200 "ok" when the database answers `SELECT 1` (within 2 s), else 503
+  /whoami         "<container hostname> <worker pid>"
+  /info           JSON: replica (hostname), pid, workers (gunicorn workers of this replica)
+  /products       JSON: the first 20 products (a real query)
+  /slow?ms=N      sleeps N ms, then 200 "ok" (for latency gates)
+  /db/sleep?s=N   runs SELECT pg_sleep(N) in the database (a long query to kill)
+"""
+
+import json
+import os
+import socket
+import time
+from urllib.parse import parse_qs
+
+import psycopg2
+
+DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://app@db/app")
+
+
+def connect():
+    return psycopg2.connect(DATABASE_URL, connect_timeout=2, application_name="web")
+
+
+def gunicorn_workers():
+    """Workers of this replica: the processes whose parent is this worker's parent (the
+    gunicorn master). The container has its own PID namespace, so /proc is this replica's."""
+    master = os.getppid()
+    count = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master:
+            count += 1
+    return count
+
+
+def respond(start, status, body, content_type="text/plain"):
+    data = body.encode() if isinstance(body, str) else body
+    start(status, [("Content-Type", content_type), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def app(environ, start):
+    path = environ.get("PATH_INFO", "/")
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    if path == "/health":
+        try:
+            with connect() as conn, conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                cur.fetchone()
+            conn.close()
+        except Exception as error:  # the database is down or refuses us
+            return respond(start, "503 Service Unavailable", f"database: {error}\n")
+        return respond(start, "200 OK", "ok\n")
+    if path == "/whoami":
+        return respond(start, "200 OK", f"{socket.gethostname()} {os.getpid()}\n")
+    if path == "/info":
+        info = {"replica": socket.gethostname(), "pid": os.getpid(), "workers": gunicorn_workers()}
+        return respond(start, "200 OK", json.dumps(info) + "\n", "application/json")
+    if path == "/products":
+        with connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT id, name, price FROM product WHERE active ORDER BY id LIMIT 20")
+            rows = [{"id": r[0], "name": r[1], "price": float(r[2])} for r in cur.fetchall()]
+        conn.close()
+        return respond(start, "200 OK", json.dumps(rows) + "\n", "application/json")
+    if path == "/slow":
+        time.sleep(int(query.get("ms", ["100"])[0]) / 1000.0)
+        return respond(start, "200 OK", "ok\n")
+    if path == "/db/sleep":
+        seconds = float(query.get("s", ["5"])[0])
+        try:
+            with connect() as conn, conn.cursor() as cur:
+                cur.execute("SELECT pg_sleep(%s)", (seconds,))
+            conn.close()
+        except Exception as error:  # killed by pg_terminate_backend
+            return respond(start, "500 Internal Server Error", f"query ended: {error}\n")
+        return respond(start, "200 OK", "slept\n")
+    return respond(start, "404 Not Found", "not found\n")
