@@ -342,6 +342,8 @@ public enum StepSchema {
                 ArgumentSpec("timeout", .duration, default: "10s", "per request"),
                 ArgumentSpec("samples", .int, "requests to time for the latency gate"),
                 ArgumentSpec("p95_under", .duration, "the 95th percentile latency must be under this"),
+                ArgumentSpec("recheck", .bool, default: true,
+                             "run again in rollback phase 3 (false for a check of the new state, e.g. a worker count)"),
             ]),
         StepKindSchema(
             name: "wait_for", summary: "wait until a TCP port or URL is up (or down)",
@@ -352,6 +354,7 @@ public enum StepSchema {
                 ArgumentSpec("state", .enumeration(["up", "down"]), default: "up", "what to wait for"),
                 ArgumentSpec("timeout", .duration, default: "60s", "give up after this long"),
                 ArgumentSpec("delay", .duration, default: "1s", "pause between checks"),
+                ArgumentSpec("recheck", .bool, default: true, "run again in rollback phase 3"),
             ],
             exactlyOneOf: [["port", "url"]]),
         StepKindSchema(

@@ -365,7 +365,12 @@ extension Engine {
         // phase 1; running it again in phase 2 would redo it.
         if case .run(_, let undo) = operation, undo != nil { return nil }
         if replayedInPhase2.contains(step.kind) { return Replay(phase: 2, step: step, operation: operation) }
-        if replayedInPhase3.contains(step.kind) { return Replay(phase: 3, step: step, operation: operation) }
+        if replayedInPhase3.contains(step.kind) {
+            // A check of the new state (`recheck: false`), such as "8 workers run", would fail
+            // by design once rollback restored the old state.
+            if case .bool(false) = step.arguments["recheck"] ?? .null { return nil }
+            return Replay(phase: 3, step: step, operation: operation)
+        }
         return nil
     }
 

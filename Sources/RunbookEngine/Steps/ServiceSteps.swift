@@ -67,15 +67,10 @@ struct ServiceStep: StepKind {
             throw StepFailure("neither `docker compose` (v2) nor `docker-compose` (v1) works on \(facts.transport.hostName)")
         }
         change.fingerprints.append(FactFingerprint(fact: "compose:cli", digest: v2 ? "docker compose" : "docker-compose"))
-        var command: ShellCommand = v2 ? "docker compose" : "docker-compose"
-        if let file = WebStepArguments.string(arguments, "compose_file") { command = "\(command) -f \(file)" }
-        if let directory = WebStepArguments.string(arguments, "project_directory") {
-            command = "\(command) --project-directory \(directory)"
-        }
-        switch action {
-        case "reload": command = "\(command) kill -s HUP \(name)"
-        default: command = "\(command) \(literal: action) \(name)"
-        }
+        let compose = ComposeCommand(file: WebStepArguments.string(arguments, "compose_file"),
+                                     projectDirectory: WebStepArguments.string(arguments, "project_directory"),
+                                     flavor: v2 ? .v2 : .v1)
+        let command = try compose.serviceAction(action, service: name, signal: WebStepArguments.string(arguments, "signal"))
         change.summary += " (\(v2 ? "docker compose" : "docker-compose"))"
         return command
     }

@@ -7,6 +7,7 @@ health check, and tells who answered so tests can see every replica and its work
   /whoami         "<container hostname> <worker pid>"
   /info           JSON: replica (hostname), pid, workers (gunicorn workers of this replica)
   /products       JSON: the first 20 products (a real query)
+  /queue          JSON: workers (queue workers seen in the last 5 s), pending (jobs not done)
   /slow?ms=N      sleeps N ms, then 200 "ok" (for latency gates)
   /db/sleep?s=N   runs SELECT pg_sleep(N) in the database (a long query to kill)
 """
@@ -73,6 +74,14 @@ def app(environ, start):
             rows = [{"id": r[0], "name": r[1], "price": float(r[2])} for r in cur.fetchall()]
         conn.close()
         return respond(start, "200 OK", json.dumps(rows) + "\n", "application/json")
+    if path == "/queue":
+        with connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM worker WHERE seen > now() - interval '5 seconds'")
+            workers = cur.fetchone()[0]
+            cur.execute("SELECT count(*) FROM job WHERE done_at IS NULL")
+            pending = cur.fetchone()[0]
+        conn.close()
+        return respond(start, "200 OK", json.dumps({"workers": workers, "pending": pending}) + "\n", "application/json")
     if path == "/slow":
         time.sleep(int(query.get("ms", ["100"])[0]) / 1000.0)
         return respond(start, "200 OK", "ok\n")
