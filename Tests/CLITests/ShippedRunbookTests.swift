@@ -1,0 +1,341 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// The sandbox of `scripts/sandbox` (an SSH host in a network namespace running the
+/// seeds' stack with docker compose), and the shipped runbooks run against it with the
+/// repository's own runbooks/, templates/ and inventory/sandbox.yml.
+struct Sandbox {
+    static let script = repositoryRoot + "/scripts/sandbox"
+    static let inventory = repositoryRoot + "/inventory/sandbox.yml"
+    static let url = "http://10.233.0.2"
+
+    /// `scripts/sandbox up`, once per test process (idempotent: quick when it is already up).
+    private static let started: Result<Void, SandboxError> = {
+        do {
+            let up = try runProcessFull(script, ["up"])
+            guard up.status == 0 else { return .failure(SandboxError("scripts/sandbox up failed:\n\(up.stderr)")) }
+            return .success(())
+        } catch {
+            return .failure(SandboxError("cannot run scripts/sandbox: \(error)"))
+        }
+    }()
+
+    /// The journal and saved plans of this test (the repository's .runbook stays untouched).
+    let stateDir: String
+
+    /// The sandbox, up, with its app put back to the starting point.
+    static func ready() throws -> Sandbox {
+        try started.get()
+        let reset = try runProcessFull(script, ["reset-app"])
+        guard reset.status == 0 else { throw SandboxError("scripts/sandbox reset-app failed:\n\(reset.stderr)") }
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent("rbsandbox-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+        return Sandbox(stateDir: state)
+    }
+
+    /// Runs the built `runbook` on the shipped project against the sandbox.
+    func runbook(_ arguments: [String], root: String = repositoryRoot) throws -> ProcessOutput {
+        try runBuiltRunbook(arguments + ["-i", Self.inventory, "--root", root, "--state-dir", stateDir])
+    }
+
+    /// Runs a shell command on the sandbox host, as root.
+    func onHost(_ command: String) throws -> ProcessOutput {
+        try runProcessFull(Self.script, ["exec", "--", "sh", "-c", command])
+    }
+
+    /// A query's unaligned output, run with psql in the db service.
+    func psql(_ sql: String, user: String = "app", database: String = "app") throws -> String {
+        let r = try onHost("cd /srv/app && docker-compose -f docker-compose.prod.yml exec -T db psql -X -q -tA -U \(user) -d \(database) -v ON_ERROR_STOP=1 -f - <<'SQL'\n\(sql)\nSQL")
+        guard r.status == 0 else { throw SandboxError("psql failed: \(r.stderr)") }
+        return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// GET through nginx from the controller: (HTTP status, body); status 0 when the
+    /// request failed (refused, reset, timed out).
+    static func get(_ path: String, timeout: Int = 10) throws -> (status: Int, body: String) {
+        let r = try runProcessFull("/usr/bin/curl", ["-sS", "-m", String(timeout), "-o", "-", "-w", "\n%{http_code}", url + path])
+        var lines = r.stdout.components(separatedBy: "\n")
+        let status = Int(lines.popLast() ?? "") ?? 0
+        return (r.status == 0 ? status : 0, lines.joined(separator: "\n"))
+    }
+
+    /// The gunicorn worker count of the replica answering /info, once it is stable: polls
+    /// until `expected` (or the timeout), since freshly started masters boot workers one by one.
+    static func workers(expecting expected: Int, within seconds: Double = 30) throws -> Int {
+        let deadline = Date().addingTimeInterval(seconds)
+        var last = -1
+        repeat {
+            let info = try get("/info")
+            if info.status == 200, let data = info.body.data(using: .utf8),
+               let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let n = json["workers"] as? Int {
+                last = n
+                if n == expected { return n }
+            }
+            Thread.sleep(forTimeInterval: 0.5)
+        } while Date() < deadline
+        return last
+    }
+
+    /// Names of the running containers of a compose service.
+    func containers(_ service: String) throws -> [String] {
+        let r = try onHost("docker ps --filter label=com.docker.compose.project=app --filter label=com.docker.compose.service=\(service) --format '{{.Names}}' | sort")
+        return r.stdout.split(separator: "\n").map(String.init)
+    }
+
+    /// The run id printed by apply (`run 2026…-xxxx: applying …`).
+    static func runID(_ output: String) -> String? {
+        guard let range = output.range(of: #"run (\d{8}-\d{6}-[0-9a-f]{4})"#, options: .regularExpression) else { return nil }
+        return String(output[range].dropFirst(4))
+    }
+
+    /// A copy of the shipped project (runbooks, templates, inventory) to break on purpose.
+    static func copyOfProject() throws -> String {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("rbshipped-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        for dir in ["runbooks", "templates"] {
+            try FileManager.default.copyItem(atPath: repositoryRoot + "/" + dir, toPath: root + "/" + dir)
+        }
+        return root
+    }
+}
+
+struct SandboxError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+@Suite("shipped runbooks against the sandbox", .serialized)
+struct ShippedRunbookTests {
+    @Test("every shipped runbook validates, with a description and typed params")
+    func validate() throws {
+        let sandbox = try Sandbox.ready()
+        let r = try sandbox.runbook(["validate"])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("8 runbooks: 8 ok"), "\(r.stdout)")
+        let list = try sandbox.runbook(["list"])
+        for name in ["vertical-scale", "site-slow", "nightly-maintenance", "horizontal-scale", "rolling-restart",
+                     "db-optimize", "capacity-check", "scale-workers"] {
+            #expect(list.stdout.contains(name), "\(name) missing from runbook list")
+        }
+    }
+
+    @Test("the sandbox's files are what the templates render: planning the starting point changes no file")
+    func templatesMatchTheSandbox() throws {
+        let sandbox = try Sandbox.ready()
+        let plan = try sandbox.runbook(["plan", "vertical-scale", "-p", "workers=4"])
+        #expect(plan.status == 0, "\(plan.stderr)")
+        #expect(plan.stdout.contains("/srv/app/docker-compose.prod.yml is up to date"), "\(plan.stdout)")
+        #expect(plan.stdout.contains("/srv/app/gunicorn.conf.py is up to date"), "\(plan.stdout)")
+        let upstream = try sandbox.runbook(["plan", "horizontal-scale", "-p", "replicas=1"])
+        #expect(upstream.stdout.contains("/srv/app/nginx/upstream.conf is up to date"), "\(upstream.stdout)")
+    }
+
+    @Test("vertical-scale: web runs the requested gunicorn workers and is healthy; its backup restores")
+    func verticalScale() throws {
+        let sandbox = try Sandbox.ready()
+        #expect(try Sandbox.workers(expecting: 4) == 4)
+        let plan = try sandbox.runbook(["plan", "vertical-scale", "-p", "workers=6"])
+        #expect(plan.stdout.contains("-    command: gunicorn --config /etc/gunicorn/gunicorn.conf.py --bind 0.0.0.0:5000 --workers 4 app:app"))
+        #expect(plan.stdout.contains("+    command: gunicorn --config /etc/gunicorn/gunicorn.conf.py --bind 0.0.0.0:5000 --workers 6 app:app"))
+        let apply = try sandbox.runbook(["apply", "vertical-scale", "-p", "workers=6", "--yes"])
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        #expect(try Sandbox.workers(expecting: 6) == 6)
+        let health = try Sandbox.get("/health")
+        #expect(health.status == 200 && health.body.contains("ok"))
+        let compose = try String(contentsOfFile: repositoryRoot + "/.sandbox/srv/app/docker-compose.prod.yml", encoding: .utf8)
+        #expect(compose.contains("--workers 6 app:app"))
+
+        // The dump restores into an empty database with every product.
+        let dumps = try sandbox.onHost("ls /srv/backups/*.dump").stdout.split(separator: "\n")
+        #expect(dumps.count == 1, "\(dumps)")
+        let dump = try #require(dumps.first.map(String.init))
+        _ = try sandbox.psql("DROP DATABASE IF EXISTS restore_check", user: "postgres", database: "postgres")
+        _ = try sandbox.psql("CREATE DATABASE restore_check", user: "postgres", database: "postgres")
+        let restore = try sandbox.onHost("cd /srv/app && docker-compose -f docker-compose.prod.yml exec -T db pg_restore -U postgres -d restore_check --no-owner < \(dump)")
+        #expect(restore.status == 0, "\(restore.stderr)")
+        #expect(try sandbox.psql("SELECT count(*) FROM product", user: "postgres", database: "restore_check") == "50000")
+        _ = try sandbox.psql("DROP DATABASE restore_check", user: "postgres", database: "postgres")
+    }
+
+    @Test("site-slow: kills the long query, drops to 2 workers, healthy; rollback brings the workers back")
+    func siteSlow() async throws {
+        let sandbox = try Sandbox.ready()
+        #expect(try Sandbox.workers(expecting: 4) == 4)
+        // A query the app runs for two minutes.
+        async let slow = Task.detached { try Sandbox.get("/db/sleep?s=120", timeout: 150) }.value
+        var running = ""
+        for _ in 0..<40 {
+            running = try sandbox.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active' AND now() - query_start > interval '3 seconds'")
+            if running == "1" { break }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        #expect(running == "1", "the long query did not start")
+        let apply = try sandbox.runbook(["apply", "site-slow", "-p", "older_than=3s", "--yes"])
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        #expect(apply.stdout.contains("SELECT pg_sleep"), "the plan lists the query it kills")
+        let ended = try await slow
+        #expect(ended.body.contains("query ended"), "\(ended)")
+        #expect(try sandbox.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'") == "0")
+        #expect(try Sandbox.workers(expecting: 2) == 2)
+        #expect(try Sandbox.get("/health").status == 200)
+
+        let runID = try #require(Sandbox.runID(apply.stdout))
+        let rollback = try sandbox.runbook(["rollback", runID, "--yes"])
+        #expect(rollback.status == 0, "\(rollback.stdout)\(rollback.stderr)")
+        #expect(rollback.stdout.contains("ran again (rollback phase 2)"), "\(rollback.stdout)")
+        #expect(try Sandbox.workers(expecting: 4) == 4)
+        #expect(try Sandbox.get("/health").status == 200)
+    }
+
+    @Test("horizontal-scale: N replicas behind an upstream of N servers, each answering; a bad template rolls back")
+    func horizontalScale() throws {
+        let sandbox = try Sandbox.ready()
+        let apply = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=3", "--yes"])
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        #expect(try sandbox.containers("web") == ["app_web_1", "app_web_2", "app_web_3"])
+        let upstreamPath = repositoryRoot + "/.sandbox/srv/app/nginx/upstream.conf"
+        let upstream = try String(contentsOfFile: upstreamPath, encoding: .utf8)
+        let servers = upstream.split(separator: "\n").filter { $0.trimmingCharacters(in: .whitespaces).hasPrefix("server ") }
+        #expect(servers.count == 3)
+        #expect(upstream.contains("least_conn;") && upstream.contains("keepalive 32;"))
+        #expect(servers.allSatisfy { $0.contains("max_fails=3 fail_timeout=30s") })
+        var replicas = Set<String>()
+        for _ in 0..<60 where replicas.count < 3 {
+            let r = try Sandbox.get("/whoami")
+            #expect(r.status == 200)
+            if let id = r.body.split(separator: " ").first { replicas.insert(String(id)) }
+        }
+        #expect(replicas.count == 3, "answered by \(replicas)")
+
+        // A template nginx rejects: the reload fails, the upstream and the count come back.
+        let broken = try Sandbox.copyOfProject()
+        let template = broken + "/templates/nginx-upstream.conf.j2"
+        try String(contentsOfFile: template, encoding: .utf8).replacingOccurrences(of: "least_conn;", with: "least_conn_typo;")
+            .write(toFile: template, atomically: true, encoding: .utf8)
+        let failed = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=2", "--yes"], root: broken)
+        #expect(failed.status == 1, "\(failed.stdout)\(failed.stderr)")
+        #expect(failed.stdout.contains("rolled back"), "\(failed.stdout)")
+        #expect(try String(contentsOfFile: upstreamPath, encoding: .utf8) == upstream)
+        #expect(try sandbox.containers("web").count == 3)
+        #expect(try Sandbox.get("/health").status == 200)
+    }
+
+    @Test("rolling-restart: every replica restarts while a client sees no failed request")
+    func rollingRestart() async throws {
+        let sandbox = try Sandbox.ready()
+        let scale = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=2", "--yes"])
+        #expect(scale.status == 0, "\(scale.stdout)\(scale.stderr)")
+        let startedAt = { () throws -> String in
+            try sandbox.onHost("docker inspect -f '{{.State.StartedAt}}' app_web_1 app_web_2").stdout
+        }
+        let before = try startedAt()
+        let stop = ManagedFlag()
+        let client = Task.detached { () -> (ok: Int, failed: [String]) in
+            var ok = 0
+            var failed: [String] = []
+            while !stop.isSet {
+                let r = try Sandbox.get("/whoami")
+                if r.status == 200 { ok += 1 } else { failed.append("status \(r.status): \(r.body.prefix(200))") }
+            }
+            return (ok, failed)
+        }
+        let apply = try sandbox.runbook(["apply", "rolling-restart", "-p", "drain=1", "--yes"])
+        stop.set()
+        let seen = try await client.value
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        #expect(seen.failed.isEmpty, "failed requests during the restart: \(seen.failed.prefix(5))")
+        #expect(seen.ok > 20, "the client made only \(seen.ok) requests")
+        let after = try startedAt()
+        let (b, a) = (before.split(separator: "\n"), after.split(separator: "\n"))
+        #expect(b.count == 2 && a.count == 2 && b[0] != a[0] && b[1] != a[1], "not every replica restarted: \(before) → \(after)")
+        let upstream = try String(contentsOfFile: repositoryRoot + "/.sandbox/srv/app/nginx/upstream.conf", encoding: .utf8)
+        #expect(!upstream.contains(" down;"), "a replica was left drained")
+    }
+
+    @Test("rolling-restart refuses a single replica: a restart would be an outage")
+    func rollingRestartNeedsTwo() throws {
+        let sandbox = try Sandbox.ready()
+        let apply = try sandbox.runbook(["apply", "rolling-restart", "--yes"])
+        #expect(apply.status == 1)
+        #expect((apply.stdout + apply.stderr).contains("needs at least 2 running replicas"), "\(apply.stdout)")
+        #expect(try sandbox.containers("web") == ["app_web_1"])
+    }
+
+    @Test("nightly-maintenance: a restorable backup, old ones pruned, last_vacuum set")
+    func nightlyMaintenance() throws {
+        let sandbox = try Sandbox.ready()
+        let old = (1...5).map { "/srv/backups/app-2020010\($0)-030000.dump" }
+        #expect(try sandbox.onHost("touch \(old.joined(separator: " "))").status == 0)
+        _ = try sandbox.psql("SELECT 1") // the vacuum below must set last_vacuum afresh
+        let before = try sandbox.psql("SELECT coalesce(max(last_vacuum)::text, 'never') FROM pg_stat_user_tables WHERE relname = 'product'")
+        let apply = try sandbox.runbook(["apply", "nightly-maintenance", "-p", "keep=3", "--yes"])
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        let dumps = try sandbox.onHost("ls /srv/backups/").stdout.split(separator: "\n").map(String.init)
+        #expect(dumps.count == 3, "\(dumps)")
+        #expect(dumps.contains("app-20200104-030000.dump") && dumps.contains("app-20200105-030000.dump"))
+        let fresh = try #require(dumps.first { !$0.hasPrefix("app-2020") })
+        let list = try sandbox.onHost("cd /srv/app && docker-compose -f docker-compose.prod.yml exec -T db pg_restore --list < /srv/backups/\(fresh) | grep -c 'TABLE DATA'")
+        #expect(Int(list.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0 >= 4, "\(list.stdout)")
+        let after = try sandbox.psql("SELECT coalesce(max(last_vacuum)::text, 'never') FROM pg_stat_user_tables WHERE relname = 'product'")
+        #expect(after != "never" && after != before, "last_vacuum \(before) → \(after)")
+    }
+
+    @Test("capacity-check exits 1 when a critical threshold is exceeded and 0 when none is")
+    func capacityCheck() throws {
+        let sandbox = try Sandbox.ready()
+        let exceeded = try sandbox.runbook(["apply", "capacity-check", "-p", "disk_critical=1", "--yes"])
+        #expect(exceeded.status == 1)
+        #expect(exceeded.stdout.contains("a critical threshold is exceeded"), "\(exceeded.stdout)")
+        #expect(exceeded.stdout.contains("(limit 1)"))
+        // CPU is sampled over half a second while other suites build and test on this
+        // machine: the passing case allows any CPU load.
+        let fine = try sandbox.runbook(["apply", "capacity-check", "-p", "cpu_critical=100", "--yes"])
+        #expect(fine.status == 0, "\(fine.stdout)\(fine.stderr)")
+        #expect(fine.stdout.contains("disk_max_percent") || fine.stdout.contains("disk"), "the plan shows the gathered facts")
+    }
+
+    @Test("db-optimize: reports slow queries, creates the index concurrently, analyzes; rollback drops the index")
+    func dbOptimize() throws {
+        let sandbox = try Sandbox.ready()
+        let before = try sandbox.psql("SELECT coalesce(max(last_analyze)::text, 'never') FROM pg_stat_user_tables WHERE relname = 'product'")
+        let apply = try sandbox.runbook(["apply", "db-optimize", "-p", "index_name=idx_product_tenant_active",
+                                         "-p", "index_on=product(tenant_id, active)", "-p", "index_where=active = true", "--yes"])
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        #expect(apply.stdout.contains("pg_stat_statements"))
+        let index = try sandbox.psql("SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_product_tenant_active'")
+        #expect(index.contains("(tenant_id, active) WHERE (active = true)"), "\(index)")
+        #expect(try sandbox.psql("SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx_product_tenant_active'::regclass") == "t")
+        let after = try sandbox.psql("SELECT coalesce(max(last_analyze)::text, 'never') FROM pg_stat_user_tables WHERE relname = 'product'")
+        #expect(after != "never" && after != before)
+
+        let runID = try #require(Sandbox.runID(apply.stdout))
+        let rollback = try sandbox.runbook(["rollback", runID, "--yes"])
+        #expect(rollback.status == 0, "\(rollback.stdout)\(rollback.stderr)")
+        #expect(try sandbox.psql("SELECT count(*) FROM pg_indexes WHERE indexname = 'idx_product_tenant_active'") == "0")
+
+        let missing = try sandbox.runbook(["apply", "db-optimize", "-p", "index_name=idx_x", "--yes"])
+        #expect(missing.status == 1 && missing.stdout.contains("index_name needs index_on"), "\(missing.stdout)")
+    }
+
+    @Test("scale-workers: N queue workers run and are alive, up and down")
+    func scaleWorkers() throws {
+        let sandbox = try Sandbox.ready()
+        let up = try sandbox.runbook(["apply", "scale-workers", "-p", "replicas=3", "--yes"])
+        #expect(up.status == 0, "\(up.stdout)\(up.stderr)")
+        #expect(try sandbox.containers("worker").count == 3)
+        #expect(try Sandbox.get("/queue").body.contains("\"workers\": 3,"))
+        let down = try sandbox.runbook(["apply", "scale-workers", "-p", "replicas=1", "--yes"])
+        #expect(down.status == 0, "\(down.stdout)\(down.stderr)")
+        #expect(try sandbox.containers("worker") == ["app_worker_1"])
+        #expect(try Sandbox.get("/queue").body.contains("\"workers\": 1,"))
+    }
+}
+
+/// A flag set once from one task and read from another.
+final class ManagedFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.withLock { value } }
+    func set() { lock.withLock { value = true } }
+}
