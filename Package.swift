@@ -59,7 +59,7 @@ let package = Package(
         .executableTarget(
             name: "runbook",
             dependencies: [
-                "RunbookEngine", "RunbookCore",
+                "RunbookEngine", "RunbookCore", "RunbookTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

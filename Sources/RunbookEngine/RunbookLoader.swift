@@ -93,13 +93,7 @@ public struct RunbookLoader: Sendable {
     /// selects no host is an error.
     public func checkHosts(_ runbook: Runbook, against inventory: Inventory) -> [Diagnostic] {
         guard !runbook.hosts.contains("{{") else { return [] }
-        var location = SourceLocation(file: runbook.file, line: 0, column: 0)
-        if let document = try? YAMLDocument.load(path: runbook.file),
-           case .mapping(let entries)? = document.root?.kind,
-           let entry = entries.first(where: { $0.key == "hosts" })
-        {
-            location = entry.value.location
-        }
+        let location = Self.location(of: "hosts", in: runbook)
         do throws(DiagnosticError) {
             let hosts = try HostPattern(runbook.hosts).select(from: inventory)
             if hosts.isEmpty {
@@ -115,6 +109,29 @@ public struct RunbookLoader: Sendable {
                 return d
             }
         }
+    }
+
+    /// Problems with running the runbook from cron (`runbook schedule`), located at the
+    /// `schedule:` line: a scheduled run passes no `-p`, so every param needs a default, or
+    /// the run would fail every time. Nothing when the runbook has no schedule.
+    public func checkSchedule(_ runbook: Runbook) -> [Diagnostic] {
+        guard runbook.schedule != nil else { return [] }
+        let required = runbook.params.filter { $0.defaultValue == nil }.map(\.name)
+        guard !required.isEmpty else { return [] }
+        return [.error("a scheduled run passes no -p, but these params have no default: \(required.joined(separator: ", "))",
+                       at: Self.location(of: "schedule", in: runbook), field: "schedule",
+                       hint: "give each a default:, or remove schedule:")]
+    }
+
+    /// Where the top-level `key` of the runbook's file is written (its value), or the file alone.
+    private static func location(of key: String, in runbook: Runbook) -> SourceLocation {
+        if let document = try? YAMLDocument.load(path: runbook.file),
+           case .mapping(let entries)? = document.root?.kind,
+           let entry = entries.first(where: { $0.key == key })
+        {
+            return entry.value.location
+        }
+        return SourceLocation(file: runbook.file, line: 0, column: 0)
     }
 
     /// A path as shown in diagnostics and stored in `Runbook.file`: relative to the current directory when under it.

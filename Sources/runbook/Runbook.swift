@@ -10,7 +10,7 @@ struct Runbook: AsyncParsableCommand {
         abstract: "Plan, apply and roll back operational runbooks on your hosts over SSH.",
         discussion: "Exit codes: 0 success, 1 a step or command failed, 2 invalid input, 3 refused with nothing changed, 4 rollback incomplete.",
         version: runbookVersion,
-        subcommands: [List.self, Validate.self, Plan.self, Apply.self, Rollback.self, History.self, Show.self, Unlock.self, Hosts.self, Exec.self]
+        subcommands: [List.self, Validate.self, Plan.self, Apply.self, Rollback.self, History.self, Show.self, Unlock.self, Hosts.self, Exec.self, Schedule.self]
     )
 
     /// Parses, runs, and maps every outcome to SPEC §2's exit codes.

@@ -78,6 +78,7 @@ extension Runbook {
                 do throws(DiagnosticError) {
                     let runbook = try target.load()
                     var problems = inventory.map { loader.checkHosts(runbook, against: $0) } ?? []
+                    problems += loader.checkSchedule(runbook)
                     // The same template checks apply runs before contacting any host.
                     do throws(DiagnosticError) {
                         try Engine.checkTemplates(runbook, templates: TemplateEngine(templatesDirectory: loader.templatesDirectory))
