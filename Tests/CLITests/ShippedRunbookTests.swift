@@ -281,6 +281,39 @@ struct ShippedRunbookTests {
         #expect(after != "never" && after != before, "last_vacuum \(before) → \(after)")
     }
 
+    @Test("nightly-maintenance from cron: the installed crontab line runs it and logs the run")
+    func nightlyMaintenanceFromCron() throws {
+        let sandbox = try Sandbox.ready()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rbcron-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // A stand-in for crontab(1) (-l and -), so the machine's own crontab is left alone.
+        let program = dir + "/crontab.sh"
+        try "#!/bin/sh\ntab='\(dir)/crontab'\ncase \"$1\" in\n -l) [ -f \"$tab\" ] || { echo 'no crontab for root' >&2; exit 1; }; cat \"$tab\" ;;\n -) cat > \"$tab\" ;;\nesac\n"
+            .write(toFile: program, atomically: true, encoding: .utf8)
+        chmod(program, 0o755)
+        var environment = ProcessInfo.processInfo.environment
+        environment["RUNBOOK_CRONTAB"] = program
+        environment["NO_COLOR"] = "1"
+        let install = try runProcessFull(repositoryRoot + "/.build/debug/runbook",
+                                         ["schedule", "--install", "--yes", "-i", Sandbox.inventory, "--root", repositoryRoot,
+                                          "--state-dir", sandbox.stateDir], environment: environment)
+        #expect(install.status == 0, "\(install.stdout)\(install.stderr)")
+        let crontab = try String(contentsOfFile: dir + "/crontab", encoding: .utf8)
+        let line = try #require(crontab.split(separator: "\n").first { $0.hasPrefix("0 3 * * * ") && $0.contains("nightly-maintenance") })
+        // What cron hands to /bin/sh: everything after the five time fields, `\%` read as `%`.
+        let command = String(line.dropFirst("0 3 * * * ".count)).replacingOccurrences(of: "\\%", with: "%")
+        let run = try runProcessFull("/bin/sh", ["-c", command],
+                                     environment: ["PATH": "/usr/bin:/bin", "HOME": dir, "SHELL": "/bin/sh", "LOGNAME": "root"],
+                                     currentDirectory: "/")
+        #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
+        let log = try String(contentsOfFile: sandbox.stateDir + "/logs/nightly-maintenance.log", encoding: .utf8)
+        #expect(log.contains("== ") && log.contains("runbook apply nightly-maintenance"), "\(log)")
+        #expect(log.contains("applying nightly-maintenance to sandbox") && log.contains("succeeded"), "\(log)")
+        let dumps = try sandbox.onHost("ls /srv/backups/").stdout.split(separator: "\n")
+        #expect(dumps.count == 1, "the cron run made one dump: \(dumps)")
+    }
+
     @Test("capacity-check exits 1 when a critical threshold is exceeded and 0 when none is")
     func capacityCheck() throws {
         let sandbox = try Sandbox.ready()
