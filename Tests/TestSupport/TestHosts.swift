@@ -60,6 +60,9 @@ public func runProcess(_ executable: String, _ arguments: [String], environment:
     return (r.stdout, r.status)
 }
 
+/// Set once: writing to a pipe whose reader is gone fails with EPIPE instead of killing the test process.
+let ignoreSIGPIPE: Void = { signal(SIGPIPE, SIG_IGN); return () }()
+
 /// The captured result of a finished process.
 public struct ProcessOutput: Sendable {
     public let stdout: String
@@ -78,8 +81,11 @@ public func runProcessFull(_ executable: String, _ arguments: [String], environm
     process.standardOutput = out
     process.standardError = err
     process.standardInput = input
+    // A child that exits without reading its stdin must not kill this process with SIGPIPE:
+    // the write then fails with EPIPE, which is ignored.
+    _ = ignoreSIGPIPE
     try process.run()
-    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+    if let stdin { try? input.fileHandleForWriting.write(contentsOf: Data(stdin.utf8)) }
     try? input.fileHandleForWriting.close()
     // Read both pipes concurrently so neither can fill up and stall the child.
     nonisolated(unsafe) var errData = Data()
