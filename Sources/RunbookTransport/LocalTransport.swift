@@ -145,10 +145,19 @@ public struct LocalTransport: Transport {
             let left = deadline - .now
             return Int32(clamping: max(0, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000))
         }
+        // poll until ready or the deadline; a signal (EINTR: the controller's child processes
+        // exiting) is not a timeout.
+        func wait(_ events: Int32) -> Bool {
+            while true {
+                var p = pollfd(fd: fd, events: Int16(events), revents: 0)
+                let r = poll(&p, 1, remainingMS())
+                if r > 0 { return true }
+                if r == 0 || errno != EINTR { return false }
+            }
+        }
         if connect(fd, first.pointee.ai_addr, first.pointee.ai_addrlen) != 0 {
             guard errno == EINPROGRESS else { return nil }
-            var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-            guard poll(&p, 1, remainingMS()) > 0 else { return nil }
+            guard wait(Int32(POLLOUT)) else { return nil }
             var error: Int32 = 0
             var length = socklen_t(MemoryLayout<Int32>.size)
             getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
@@ -156,18 +165,18 @@ public struct LocalTransport: Transport {
         }
         var offset = 0
         while offset < send.count {
-            var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-            guard poll(&p, 1, remainingMS()) > 0 else { return ExchangeReply(bytes: [], complete: false) }
+            guard wait(Int32(POLLOUT)) else { return ExchangeReply(bytes: [], complete: false) }
             let n = send.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
             if n <= 0 { break }
             offset += n
         }
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 16 * 1024)
         while true {
-            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard poll(&p, 1, remainingMS()) > 0 else { return ExchangeReply(bytes: received, complete: false) }
+            guard wait(Int32(POLLIN)) else { return ExchangeReply(bytes: received, complete: false) }
             let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
             // A reset after the peer answered is it hanging up on unread input: still an end.
             if n <= 0 { return ExchangeReply(bytes: received, complete: n == 0 || errno == ECONNRESET) }
             received += buffer[0..<n]
