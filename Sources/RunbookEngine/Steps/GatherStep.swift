@@ -93,8 +93,11 @@ struct GatherStep: StepKind {
             } else if key.hasPrefix("pg_conn:") {
                 connections[String(key.dropFirst(8)).replacingOccurrences(of: " ", with: "_")] = value
             } else if key.hasPrefix("docker:") {
+                // A container removed while `docker stats` ran is listed as `--`: not a container.
+                let name = String(key.dropFirst(7))
+                if name.isEmpty || name == "--" { continue }
                 let parts = raw.split(separator: "|").map { Double($0.trimmingCharacters(in: .whitespaces)) ?? 0 }
-                containers[String(key.dropFirst(7))] = .map(["cpu_percent": .double(parts.first ?? 0),
+                containers[name] = .map(["cpu_percent": .double(parts.first ?? 0),
                                                              "memory_percent": .double(parts.count > 1 ? parts[1] : 0)])
             } else {
                 facts[key] = value
