@@ -60,6 +60,18 @@ struct ServiceStep: StepKind {
 
     private func composeCommand(name: String, action: String, arguments: RenderedArguments, facts: FactReader,
                                 change: inout PlannedChange) async throws -> ShellCommand {
+        let v2 = try await Self.composeFlavor(facts: facts, change: &change) == .v2
+        let compose = ComposeCommand(file: WebStepArguments.string(arguments, "compose_file"),
+                                     projectDirectory: WebStepArguments.string(arguments, "project_directory"),
+                                     flavor: v2 ? .v2 : .v1)
+        let command = try compose.serviceAction(action, service: name, signal: WebStepArguments.string(arguments, "signal"))
+        change.summary += " (\(v2 ? "docker compose" : "docker-compose"))"
+        return command
+    }
+
+    /// Which compose the host has (v2 preferred), read at plan time and fingerprinted, so a
+    /// saved plan is refused if it changes.
+    static func composeFlavor(facts: FactReader, change: inout PlannedChange) async throws -> ComposeFlavor {
         let v2 = try await facts.check("docker compose version >/dev/null 2>&1", timeout: .seconds(30)).succeeded
         var v1 = false
         if !v2 { v1 = try await facts.check("docker-compose version >/dev/null 2>&1", timeout: .seconds(30)).succeeded }
@@ -67,12 +79,7 @@ struct ServiceStep: StepKind {
             throw StepFailure("neither `docker compose` (v2) nor `docker-compose` (v1) works on \(facts.transport.hostName)")
         }
         change.fingerprints.append(FactFingerprint(fact: "compose:cli", digest: v2 ? "docker compose" : "docker-compose"))
-        let compose = ComposeCommand(file: WebStepArguments.string(arguments, "compose_file"),
-                                     projectDirectory: WebStepArguments.string(arguments, "project_directory"),
-                                     flavor: v2 ? .v2 : .v1)
-        let command = try compose.serviceAction(action, service: name, signal: WebStepArguments.string(arguments, "signal"))
-        change.summary += " (\(v2 ? "docker compose" : "docker-compose"))"
-        return command
+        return v2 ? .v2 : .v1
     }
 
     // MARK: signal
@@ -177,10 +184,12 @@ struct NginxReloadStep: StepKind {
             nginx = "\(try await resolveBinary(WebStepArguments.string(arguments, "binary") ?? "nginx", facts: facts))"
         }
         let command: ShellCommand
+        var fingerprints: [FactFingerprint] = []
         if via == "compose" {
-            // ComposeCommand wraps the call in its own v2/v1 test: compose the two calls
-            // from the arguments rather than appending options to a finished command.
-            let compose = ComposeCommand(file: WebStepArguments.string(arguments, "compose_file"))
+            var probe = PlannedChange.make(step: step, host: host.name, action: .run, reversible: true, summary: "")
+            let flavor = try await ServiceStep.composeFlavor(facts: facts, change: &probe)
+            fingerprints = probe.fingerprints
+            let compose = ComposeCommand(file: WebStepArguments.string(arguments, "compose_file"), flavor: flavor)
             let service = WebStepArguments.string(arguments, "service")!
             let binary = WebStepArguments.string(arguments, "binary") ?? "nginx"
             let configWords = config.map { ["-c", $0] } ?? []
@@ -192,6 +201,7 @@ struct NginxReloadStep: StepKind {
         }
         var change = PlannedChange.make(step: step, host: host.name, action: .run, reversible: true,
                                         summary: "test the nginx configuration\(config.map { " \($0)" } ?? "")\(place), then reload")
+        change.fingerprints += fingerprints
         change.commands = [command.display]
         change.operationsDigest = sha256Hex("nginx_reload\u{0}" + command.commandLine)
         return HostStepPlan(change: change, operation: .run(command, undo: nil), deferredUntilApply: false)
