@@ -53,6 +53,14 @@ struct Replay: Sendable {
     let operation: Operation
 }
 
+/// One host's lock at the start of an apply: taken, or refused with the reason.
+struct HostLockAttempt: Sendable {
+    let transport: any Transport
+    let path: String
+    /// Why the lock was not taken (held by another run, or an error); nil when it was.
+    let refusal: String?
+}
+
 /// What happened on one host.
 struct HostOutcome: Sendable {
     let host: String
@@ -140,20 +148,27 @@ extension Engine {
         if !unreachable.isEmpty {
             return finish(.failed, 1, "cannot reach every host; nothing was changed:\n  " + unreachable.joined(separator: "\n  "))
         }
-        // Host locks: all or nothing.
-        var locked: [(transport: any Transport, path: String)] = []
-        for host in prepared.hosts {
+        // Host locks: all or nothing. Taken on every host at once (up to --forks), as one
+        // command each; when any host refuses, the ones taken are released and the first
+        // refusal in inventory order is reported.
+        let attempts = await boundedMap(prepared.hosts, limit: settings.forks) { host -> HostLockAttempt in
             let transport = transports[host.name]!
             do {
                 try await HostLock.acquire(on: transport, info: info, path: host.lockPath)
-                locked.append((transport, host.lockPath))
+                return HostLockAttempt(transport: transport, path: host.lockPath, refusal: nil)
             } catch {
-                for l in locked { _ = try? await HostLock.release(on: l.transport, runID: runID, path: l.path) }
-                return finish(.refused, 3, "\(error); nothing was changed")
+                return HostLockAttempt(transport: transport, path: host.lockPath, refusal: "\(error)")
             }
         }
+        let locked = attempts.filter { $0.refusal == nil }
         func releaseHostLocks() async {
-            for l in locked { _ = try? await HostLock.release(on: l.transport, runID: runID, path: l.path) }
+            _ = await boundedMap(locked, limit: settings.forks) { lock in
+                _ = try? await HostLock.release(on: lock.transport, info: info, path: lock.path)
+            }
+        }
+        if let refusal = attempts.lazy.compactMap(\.refusal).first {
+            await releaseHostLocks()
+            return finish(.refused, 3, "\(refusal); nothing was changed")
         }
 
         let plan: Plan
