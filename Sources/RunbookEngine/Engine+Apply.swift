@@ -93,8 +93,17 @@ extension Engine {
                 return RunOutcome(runID: nil, exitCode: 3, message: "the plan is stale: the \(stale.joined(separator: ", ")) changed since it was made; nothing was applied. Make a new plan.")
             }
         }
+        // Connecting changes nothing on a host, so it starts now and its handshakes overlap
+        // the journal and the local lock. When either refuses, the refusal does not wait for
+        // the connections (an unreachable host could take its whole connect timeout): they
+        // are closed in the background as they come up.
+        let connecting = Task { await self.connectAll(prepared.hosts, secrets: prepared.secrets) }
+        func abandonConnections() {
+            Task { await Self.closeAll((await connecting.value).compactMapValues { try? $0.get() }) }
+        }
         let journal: Journal
         do { journal = try Journal(path: journalPath) } catch {
+            abandonConnections()
             return RunOutcome(runID: nil, exitCode: 1, message: "cannot open the journal: \(error)")
         }
         _ = try? journal.markInterruptedRuns()
@@ -103,6 +112,7 @@ extension Engine {
             runID = try journal.startRun(RunStart(runbook: prepared.runbook.name, paramsJSON: Self.canonicalJSON(prepared.params),
                                                   hosts: prepared.hosts.map(\.name), planDigest: saved.map { _ in prepared.digests["runbook"] ?? "" }))
         } catch {
+            abandonConnections()
             return RunOutcome(runID: nil, exitCode: 1, message: "cannot write the journal: \(error)")
         }
         func finish(_ status: RunStatus, _ code: Int32, _ message: String) -> RunOutcome {
@@ -116,11 +126,11 @@ extension Engine {
         do {
             localLock = try LocalLock.acquire(stateDir: settings.stateDir, info: info)
         } catch {
+            abandonConnections()
             return finish(.refused, 3, "\(error)")
         }
         defer { _ = try? localLock.release() }
-
-        let connections = await connectAll(prepared.hosts, secrets: prepared.secrets)
+        let connections = await connecting.value
         let transports = connections.compactMapValues { try? $0.get() }
         do {
             let outcome = try await applyConnected(request, prepared: prepared, saved: saved, options: options, journal: journal,
