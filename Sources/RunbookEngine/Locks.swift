@@ -342,15 +342,17 @@ public enum HostLock {
     @discardableResult
     public static func release(on transport: any Transport, info: LockInfo, path: String = defaultPath) async throws -> Bool {
         let infoPath = path + "/info.json"
-        // `read` (a builtin) takes the info's one line without its newline.
+        // `read` (a builtin) takes the info's one line without its newline; the shell becomes
+        // rmdir (exec) rather than starting it. Exit 3: not this info (or no lock).
         let result = try await transport.run(
             "held=; if [ -f \(infoPath) ]; then IFS= read -r held < \(infoPath); fi; "
-                + "if [ \"$held\" = \(info.encodedLine) ]; then rm -f -- \(infoPath) && rmdir -- \(path) && echo released; fi")
+                + "[ \"$held\" = \(info.encodedLine) ] || exit 3; rm -f -- \(infoPath) && exec rmdir -- \(path)")
+        if result.exitStatus == 3 { return false }
         guard result.succeeded else {
             throw LockError(host: transport.hostName, path: path,
                             message: "cannot remove: \(result.stderrText.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
-        return result.stdoutText.contains("released")
+        return true
     }
 
     /// Whoever holds the lock: nil when it is free. A lock holding no readable info throws
