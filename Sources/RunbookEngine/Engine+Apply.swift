@@ -53,6 +53,14 @@ struct Replay: Sendable {
     let operation: Operation
 }
 
+/// One host's lock at the start of an apply: taken, or refused with the reason.
+struct HostLockAttempt: Sendable {
+    let transport: any Transport
+    let path: String
+    /// Why the lock was not taken (held by another run, or an error); nil when it was.
+    let refusal: String?
+}
+
 /// What happened on one host.
 struct HostOutcome: Sendable {
     let host: String
@@ -85,8 +93,17 @@ extension Engine {
                 return RunOutcome(runID: nil, exitCode: 3, message: "the plan is stale: the \(stale.joined(separator: ", ")) changed since it was made; nothing was applied. Make a new plan.")
             }
         }
+        // Connecting changes nothing on a host, so it starts now and its handshakes overlap
+        // the journal and the local lock. When either refuses, the refusal does not wait for
+        // the connections (an unreachable host could take its whole connect timeout): they
+        // are closed in the background as they come up.
+        let connecting = Task { await self.connectAll(prepared.hosts, secrets: prepared.secrets) }
+        func abandonConnections() {
+            Task { await Self.closeAll((await connecting.value).compactMapValues { try? $0.get() }) }
+        }
         let journal: Journal
         do { journal = try Journal(path: journalPath) } catch {
+            abandonConnections()
             return RunOutcome(runID: nil, exitCode: 1, message: "cannot open the journal: \(error)")
         }
         _ = try? journal.markInterruptedRuns()
@@ -95,6 +112,7 @@ extension Engine {
             runID = try journal.startRun(RunStart(runbook: prepared.runbook.name, paramsJSON: Self.canonicalJSON(prepared.params),
                                                   hosts: prepared.hosts.map(\.name), planDigest: saved.map { _ in prepared.digests["runbook"] ?? "" }))
         } catch {
+            abandonConnections()
             return RunOutcome(runID: nil, exitCode: 1, message: "cannot write the journal: \(error)")
         }
         func finish(_ status: RunStatus, _ code: Int32, _ message: String) -> RunOutcome {
@@ -108,11 +126,11 @@ extension Engine {
         do {
             localLock = try LocalLock.acquire(stateDir: settings.stateDir, info: info)
         } catch {
+            abandonConnections()
             return finish(.refused, 3, "\(error)")
         }
         defer { _ = try? localLock.release() }
-
-        let connections = await connectAll(prepared.hosts, secrets: prepared.secrets)
+        let connections = await connecting.value
         let transports = connections.compactMapValues { try? $0.get() }
         do {
             let outcome = try await applyConnected(request, prepared: prepared, saved: saved, options: options, journal: journal,
@@ -140,20 +158,27 @@ extension Engine {
         if !unreachable.isEmpty {
             return finish(.failed, 1, "cannot reach every host; nothing was changed:\n  " + unreachable.joined(separator: "\n  "))
         }
-        // Host locks: all or nothing.
-        var locked: [(transport: any Transport, path: String)] = []
-        for host in prepared.hosts {
+        // Host locks: all or nothing. Taken on every host at once (up to --forks), as one
+        // command each; when any host refuses, the ones taken are released and the first
+        // refusal in inventory order is reported.
+        let attempts = await boundedMap(prepared.hosts, limit: settings.forks) { host -> HostLockAttempt in
             let transport = transports[host.name]!
             do {
                 try await HostLock.acquire(on: transport, info: info, path: host.lockPath)
-                locked.append((transport, host.lockPath))
+                return HostLockAttempt(transport: transport, path: host.lockPath, refusal: nil)
             } catch {
-                for l in locked { _ = try? await HostLock.release(on: l.transport, runID: runID, path: l.path) }
-                return finish(.refused, 3, "\(error); nothing was changed")
+                return HostLockAttempt(transport: transport, path: host.lockPath, refusal: "\(error)")
             }
         }
+        let locked = attempts.filter { $0.refusal == nil }
         func releaseHostLocks() async {
-            for l in locked { _ = try? await HostLock.release(on: l.transport, runID: runID, path: l.path) }
+            _ = await boundedMap(locked, limit: settings.forks) { lock in
+                _ = try? await HostLock.release(on: lock.transport, info: info, path: lock.path)
+            }
+        }
+        if let refusal = attempts.lazy.compactMap(\.refusal).first {
+            await releaseHostLocks()
+            return finish(.refused, 3, "\(refusal); nothing was changed")
         }
 
         let plan: Plan

@@ -335,24 +335,26 @@ public struct Engine: Sendable {
     /// Makes a plan: loads, connects, reads facts, and returns the plan with the operations
     /// behind it (still connected). Nothing on any host changes.
     func makePlan(_ request: RunRequest, prepared: PreparedRun, transports: [String: any Transport]) async throws -> (Plan, [String: [HostStepPlan]]) {
-        let results = await boundedMap(prepared.hosts, limit: settings.forks) { host -> (String, Result<[HostStepPlan], any Error>) in
+        let results = await boundedMap(prepared.hosts, limit: settings.forks) { host -> HostPlanResult in
             guard let transport = transports[host.name] else {
-                return (host.name, .failure(EngineError(exitCode: 1, "\(host.name): not connected")))
+                return HostPlanResult(host: host.name, outcome: .failed("\(host.name): not connected"))
             }
             do {
-                return (host.name, .success(try await self.planHost(host, transport: transport, prepared: prepared)))
+                return HostPlanResult(host: host.name, outcome: .planned(try await self.planHost(host, transport: transport, prepared: prepared)))
+            } catch let error as DiagnosticError {
+                return HostPlanResult(host: host.name, outcome: .invalid(error.diagnostics))
             } catch {
-                return (host.name, .failure(error))
+                return HostPlanResult(host: host.name, outcome: .failed("\(host.name): \(error)"))
             }
         }
         var byHost: [String: [HostStepPlan]] = [:]
         var diagnostics: [Diagnostic] = []
         var failures: [String] = []
-        for (host, result) in results {
-            switch result {
-            case .success(let plans): byHost[host] = plans
-            case .failure(let error as DiagnosticError): diagnostics += error.diagnostics
-            case .failure(let error): failures.append("\(host): \(error)")
+        for result in results {
+            switch result.outcome {
+            case .planned(let plans): byHost[result.host] = plans
+            case .invalid(let found): diagnostics += found
+            case .failed(let message): failures.append(message)
             }
         }
         if !diagnostics.isEmpty { throw DiagnosticError(Array(Set(diagnostics)).sorted { ($0.location?.line ?? 0) < ($1.location?.line ?? 0) }) }
@@ -442,4 +444,17 @@ extension Value {
         default: return false
         }
     }
+}
+
+/// One host's planning outcome, as `makePlan` collects it from its tasks. A plain enum rather
+/// than `Result<[HostStepPlan], any Error>`: a tuple holding that `Result` came back from the
+/// task group corrupted in release builds (Swift 6.3.1), and `runbook plan` crashed.
+struct HostPlanResult: Sendable {
+    enum Outcome: Sendable {
+        case planned([HostStepPlan])
+        case invalid([Diagnostic])
+        case failed(String)
+    }
+    let host: String
+    let outcome: Outcome
 }

@@ -57,6 +57,11 @@ public struct LockInfo: Codable, Sendable, Hashable {
         return Array((try? encoder.encode(self)) ?? Data()) + [UInt8(ascii: "\n")]
     }
 
+    /// `encoded()` as text, without the newline: what a host lock's info.json holds on its one line.
+    var encodedLine: String {
+        String(decoding: encoded().dropLast(), as: UTF8.self)
+    }
+
     /// Decodes a lock's JSON; nil when it is empty, partial or not ours.
     static func decode(_ bytes: [UInt8]) -> LockInfo? {
         try? JSONDecoder().decode(LockInfo.self, from: Data(bytes))
@@ -290,15 +295,17 @@ public enum HostLock {
     public static func acquire(on transport: any Transport, info: LockInfo, path: String = defaultPath) async throws {
         let infoPath = path + "/info.json"
         for _ in 0..<5 {
-            let made = try await transport.run("mkdir -m 755 -- \(path)")
-            if made.succeeded {
-                do {
-                    try await transport.writeFile(infoPath, contents: info.encoded(), mode: 0o644, exclusive: true)
-                } catch {
-                    _ = try? await transport.run("rm -f -- \(infoPath); rmdir -- \(path)")
-                    throw error
-                }
-                return
+            // One command on the host: the directory (atomic), then, only when this command
+            // made it, the info (0644, never over an existing file; printf is a shell builtin,
+            // so mkdir is the only process started). A failed write takes the directory away
+            // again. Exit 3: mkdir failed; 4: the info was not written.
+            let made = try await transport.run(
+                "mkdir -m 755 -- \(path) || exit 3; umask 022; set -C; "
+                    + "printf '%s\\n' \(info.encodedLine) > \(infoPath) || { rm -f -- \(infoPath); rmdir -- \(path); exit 4; }")
+            if made.succeeded { return }
+            if made.exitStatus == 4 {
+                throw LockError(host: transport.hostName, path: path,
+                                message: "cannot write \(infoPath): \(made.stderrText.trimmingCharacters(in: .whitespacesAndNewlines))")
             }
             guard let existing = try await transport.stat(path) else {
                 // Either released in between (try again) or mkdir cannot work there at all.
@@ -326,6 +333,25 @@ public enum HostLock {
             return false
         }
         try await remove(on: transport, path: path)
+        return true
+    }
+
+    /// Removes the lock if it still holds exactly `info` (the lock `acquire` took with it),
+    /// in one command on the host; returns whether it did. A lock taken over by another run
+    /// (after a `runbook unlock`) holds other info and is left alone.
+    @discardableResult
+    public static func release(on transport: any Transport, info: LockInfo, path: String = defaultPath) async throws -> Bool {
+        let infoPath = path + "/info.json"
+        // `read` (a builtin) takes the info's one line without its newline; the shell becomes
+        // rmdir (exec) rather than starting it. Exit 3: not this info (or no lock).
+        let result = try await transport.run(
+            "held=; if [ -f \(infoPath) ]; then IFS= read -r held < \(infoPath); fi; "
+                + "[ \"$held\" = \(info.encodedLine) ] || exit 3; rm -f -- \(infoPath) && exec rmdir -- \(path)")
+        if result.exitStatus == 3 { return false }
+        guard result.succeeded else {
+            throw LockError(host: transport.hostName, path: path,
+                            message: "cannot remove: \(result.stderrText.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
         return true
     }
 

@@ -131,6 +131,31 @@ struct HostLockTests {
         }
     }
 
+    @Test("release by info removes only the lock holding exactly that info, in one command")
+    func releaseByInfo() async throws {
+        for t in try await transports() {
+            let path = uniquePath()
+            let mine = LockInfo.current(runID: "20261123-114501-ab12", runbook: "vertical-scale")
+            let other = LockInfo.current(runID: "20261123-120000-cd34", runbook: "vertical-scale")
+            #expect(try await HostLock.release(on: t, info: mine, path: path) == false, "no lock: nothing to release on \(t.hostName)")
+            try await HostLock.acquire(on: t, info: other, path: path)
+            #expect(try await HostLock.release(on: t, info: mine, path: path) == false)
+            #expect(try await HostLock.read(on: t, path: path) == other, "another run's lock stays on \(t.hostName)")
+            try await HostLock.forceRemove(on: t, path: path)
+            try await HostLock.acquire(on: t, info: mine, path: path)
+            let onHost = try #require(try await t.readFile(path + "/info.json"))
+            #expect(try JSONDecoder().decode(LockInfo.self, from: Data(onHost)) == mine, "\(t.hostName)")
+            #expect(onHost.filter { $0 == UInt8(ascii: "\n") }.count == 1 && onHost.last == UInt8(ascii: "\n"),
+                    "the info is one JSON line on \(t.hostName)")
+            #expect(try await t.stat(path + "/info.json")?.permissions == 0o644)
+            #expect(try await t.stat(path)?.permissions == 0o755)
+            #expect(try await HostLock.release(on: t, info: mine, path: path))
+            #expect(try await t.stat(path) == nil, "released on \(t.hostName)")
+            #expect(try await HostLock.release(on: t, info: mine, path: path) == false, "releasing twice is harmless")
+            await t.close()
+        }
+    }
+
     @Test("forceRemove removes whoever's lock, and is harmless when there is none")
     func forceRemove() async throws {
         for t in try await transports() {
