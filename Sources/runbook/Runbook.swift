@@ -15,6 +15,10 @@ struct Runbook: AsyncParsableCommand {
 
     /// Parses, runs, and maps every outcome to SPEC §2's exit codes.
     static func main() async {
+        // Output into a closed pipe (`runbook apply … | head`) must not kill the process
+        // mid-run with its locks held: writes fail with EPIPE instead, and the run finishes
+        // (and releases its locks) as it would have.
+        signal(SIGPIPE, SIG_IGN)
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? any AsyncParsableCommand {
