@@ -60,26 +60,26 @@ struct ServiceStep: StepKind {
 
     private func composeCommand(name: String, action: String, arguments: RenderedArguments, facts: FactReader,
                                 change: inout PlannedChange) async throws -> ShellCommand {
-        let v2 = try await Self.composeFlavor(facts: facts, change: &change) == .v2
+        let (flavor, fingerprint) = try await Self.composeFlavor(facts: facts)
+        change.fingerprints.append(fingerprint)
         let compose = ComposeCommand(file: WebStepArguments.string(arguments, "compose_file"),
                                      projectDirectory: WebStepArguments.string(arguments, "project_directory"),
-                                     flavor: v2 ? .v2 : .v1)
+                                     flavor: flavor)
         let command = try compose.serviceAction(action, service: name, signal: WebStepArguments.string(arguments, "signal"))
-        change.summary += " (\(v2 ? "docker compose" : "docker-compose"))"
+        change.summary += " (\(flavor.program))"
         return command
     }
 
     /// Which compose the host has (v2 preferred), read at plan time and fingerprinted, so a
     /// saved plan is refused if it changes.
-    static func composeFlavor(facts: FactReader, change: inout PlannedChange) async throws -> ComposeFlavor {
+    static func composeFlavor(facts: FactReader) async throws -> (ComposeFlavor, FactFingerprint) {
         let v2 = try await facts.check("docker compose version >/dev/null 2>&1", timeout: .seconds(30)).succeeded
         var v1 = false
         if !v2 { v1 = try await facts.check("docker-compose version >/dev/null 2>&1", timeout: .seconds(30)).succeeded }
         guard v2 || v1 else {
             throw StepFailure("neither `docker compose` (v2) nor `docker-compose` (v1) works on \(facts.transport.hostName)")
         }
-        change.fingerprints.append(FactFingerprint(fact: "compose:cli", digest: v2 ? "docker compose" : "docker-compose"))
-        return v2 ? .v2 : .v1
+        return (v2 ? .v2 : .v1, FactFingerprint(fact: "compose:cli", digest: v2 ? "docker compose" : "docker-compose"))
     }
 
     // MARK: signal
@@ -167,38 +167,30 @@ struct ServiceStep: StepKind {
 struct NginxReloadStep: StepKind {
     func plan(step: Step, host: RunbookCore.Host, arguments: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
         let config = WebStepArguments.string(arguments, "config")
-        let via = WebStepArguments.string(arguments, "via") ?? "direct"
-        var nginx: ShellCommand
+        let binary = WebStepArguments.string(arguments, "binary") ?? "nginx"
+        // nginx with these arguments, where it runs: on the host, in a compose service
+        // (`exec -T`, no terminal) or in a container.
+        let nginx: ([String]) -> ShellCommand
         var place = ""
-        switch via {
+        var fingerprints: [FactFingerprint] = []
+        switch WebStepArguments.string(arguments, "via") ?? "direct" {
         case "compose":
-            // nginx in a compose service: both commands run in it (`exec -T`, no terminal).
             guard let service = WebStepArguments.string(arguments, "service") else { throw StepFailure("via: compose needs service") }
-            nginx = ShellCommand(parts: [])
+            let (flavor, fingerprint) = try await ServiceStep.composeFlavor(facts: facts)
+            fingerprints.append(fingerprint)
+            let compose = ComposeCommand(file: WebStepArguments.string(arguments, "compose_file"), flavor: flavor)
+            nginx = { compose(["exec", "-T", service, binary] + $0) }
             place = " in compose service \(service)"
         case "docker":
             guard let container = WebStepArguments.string(arguments, "container") else { throw StepFailure("via: docker needs container") }
-            nginx = ShellCommand(argv: ["docker", "exec", container, WebStepArguments.string(arguments, "binary") ?? "nginx"])
+            nginx = { ShellCommand(argv: ["docker", "exec", container, binary] + $0) }
             place = " in container \(container)"
         default:
-            nginx = "\(try await resolveBinary(WebStepArguments.string(arguments, "binary") ?? "nginx", facts: facts))"
+            let resolved = try await resolveBinary(binary, facts: facts)
+            nginx = { ShellCommand(argv: [resolved] + $0) }
         }
-        let command: ShellCommand
-        var fingerprints: [FactFingerprint] = []
-        if via == "compose" {
-            var probe = PlannedChange.make(step: step, host: host.name, action: .run, reversible: true, summary: "")
-            let flavor = try await ServiceStep.composeFlavor(facts: facts, change: &probe)
-            fingerprints = probe.fingerprints
-            let compose = ComposeCommand(file: WebStepArguments.string(arguments, "compose_file"), flavor: flavor)
-            let service = WebStepArguments.string(arguments, "service")!
-            let binary = WebStepArguments.string(arguments, "binary") ?? "nginx"
-            let configWords = config.map { ["-c", $0] } ?? []
-            command = compose(["exec", "-T", service, binary] + configWords + ["-q", "-t"]) + " && "
-                + compose(["exec", "-T", service, binary] + configWords + ["-s", "reload"])
-        } else {
-            if let config { nginx = "\(nginx) -c \(config)" }
-            command = "\(nginx) -q -t && \(nginx) -s reload"
-        }
+        let configWords = config.map { ["-c", $0] } ?? []
+        let command = nginx(configWords + ["-q", "-t"]) + " && " + nginx(configWords + ["-s", "reload"])
         var change = PlannedChange.make(step: step, host: host.name, action: .run, reversible: true,
                                         summary: "test the nginx configuration\(config.map { " \($0)" } ?? "")\(place), then reload")
         change.fingerprints += fingerprints
