@@ -61,6 +61,11 @@ struct HostLockAttempt: Sendable {
     let refusal: String?
 }
 
+/// Why the host locks of a run were not taken.
+struct HostLockRefusal: Error, Sendable {
+    let message: String
+}
+
 /// What happened on one host.
 struct HostOutcome: Sendable {
     let host: String
@@ -158,28 +163,12 @@ extension Engine {
         if !unreachable.isEmpty {
             return finish(.failed, 1, "cannot reach every host; nothing was changed:\n  " + unreachable.joined(separator: "\n  "))
         }
-        // Host locks: all or nothing. Taken on every host at once (up to --forks), as one
-        // command each; when any host refuses, the ones taken are released and the first
-        // refusal in inventory order is reported.
-        let attempts = await boundedMap(prepared.hosts, limit: settings.forks) { host -> HostLockAttempt in
-            let transport = transports[host.name]!
-            do {
-                try await HostLock.acquire(on: transport, info: info, path: host.lockPath)
-                return HostLockAttempt(transport: transport, path: host.lockPath, refusal: nil)
-            } catch {
-                return HostLockAttempt(transport: transport, path: host.lockPath, refusal: "\(error)")
-            }
+        let locked: [HostLockAttempt]
+        switch await lockHosts(prepared.hosts, transports: transports, info: info) {
+        case .failure(let refusal): return finish(.refused, 3, "\(refusal.message); nothing was changed")
+        case .success(let taken): locked = taken
         }
-        let locked = attempts.filter { $0.refusal == nil }
-        func releaseHostLocks() async {
-            _ = await boundedMap(locked, limit: settings.forks) { lock in
-                _ = try? await HostLock.release(on: lock.transport, info: info, path: lock.path)
-            }
-        }
-        if let refusal = attempts.lazy.compactMap(\.refusal).first {
-            await releaseHostLocks()
-            return finish(.refused, 3, "\(refusal); nothing was changed")
-        }
+        func releaseHostLocks() async { await self.releaseHostLocks(locked, info: info) }
 
         let plan: Plan
         let operations: [String: [HostStepPlan]]
@@ -378,6 +367,35 @@ extension Engine {
         let directory = (path as NSString).deletingLastPathComponent
         let base = (path as NSString).lastPathComponent
         return (directory == "/" ? "" : directory) + "/.\(base).runbook-bak-\(runID)"
+    }
+
+    /// Host locks, all or nothing: taken on every host at once (up to --forks), one command
+    /// each. When any host refuses, the ones taken are released again and the first refusal
+    /// in inventory order is returned.
+    func lockHosts(_ hosts: [RunbookCore.Host], transports: [String: any Transport],
+                   info: LockInfo) async -> Result<[HostLockAttempt], HostLockRefusal> {
+        let attempts = await boundedMap(hosts, limit: settings.forks) { host -> HostLockAttempt in
+            let transport = transports[host.name]!
+            do {
+                try await HostLock.acquire(on: transport, info: info, path: host.lockPath)
+                return HostLockAttempt(transport: transport, path: host.lockPath, refusal: nil)
+            } catch {
+                return HostLockAttempt(transport: transport, path: host.lockPath, refusal: "\(error)")
+            }
+        }
+        let locked = attempts.filter { $0.refusal == nil }
+        if let refusal = attempts.lazy.compactMap(\.refusal).first {
+            await releaseHostLocks(locked, info: info)
+            return .failure(HostLockRefusal(message: refusal))
+        }
+        return .success(locked)
+    }
+
+    /// Releases the host locks `lockHosts` took with `info`, on every host at once.
+    func releaseHostLocks(_ locked: [HostLockAttempt], info: LockInfo) async {
+        _ = await boundedMap(locked, limit: settings.forks) { lock in
+            _ = try? await HostLock.release(on: lock.transport, info: info, path: lock.path)
+        }
     }
 
     /// Kinds whose action is run again in rollback phase 2, after state is restored.

@@ -223,26 +223,23 @@ extension Engine {
             return RunOutcome(runID: runID, exitCode: 1, message: "cannot reach: " + errors.sorted().joined(separator: "; "))
         }
         // The run's own host locks (left by a killed controller) are taken over.
-        var locked: [(transport: any Transport, path: String)] = []
         for host in hosts {
             let transport = transports[host.name]!
             if let holder = try? await HostLock.read(on: transport, path: host.lockPath), holder.runID == runID {
                 try? await HostLock.forceRemove(on: transport, path: host.lockPath)
             }
-            do {
-                try await HostLock.acquire(on: transport, info: info, path: host.lockPath)
-                locked.append((transport, host.lockPath))
-            } catch {
-                for l in locked { _ = try? await HostLock.release(on: l.transport, runID: runID, path: l.path) }
-                return RunOutcome(runID: runID, exitCode: 3, message: "\(error)")
-            }
+        }
+        let locked: [HostLockAttempt]
+        switch await lockHosts(hosts, transports: transports, info: info) {
+        case .failure(let refusal): return RunOutcome(runID: runID, exitCode: 3, message: refusal.message)
+        case .success(let taken): locked = taken
         }
         let planned = byHost
         let results = await boundedMap(hosts, limit: settings.forks) { host in
             await self.rollBack((planned[host.name] ?? []).reversed(), host: host.name, transport: transports[host.name]!,
                                 secrets: secrets, journal: journal, runID: runID, prepared: prepared)
         }
-        for l in locked { _ = try? await HostLock.release(on: l.transport, runID: runID, path: l.path) }
+        await releaseHostLocks(locked, info: info)
         let failures = results.flatMap(\.failures)
         let irreversible = results.flatMap(\.irreversible)
         if !failures.isEmpty {
@@ -278,6 +275,12 @@ extension Engine {
     func replays(for steps: [AppliedStep], kinds: [Int64: String], host: RunbookCore.Host, transport: any Transport,
                  prepared: PreparedRun) async -> [AppliedStep] {
         var result = steps
+        let context: TemplateContext
+        do { context = try self.context(for: host, prepared: prepared, steps: [:]) } catch {
+            events.emit(.undoFinished(host: host.name, name: "service actions and health checks", ok: false,
+                                      message: "not run again: \(error)"))
+            return result
+        }
         for (i, applied) in steps.enumerated() {
             guard let kind = kinds[applied.entry],
                   Self.replayedInPhase2.contains(kind) || Self.replayedInPhase3.contains(kind) else { continue }
@@ -288,7 +291,6 @@ extension Engine {
                 continue
             }
             do {
-                let context = try self.context(for: host, prepared: prepared, steps: [:])
                 let plan = try await planStep(step, host: host, transport: transport, context: context, prepared: prepared, atApply: true)
                 result[i].replay = Self.replay(step, plan.operation)
             } catch {
