@@ -41,22 +41,7 @@ struct ScheduleTests {
 
             """)
         try p.write("runbooks/by-hand.yml", "hosts: local\nsteps:\n  - command: { run: \"true\" }\n")
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rbcron-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let crontab = dir + "/crontab"
-        let program = dir + "/crontab.sh"
-        // Behaves like crontab(1) for -l and -, as root.
-        try """
-            #!/bin/sh
-            tab='\(crontab)'
-            case "$1" in
-              -l) [ -f "$tab" ] || { echo "no crontab for root" >&2; exit 1; }; cat "$tab" ;;
-              -) cat > "$tab" ;;
-              *) echo "usage: crontab -l | crontab -" >&2; exit 2 ;;
-            esac
-
-            """.write(toFile: program, atomically: true, encoding: .utf8)
-        chmod(program, 0o755)
+        let (program, crontab) = try StandInCrontab.make()
         return Setup(project: p, crontab: crontab, program: program)
     }
 
@@ -241,5 +226,30 @@ struct ScheduleTests {
         #expect(logged.contains("succeeded"))
         #expect(logged.contains("refused"), "the overlapping run's refusal is in the log")
         #expect(!logged.contains("\u{1B}["), "no colour in the log")
+    }
+}
+
+/// A stand-in for crontab(1) that keeps the crontab in a file of a new temporary folder:
+/// `-l` prints it (or exits 1 with "no crontab for root"), `-` replaces it with stdin.
+/// For RUNBOOK_CRONTAB, so no test touches the machine's own crontab.
+enum StandInCrontab {
+    /// The program and the file it keeps the crontab in (absent until something is installed).
+    static func make() throws -> (program: String, crontab: String) {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rbcron-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let crontab = dir + "/crontab"
+        let program = dir + "/crontab.sh"
+        try """
+            #!/bin/sh
+            tab='\(crontab)'
+            case "$1" in
+              -l) [ -f "$tab" ] || { echo "no crontab for root" >&2; exit 1; }; cat "$tab" ;;
+              -) cat > "$tab" ;;
+              *) echo "usage: crontab -l | crontab -" >&2; exit 2 ;;
+            esac
+
+            """.write(toFile: program, atomically: true, encoding: .utf8)
+        chmod(program, 0o755)
+        return (program, crontab)
     }
 }

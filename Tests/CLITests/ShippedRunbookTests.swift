@@ -221,6 +221,23 @@ struct ShippedRunbookTests {
         #expect(try Sandbox.get("/health").status == 200)
     }
 
+    @Test("the sandbox comes back from down as it was left: scaled web replicas, nginx healthy")
+    func downAndUpKeepsTheStack() throws {
+        let sandbox = try Sandbox.ready()
+        let scale = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=2", "--yes"])
+        #expect(scale.status == 0, "\(scale.stdout)\(scale.stderr)")
+        let down = try runProcessFull(Sandbox.script, ["down"])
+        #expect(down.status == 0, "\(down.stderr)")
+        // Down means no namespace left (nothing is probed over the network meanwhile: without
+        // the namespace, 10.233.0.2 is not on this machine).
+        #expect(!FileManager.default.fileExists(atPath: "/run/netns/rb-sandbox"), "down left the namespace")
+        #expect(try runProcessFull(Sandbox.script, ["status"]).stdout.contains("host:    down"))
+        let up = try runProcessFull(Sandbox.script, ["up"])
+        #expect(up.status == 0, "\(up.stderr)")
+        #expect(try sandbox.containers("web") == ["app_web_1", "app_web_2"])
+        #expect(try Sandbox.get("/health").status == 200)
+    }
+
     @Test("rolling-restart: every replica restarts while a client sees no failed request")
     func rollingRestart() async throws {
         let sandbox = try Sandbox.ready()
@@ -284,14 +301,9 @@ struct ShippedRunbookTests {
     @Test("nightly-maintenance from cron: the installed crontab line runs it and logs the run")
     func nightlyMaintenanceFromCron() throws {
         let sandbox = try Sandbox.ready()
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rbcron-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let (program, crontabFile) = try StandInCrontab.make()
+        let dir = (crontabFile as NSString).deletingLastPathComponent
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        // A stand-in for crontab(1) (-l and -), so the machine's own crontab is left alone.
-        let program = dir + "/crontab.sh"
-        try "#!/bin/sh\ntab='\(dir)/crontab'\ncase \"$1\" in\n -l) [ -f \"$tab\" ] || { echo 'no crontab for root' >&2; exit 1; }; cat \"$tab\" ;;\n -) cat > \"$tab\" ;;\nesac\n"
-            .write(toFile: program, atomically: true, encoding: .utf8)
-        chmod(program, 0o755)
         var environment = ProcessInfo.processInfo.environment
         environment["RUNBOOK_CRONTAB"] = program
         environment["NO_COLOR"] = "1"
@@ -299,7 +311,7 @@ struct ShippedRunbookTests {
                                          ["schedule", "--install", "--yes", "-i", Sandbox.inventory, "--root", repositoryRoot,
                                           "--state-dir", sandbox.stateDir], environment: environment)
         #expect(install.status == 0, "\(install.stdout)\(install.stderr)")
-        let crontab = try String(contentsOfFile: dir + "/crontab", encoding: .utf8)
+        let crontab = try String(contentsOfFile: crontabFile, encoding: .utf8)
         let line = try #require(crontab.split(separator: "\n").first { $0.hasPrefix("0 3 * * * ") && $0.contains("nightly-maintenance") })
         // What cron hands to /bin/sh: everything after the five time fields, `\%` read as `%`.
         let command = String(line.dropFirst("0 3 * * * ".count)).replacingOccurrences(of: "\\%", with: "%")
