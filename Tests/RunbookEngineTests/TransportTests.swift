@@ -107,7 +107,7 @@ struct ExchangeTests {
             #expect(String(decoding: banner.bytes, as: UTF8.self).hasPrefix("SSH-2.0-OpenSSH"), "\(t.hostName)")
             #expect(banner.complete == false)
             // Sending garbage makes sshd hang up: the exchange is complete.
-            let closed = try #require(try await t.exchange(address: address, port: 22, send: Array("nonsense\r\n\r\n".utf8), timeout: .seconds(5)))
+            let closed = try #require(try await t.exchange(address: address, port: 22, send: Array("nonsense\r\n\r\n".utf8), timeout: .seconds(15)))
             #expect(closed.complete, "\(t.hostName)")
             #expect(try await t.exchange(address: address, port: 1, send: [], timeout: .seconds(2)) == nil, "\(t.hostName)")
             await t.close()
