@@ -140,9 +140,12 @@ struct PlanApplyTests {
     func concurrentApplies() async throws {
         let p = try RunbookProject(env)
         defer { p.cleanUp() }
+        // The first run holds its locks until the test lets it go (a file in the shared
+        // /var/tmp), however long the second controller takes to start on a loaded machine.
+        let release = p.remoteDir + "/release"
         try configRunbook(p, extraSteps: """
-              - name: Hold the lock a while
-                sleep: 10s
+              - name: Hold the lock until released
+                command: { run: "i=0; while [ ! -e \(release) ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done" }
             """)
         let second = try RunbookProject(env)
         defer { second.cleanUp() }
@@ -162,6 +165,7 @@ struct PlanApplyTests {
         #expect((r.stdout + r.stderr).contains("locked by run"))
         #expect((r.stdout + r.stderr).contains("runbook config"))
         #expect(!FileManager.default.fileExists(atPath: second.remoteDir + "/app.conf"))
+        FileManager.default.createFile(atPath: release, contents: nil)
         let done = try await first.value
         #expect(done.status == 0, "\(done.stdout)\(done.stderr)")
     }
