@@ -58,10 +58,12 @@ struct ServiceStep: StepKind {
 
     // MARK: compose
 
+    @inline(never)  // inlined into `plan`, it crashed Swift 6.3's release build (coroutine splitting)
     private func composeCommand(name: String, action: String, arguments: RenderedArguments, facts: FactReader,
                                 change: inout PlannedChange) async throws -> ShellCommand {
-        let (flavor, fingerprint) = try await Self.composeFlavor(facts: facts)
-        change.fingerprints.append(fingerprint)
+        let detected = try await Self.composeFlavor(facts: facts)
+        change.fingerprints.append(detected.fingerprint)
+        let flavor = detected.flavor
         let compose = ComposeCommand(file: WebStepArguments.string(arguments, "compose_file"),
                                      projectDirectory: WebStepArguments.string(arguments, "project_directory"),
                                      flavor: flavor)
@@ -72,14 +74,20 @@ struct ServiceStep: StepKind {
 
     /// Which compose the host has (v2 preferred), read at plan time and fingerprinted, so a
     /// saved plan is refused if it changes.
-    static func composeFlavor(facts: FactReader) async throws -> (ComposeFlavor, FactFingerprint) {
+    struct DetectedCompose: Sendable {
+        let flavor: ComposeFlavor
+        let fingerprint: FactFingerprint
+    }
+
+    static func composeFlavor(facts: FactReader) async throws -> DetectedCompose {
         let v2 = try await facts.check("docker compose version >/dev/null 2>&1", timeout: .seconds(30)).succeeded
         var v1 = false
         if !v2 { v1 = try await facts.check("docker-compose version >/dev/null 2>&1", timeout: .seconds(30)).succeeded }
         guard v2 || v1 else {
             throw StepFailure("neither `docker compose` (v2) nor `docker-compose` (v1) works on \(facts.transport.hostName)")
         }
-        return (v2 ? .v2 : .v1, FactFingerprint(fact: "compose:cli", digest: v2 ? "docker compose" : "docker-compose"))
+        return DetectedCompose(flavor: v2 ? .v2 : .v1,
+                               fingerprint: FactFingerprint(fact: "compose:cli", digest: v2 ? "docker compose" : "docker-compose"))
     }
 
     // MARK: signal
@@ -176,8 +184,9 @@ struct NginxReloadStep: StepKind {
         switch WebStepArguments.string(arguments, "via") ?? "direct" {
         case "compose":
             guard let service = WebStepArguments.string(arguments, "service") else { throw StepFailure("via: compose needs service") }
-            let (flavor, fingerprint) = try await ServiceStep.composeFlavor(facts: facts)
-            fingerprints.append(fingerprint)
+            let detected = try await ServiceStep.composeFlavor(facts: facts)
+            fingerprints.append(detected.fingerprint)
+            let flavor = detected.flavor
             let compose = ComposeCommand(file: WebStepArguments.string(arguments, "compose_file"), flavor: flavor)
             nginx = { compose(["exec", "-T", service, binary] + $0) }
             place = " in compose service \(service)"
