@@ -126,7 +126,7 @@ extension Engine {
             return RunOutcome(runID: runID, exitCode: code, message: message)
         }
         let info = LockInfo(runID: runID, controller: ControllerIdentity.hostname, pid: ControllerIdentity.pid,
-                            user: NSUserName(), startedAt: ISO8601DateFormatter().string(from: Date()), runbook: prepared.runbook.name)
+                            user: NSUserName(), startedAt: Date().formatted(.iso8601), runbook: prepared.runbook.name)
         let localLock: LocalLock
         do {
             localLock = try LocalLock.acquire(stateDir: settings.stateDir, info: info)

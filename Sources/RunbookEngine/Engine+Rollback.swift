@@ -175,7 +175,7 @@ extension Engine {
             return RunOutcome(runID: runID, exitCode: 2, message: "hosts of run \(runID) are no longer in the inventory: \(missing.joined(separator: ", "))")
         }
         let info = LockInfo(runID: runID, controller: ControllerIdentity.hostname, pid: ControllerIdentity.pid,
-                            user: NSUserName(), startedAt: ISO8601DateFormatter().string(from: Date()), runbook: run.runbook)
+                            user: NSUserName(), startedAt: Date().formatted(.iso8601), runbook: run.runbook)
         // A lock left by this very run, whose controller is gone, is taken over.
         if let holder = try? LocalLock.read(stateDir: settings.stateDir), holder.runID == runID,
            holder.controller == ControllerIdentity.hostname, !LockInfo.processIsAlive(holder.pid) {

@@ -170,7 +170,7 @@ public struct Engine: Sendable {
             hasher.update(data: Data([0]))
             hasher.update(data: data)
         }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return hexEncoded(hasher.finalize())
     }
 
     static func canonicalJSON(_ params: [String: Value]) -> String {
@@ -370,7 +370,7 @@ public struct Engine: Sendable {
             }
         }
         let plan = Plan(runbook: prepared.runbook.name, params: prepared.params, hosts: prepared.hosts.map(\.name),
-                        createdAt: ISO8601DateFormatter().string(from: Date()), digests: prepared.digests, changes: changes)
+                        createdAt: Date().formatted(.iso8601), digests: prepared.digests, changes: changes)
         return (plan, byHost)
     }
 

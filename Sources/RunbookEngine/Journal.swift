@@ -57,7 +57,7 @@ public final class Journal: Sendable {
                             INSERT INTO runs (id, runbook, params_json, hosts_json, controller, pid, started_at, status, plan_digest, message)
                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                             """, arguments: [id, r.runbook, r.paramsJSON, hostsJSON, r.controller, Int64(r.pid),
-                                             r.startedAt, RunStatus.running.rawValue, r.planDigest, r.message])
+                                             Journal.timestamp(r.startedAt), RunStatus.running.rawValue, r.planDigest, r.message])
                     }
                     return id
                 } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_PRIMARYKEY
@@ -79,7 +79,7 @@ public final class Journal: Sendable {
                     INSERT INTO entries (run_id, host, step_index, step_name, kind, phase, status, undo_json, irreversible, changed, started_at)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)
                     """, arguments: [run, host, stepIndex, stepName, kind, phase.rawValue, EntryStatus.intent.rawValue,
-                                     Journal.undoValue(undo), irreversible, Date()])
+                                     Journal.undoValue(undo), irreversible, Journal.timestamp()])
                 return db.lastInsertedRowID
             }
         }
@@ -91,17 +91,16 @@ public final class Journal: Sendable {
                               undo: Data? = nil) throws {
         try access("record the outcome of entry \(entry)") {
             try queue.write { db in
-                guard let started = try Date.fetchOne(db, sql: "SELECT started_at FROM entries WHERE id = ?",
-                                                      arguments: [entry]) else {
-                    throw JournalError(path: path, message: "no entry \(entry)")
-                }
-                let now = Date()
-                let duration = Int64((max(0, now.timeIntervalSince(started)) * 1000).rounded())
+                let now = Journal.timestamp()
                 try db.execute(sql: """
-                    UPDATE entries SET status = ?, changed = ?, message = ?, finished_at = ?, duration_ms = ?,
+                    UPDATE entries SET status = ?, changed = ?, message = ?, finished_at = ?,
+                        duration_ms = MAX(0, CAST(ROUND((julianday(?) - julianday(started_at)) * 86400000) AS INTEGER)),
                         undo_json = COALESCE(?, undo_json)
                     WHERE id = ?
-                    """, arguments: [status.rawValue, changed, message, now, duration, Journal.undoValue(undo), entry])
+                    """, arguments: [status.rawValue, changed, message, now, now, Journal.undoValue(undo), entry])
+                if db.changesCount == 0 {
+                    throw JournalError(path: path, message: "no entry \(entry)")
+                }
             }
         }
     }
@@ -112,7 +111,7 @@ public final class Journal: Sendable {
             try queue.write { db in
                 try db.execute(sql: """
                     UPDATE runs SET status = ?, exit_code = ?, message = ?, finished_at = ? WHERE id = ?
-                    """, arguments: [status.rawValue, Int64(exitCode), message, Date(), id])
+                    """, arguments: [status.rawValue, Int64(exitCode), message, Journal.timestamp(), id])
                 if db.changesCount == 0 {
                     throw JournalError(path: path, message: "no run \(id)")
                 }
@@ -208,6 +207,22 @@ public final class Journal: Sendable {
     /// The journal's path in `stateDir`: `STATE/journal.sqlite`.
     public static func path(stateDir: String) -> String {
         (stateDir as NSString).appendingPathComponent("journal.sqlite")
+    }
+
+    /// `yyyy-MM-dd HH:mm:ss.SSS` in UTC: how GRDB stores a `Date`, and reads it back. Written
+    /// here because GRDB formats it with a `DateFormatter`, whose ICU set-up costs every run
+    /// a few milliseconds and megabytes; SQLite's date functions read the same text.
+    static func timestamp(_ date: Date = Date()) -> String {
+        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        var seconds = time_t(milliseconds / 1000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func pad(_ n: some BinaryInteger, _ width: Int) -> String {
+            let text = String(n)
+            return text.count < width ? String(repeating: "0", count: width - text.count) + text : text
+        }
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2)) "
+            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(milliseconds % 1000, 3))"
     }
 
     /// A fresh run id: `yyyyMMdd-HHmmss` in UTC, `-`, and 4 random hex digits.

@@ -13,7 +13,9 @@ public struct YAMLDocument: Sendable {
     public static func parse(text: String, file: String) throws(DiagnosticError) -> YAMLDocument {
         let node: Yams.Node?
         do {
-            node = try Yams.compose(yaml: text)
+            // `.basic`: no tag resolution by Yams. Plain scalars are typed here (`value`), and
+            // Yams' default resolver runs seven ICU regular expressions over every key.
+            node = try Yams.compose(yaml: text, .basic)
         } catch {
             throw DiagnosticError(syntaxDiagnostic(error, text: text, file: file))
         }

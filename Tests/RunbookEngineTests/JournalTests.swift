@@ -75,6 +75,30 @@ struct JournalTests {
         #expect(try journal.run("no-such-run") == nil)
     }
 
+    @Test("times are stored as UTC text to the millisecond and read back; a step's duration is its wall time")
+    func times() throws {
+        let state = StateFixtures.dir("journal")
+        defer { StateFixtures.remove(state) }
+        let journal = try Journal(path: state + "/journal.sqlite")
+        // 2026-11-23 16:41:59.123 UTC, and a date before 2000 with leading zeros everywhere.
+        for seconds in [1_795_452_119.123, 946_684_799.007] {
+            let started = Date(timeIntervalSince1970: seconds)
+            let id = try journal.startRun(RunStart(runbook: "times", paramsJSON: "{}", hosts: ["h1"], startedAt: started))
+            let run = try #require(try journal.run(id))
+            #expect(abs(run.startedAt.timeIntervalSince(started)) < 0.001, "\(run.startedAt) != \(started)")
+        }
+        let id = try journal.startRun(RunStart(runbook: "times", paramsJSON: "{}", hosts: ["h1"]))
+        let entry = try journal.recordIntent(run: id, host: "h1", stepIndex: 0, stepName: "wait", kind: "sleep",
+                                             phase: .apply, undo: nil, irreversible: false)
+        usleep(150_000)
+        try journal.recordOutcome(entry: entry, status: .done, changed: false, message: nil)
+        let recorded = try #require(try journal.entries(run: id).first)
+        let duration = try #require(recorded.durationMs)
+        #expect(duration >= 150 && duration < 60_000, "\(duration) ms")
+        #expect(recorded.finishedAt! >= recorded.startedAt)
+        #expect(throws: JournalError.self) { try journal.recordOutcome(entry: entry + 1000, status: .done, changed: false, message: nil) }
+    }
+
     @Test("runs are listed newest first, limited")
     func listing() throws {
         let state = StateFixtures.dir("journal")

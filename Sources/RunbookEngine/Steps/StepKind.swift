@@ -89,7 +89,20 @@ protocol StepKind: Sendable {
 
 /// SHA-256 in hex.
 func sha256Hex(_ bytes: [UInt8]) -> String {
-    SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+    hexEncoded(SHA256.hash(data: bytes))
+}
+
+/// Lower-case hex of `bytes` (a digest). Not `String(format:)`, which goes through
+/// CoreFoundation's formatter for every byte.
+func hexEncoded<Bytes: Sequence<UInt8>>(_ bytes: Bytes) -> String {
+    let digits = Array("0123456789abcdef".utf8)
+    var text: [UInt8] = []
+    text.reserveCapacity(64)
+    for byte in bytes {
+        text.append(digits[Int(byte >> 4)])
+        text.append(digits[Int(byte & 0x0f)])
+    }
+    return String(decoding: text, as: UTF8.self)
 }
 
 /// SHA-256 in hex of a string.
