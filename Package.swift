@@ -23,6 +23,11 @@ let package = Package(
             pkgConfig: "libssh2",
             providers: [.apt(["libssh2-1-dev"])]
         ),
+        // The one SQLite call GRDB does not offer (a variadic one): the journal's close.
+        .systemLibrary(
+            name: "CSQLite",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
         // SSH sessions, channels, SFTP, known_hosts, agent. Knows nothing of runbooks.
         .target(
             name: "SSH",
@@ -47,7 +52,7 @@ let package = Package(
         .target(
             name: "RunbookEngine",
             dependencies: [
-                "RunbookCore", "RunbookTransport",
+                "RunbookCore", "RunbookTransport", "CSQLite",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Stencil", package: "Stencil"),
                 .product(name: "GRDB", package: "GRDB.swift"),

@@ -287,6 +287,10 @@ extension Engine {
             outcome.failure = "\(error)"
             return outcome
         }
+        // A successful step's outcome goes into the journal with the host's next intent (one
+        // commit per step instead of two), or when the host is done.
+        var pendingOutcome: StepOutcome? = nil
+        defer { if let pendingOutcome { try? journal.recordOutcome(pendingOutcome) } }
         for (index, step) in prepared.runbook.steps.enumerated() {
             var plan = plans[index]
             let started = ContinuousClock.now
@@ -321,7 +325,9 @@ extension Engine {
             let entry: Int64
             do {
                 entry = try journal.recordIntent(run: runID, host: host.name, stepIndex: index, stepName: step.name, kind: step.kind,
-                                                 phase: .apply, undo: try JSONEncoder().encode(undo), irreversible: !plan.change.reversible)
+                                                 phase: .apply, undo: try JSONEncoder().encode(undo), irreversible: !plan.change.reversible,
+                                                 completing: pendingOutcome)
+                pendingOutcome = nil
             } catch {
                 outcome.failure = "cannot write the journal: \(error)"
                 finishStep(.failed, outcome.failure)
@@ -340,7 +346,7 @@ extension Engine {
                 outcome.applied[outcome.applied.count - 1].succeeded = true
                 let changed = outputs["changed"]?.boolValue ?? false
                 outcome.changed = outcome.changed || changed
-                try? journal.recordOutcome(entry: entry, status: .done, changed: changed, message: nil)
+                pendingOutcome = StepOutcome(entry: entry, status: .done, changed: changed, message: nil)
                 if let id = step.id { context.steps[id] = .map(outputs) }
                 if step.kind == "gather" {
                     context.facts.merge(outputs.filter { $0.key != "changed" }) { _, new in new }

@@ -199,3 +199,25 @@ public struct JournalError: Error, Sendable, CustomStringConvertible {
         "journal \(path): \(message)" + (hint.map { " (\($0))" } ?? "")
     }
 }
+
+/// How a step ended, taken when it ended and written then or with the host's next intent.
+public struct StepOutcome: Sendable {
+    public let entry: Int64
+    public let status: EntryStatus
+    public let changed: Bool
+    public let message: String?
+    /// Replaces the before-state written with the intent, when not nil.
+    public let undo: Data?
+    /// When the step ended (the journal's time format).
+    let finishedAt: String
+
+    /// The outcome of `entry`, ending now.
+    public init(entry: Int64, status: EntryStatus, changed: Bool, message: String?, undo: Data? = nil) {
+        self.entry = entry
+        self.status = status
+        self.changed = changed
+        self.message = message
+        self.undo = undo
+        finishedAt = Journal.timestamp()
+    }
+}

@@ -1,4 +1,5 @@
 import Foundation
+import CSQLite
 import GRDB
 #if canImport(Glibc)
 import Glibc
@@ -8,9 +9,14 @@ import Glibc
 /// each host, its intent (with the before-state needed to undo it) before it runs and its
 /// outcome after. A controller killed mid-run leaves a record that `runbook rollback` can finish.
 ///
-/// Every write is its own transaction, committed (and synced: WAL with `synchronous=FULL`)
-/// before the call returns. The database, its `-wal` and `-shm` files are mode 0600; a state
-/// dir created here is 0700.
+/// Every write is committed before the call returns, in WAL mode with `synchronous=NORMAL`:
+/// a commit survives the controller being killed at any point; a power loss of the
+/// controller can take the last commits back (never corrupt the file). An fsync per commit
+/// (`FULL`) would cost a step more than running `true` on a host does. A successful step's
+/// outcome may wait for the next intent of that host and share its transaction
+/// (`recordIntent(…completing:)`); until then the step reads as started, and rollback undoes
+/// it, which is right whether or not it ran. The database, its `-wal` and `-shm` files are
+/// mode 0600; a state dir created here is 0700.
 public final class Journal: Sendable {
     /// The database file.
     public let path: String
@@ -28,8 +34,11 @@ public final class Journal: Sendable {
             // Another runbook (history, show, a second apply) may hold the write lock briefly.
             configuration.busyMode = .timeout(10)
             configuration.prepareDatabase { db in
-                // A commit survives a power loss too, not only a killed process.
-                try db.execute(sql: "PRAGMA synchronous = FULL")
+                // Closing leaves the WAL for the next run (no checkpoint, fsyncs and unlinks
+                // on every exit); SQLite checkpoints it automatically as it grows.
+                if let connection = db.sqliteConnection {
+                    _ = rb_sqlite_no_checkpoint_on_close(connection)
+                }
             }
             queue = try DatabaseQueue(path: path, configuration: configuration)
             try Journal.migrator.migrate(queue)
@@ -71,15 +80,17 @@ public final class Journal: Sendable {
 
     /// Records that a step is about to run, committed before this returns, and returns the
     /// entry's id for `recordOutcome`. `undo` is the encoded before-state, opaque here.
+    /// `completing`: the previous step's outcome, written in the same transaction.
     public func recordIntent(run: String, host: String, stepIndex: Int, stepName: String, kind: String, phase: Phase,
-                             undo: Data?, irreversible: Bool) throws -> Int64 {
+                             undo: Data?, irreversible: Bool, completing previous: StepOutcome? = nil) throws -> Int64 {
         try access("record the intent of step \(stepIndex) (\(stepName)) on \(host)") {
             try queue.write { db in
-                try db.execute(sql: """
+                if let previous { try Journal.write(previous, db, path: path) }
+                try db.cachedStatement(sql: """
                     INSERT INTO entries (run_id, host, step_index, step_name, kind, phase, status, undo_json, irreversible, changed, started_at)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)
-                    """, arguments: [run, host, stepIndex, stepName, kind, phase.rawValue, EntryStatus.intent.rawValue,
-                                     Journal.undoValue(undo), irreversible, Journal.timestamp()])
+                    """).execute(arguments: [run, host, stepIndex, stepName, kind, phase.rawValue, EntryStatus.intent.rawValue,
+                                             Journal.undoValue(undo), irreversible, Journal.timestamp()])
                 return db.lastInsertedRowID
             }
         }
@@ -89,19 +100,26 @@ public final class Journal: Sendable {
     /// (for before-state only known once the step ran).
     public func recordOutcome(entry: Int64, status: EntryStatus, changed: Bool, message: String?,
                               undo: Data? = nil) throws {
-        try access("record the outcome of entry \(entry)") {
-            try queue.write { db in
-                let now = Journal.timestamp()
-                try db.execute(sql: """
-                    UPDATE entries SET status = ?, changed = ?, message = ?, finished_at = ?,
-                        duration_ms = MAX(0, CAST(ROUND((julianday(?) - julianday(started_at)) * 86400000) AS INTEGER)),
-                        undo_json = COALESCE(?, undo_json)
-                    WHERE id = ?
-                    """, arguments: [status.rawValue, changed, message, now, now, Journal.undoValue(undo), entry])
-                if db.changesCount == 0 {
-                    throw JournalError(path: path, message: "no entry \(entry)")
-                }
-            }
+        try recordOutcome(StepOutcome(entry: entry, status: status, changed: changed, message: message, undo: undo))
+    }
+
+    /// Records how a step ended, at the time `outcome` was made.
+    public func recordOutcome(_ outcome: StepOutcome) throws {
+        try access("record the outcome of entry \(outcome.entry)") {
+            try queue.write { db in try Journal.write(outcome, db, path: path) }
+        }
+    }
+
+    private static func write(_ outcome: StepOutcome, _ db: Database, path: String) throws {
+        try db.cachedStatement(sql: """
+            UPDATE entries SET status = ?, changed = ?, message = ?, finished_at = ?,
+                duration_ms = MAX(0, CAST(ROUND((julianday(?) - julianday(started_at)) * 86400000) AS INTEGER)),
+                undo_json = COALESCE(?, undo_json)
+            WHERE id = ?
+            """).execute(arguments: [outcome.status.rawValue, outcome.changed, outcome.message, outcome.finishedAt,
+                                     outcome.finishedAt, Journal.undoValue(outcome.undo), outcome.entry])
+        if db.changesCount == 0 {
+            throw JournalError(path: path, message: "no entry \(outcome.entry)")
         }
     }
 
