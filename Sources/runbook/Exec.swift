@@ -7,6 +7,7 @@ extension Runbook {
     /// `runbook exec PATTERN -- COMMAND`: one ad-hoc command on matching hosts.
     struct Exec: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "exec",
             abstract: "Run an ad-hoc command on the matching hosts, in parallel.",
             discussion: "Shows each host's stdout, stderr and exit status. Exits 0 when the command exited 0 on every host, else 1.")
 

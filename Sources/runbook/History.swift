@@ -6,7 +6,7 @@ import RunbookEngine
 extension Runbook {
     /// `runbook history`: recent runs from the journal.
     struct History: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List recent runs from the journal.")
+        static let configuration = CommandConfiguration(commandName: "history", abstract: "List recent runs from the journal.")
 
         @Option(name: .short, help: "How many runs.")
         var n: Int = 20
@@ -51,7 +51,7 @@ extension Runbook {
 
     /// `runbook show RUN_ID`: one run, step by step.
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show one run from the journal, step by step.")
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "Show one run from the journal, step by step.")
 
         @Argument(help: "The run id (or a unique prefix).")
         var runID: String

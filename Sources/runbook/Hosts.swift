@@ -6,6 +6,7 @@ extension Runbook {
     /// `runbook hosts`: the resolved hosts and how each is reached.
     struct Hosts: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "hosts",
             abstract: "List the resolved hosts with their connection settings.")
 
         @Option(name: [.customShort("l"), .long], help: "Only hosts matching LIMIT (host, group, all, comma list, * glob, !exclusion).")

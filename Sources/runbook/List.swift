@@ -7,6 +7,7 @@ extension Runbook {
     /// `runbook list`: the runbooks under ROOT/runbooks with their descriptions, params and schedules.
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "list",
             abstract: "List the runbooks with their descriptions, params and schedules.",
             discussion: "No host is contacted. A runbook that fails to load is listed with its first error, and the command then exits 2.")
 

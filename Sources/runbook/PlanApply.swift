@@ -34,6 +34,7 @@ extension Runbook {
     /// `runbook plan NAME`: what would change, file diffs included; nothing changes.
     struct Plan: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "plan",
             abstract: "Show what a runbook would change on each host (a dry run); nothing is changed.")
 
         @Argument(help: "The runbook (runbooks/NAME.yml).")
@@ -62,6 +63,7 @@ extension Runbook {
     /// `runbook apply NAME` or `runbook apply --plan FILE`.
     struct Apply: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "apply",
             abstract: "Apply a runbook (or exactly a saved plan), rolling back on failure.",
             discussion: "Without --yes the plan is shown and you are asked; with no terminal and no --yes, apply refuses (exit 3).")
 
@@ -110,6 +112,7 @@ extension Runbook {
     /// `runbook rollback RUN_ID`.
     struct Rollback: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "rollback",
             abstract: "Undo a finished or interrupted run from the journal.")
 
         @Argument(help: "The run id (or a unique prefix), from `runbook history`.")

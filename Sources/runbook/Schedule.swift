@@ -9,6 +9,7 @@ extension Runbook {
     /// have `schedule:`, kept in one marked block of the user's crontab.
     struct Schedule: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "schedule",
             abstract: "Crontab entries for the runbooks that have `schedule:` (print, install or remove them).",
             discussion: """
                 Each entry runs `runbook apply NAME --yes` from the project root with absolute paths, \

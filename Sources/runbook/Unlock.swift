@@ -7,6 +7,7 @@ extension Runbook {
     /// `runbook unlock HOST`: remove a lock left by a dead run.
     struct Unlock: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "unlock",
             abstract: "Remove a lock left by a dead run (a host, or `local` for this controller's lock), after confirming.")
 
         @Argument(help: "An inventory host, or `local` for the controller's own lock.")

@@ -7,6 +7,7 @@ extension Runbook {
     /// `runbook validate [NAME…]`: static checks of runbooks and the inventory; no host is contacted.
     struct Validate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "validate",
             abstract: "Check runbooks (all of them by default) and the inventory without contacting any host.",
             discussion: """
                 Prints "ok  NAME" for each valid runbook and every problem of the others on stderr, \
