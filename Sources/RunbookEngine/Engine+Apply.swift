@@ -61,6 +61,12 @@ struct HostLockAttempt: Sendable {
     let refusal: String?
 }
 
+/// A host's connection at the start of an apply, and its lock when one was attempted.
+struct ConnectedHost: Sendable {
+    let connection: Result<any Transport, TransportError>
+    let lock: HostLockAttempt?
+}
+
 /// Why the host locks of a run were not taken.
 struct HostLockRefusal: Error, Sendable {
     let message: String
@@ -99,12 +105,22 @@ extension Engine {
             }
         }
         // Connecting changes nothing on a host, so it starts now and its handshakes overlap
-        // the journal and the local lock. When either refuses, the refusal does not wait for
-        // the connections (an unreachable host could take its whole connect timeout): they
-        // are closed in the background as they come up.
-        let connecting = Task { await self.connectAll(prepared.hosts, secrets: prepared.secrets) }
+        // the journal and the local lock. Each host's lock is taken as soon as that host is
+        // connected and the local lock is held (`lockInfo` yields the run's info), so with
+        // many hosts the locks go on while the slowest handshakes finish. When the journal or
+        // the local lock refuses, the stream ends without info: no host lock is taken, and the
+        // refusal does not wait for the connections (an unreachable host could take its whole
+        // connect timeout): they are closed in the background as they come up.
+        let (lockInfo, lockInfoContinuation) = AsyncStream<LockInfo>.makeStream()
+        defer { lockInfoContinuation.finish() }
+        let runInfo = Task<LockInfo?, Never> {
+            for await info in lockInfo { return info }
+            return nil
+        }
+        let connecting = Task { await self.connectAndLockAll(prepared.hosts, secrets: prepared.secrets, info: runInfo) }
         func abandonConnections() {
-            Task { await Self.closeAll((await connecting.value).compactMapValues { try? $0.get() }) }
+            lockInfoContinuation.finish()
+            Task { await Self.closeAll((await connecting.value).compactMapValues { try? $0.connection.get() }) }
         }
         let journal: Journal
         do { journal = try Journal(path: journalPath) } catch {
@@ -135,11 +151,15 @@ extension Engine {
             return finish(.refused, 3, "\(error)")
         }
         defer { _ = try? localLock.release() }
-        let connections = await connecting.value
+        lockInfoContinuation.yield(info)
+        let hostResults = await connecting.value
+        let connections = hostResults.mapValues(\.connection)
         let transports = connections.compactMapValues { try? $0.get() }
+        let lockAttempts = prepared.hosts.compactMap { hostResults[$0.name]?.lock }
         do {
             let outcome = try await applyConnected(request, prepared: prepared, saved: saved, options: options, journal: journal,
-                                                   runID: runID, info: info, connections: connections, transports: transports)
+                                                   runID: runID, info: info, connections: connections, transports: transports,
+                                                   lockAttempts: lockAttempts)
             await Self.closeAll(transports)
             return outcome
         } catch {
@@ -150,7 +170,7 @@ extension Engine {
 
     private func applyConnected(_ request: RunRequest, prepared: PreparedRun, saved: Plan?, options: ApplyOptions, journal: Journal,
                                 runID: String, info: LockInfo, connections: [String: Result<any Transport, TransportError>],
-                                transports: [String: any Transport]) async throws(DiagnosticError) -> RunOutcome {
+                                transports: [String: any Transport], lockAttempts: [HostLockAttempt]) async throws(DiagnosticError) -> RunOutcome {
         func finish(_ status: RunStatus, _ code: Int32, _ message: String) -> RunOutcome {
             try? journal.finishRun(runID, status: status, exitCode: code, message: message)
             events.emit(.runFinished(id: runID, status: status.rawValue, exitCode: code, message: message))
@@ -160,13 +180,16 @@ extension Engine {
             if case .failure(let e) = r { return e.description }
             return nil
         }.sorted()
-        if !unreachable.isEmpty {
-            return finish(.failed, 1, "cannot reach every host; nothing was changed:\n  " + unreachable.joined(separator: "\n  "))
-        }
         let locked: [HostLockAttempt]
-        switch await lockHosts(prepared.hosts, transports: transports, info: info) {
-        case .failure(let refusal): return finish(.refused, 3, "\(refusal.message); nothing was changed")
+        switch await allOrNothing(lockAttempts, info: info) {
+        case .failure(let refusal):
+            if unreachable.isEmpty { return finish(.refused, 3, "\(refusal.message); nothing was changed") }
+            locked = []
         case .success(let taken): locked = taken
+        }
+        if !unreachable.isEmpty {
+            await self.releaseHostLocks(locked, info: info)
+            return finish(.failed, 1, "cannot reach every host; nothing was changed:\n  " + unreachable.joined(separator: "\n  "))
         }
         func releaseHostLocks() async { await self.releaseHostLocks(locked, info: info) }
 
@@ -380,21 +403,51 @@ extension Engine {
     /// in inventory order is returned.
     func lockHosts(_ hosts: [RunbookCore.Host], transports: [String: any Transport],
                    info: LockInfo) async -> Result<[HostLockAttempt], HostLockRefusal> {
-        let attempts = await boundedMap(hosts, limit: settings.forks) { host -> HostLockAttempt in
-            let transport = transports[host.name]!
-            do {
-                try await HostLock.acquire(on: transport, info: info, path: host.lockPath)
-                return HostLockAttempt(transport: transport, path: host.lockPath, refusal: nil)
-            } catch {
-                return HostLockAttempt(transport: transport, path: host.lockPath, refusal: "\(error)")
-            }
+        let attempts = await boundedMap(hosts, limit: settings.forks) { host in
+            await Self.lock(host, transport: transports[host.name]!, info: info)
         }
+        return await allOrNothing(attempts, info: info)
+    }
+
+    /// Takes one host's lock.
+    static func lock(_ host: RunbookCore.Host, transport: any Transport, info: LockInfo) async -> HostLockAttempt {
+        do {
+            try await HostLock.acquire(on: transport, info: info, path: host.lockPath)
+            return HostLockAttempt(transport: transport, path: host.lockPath, refusal: nil)
+        } catch {
+            return HostLockAttempt(transport: transport, path: host.lockPath, refusal: "\(error)")
+        }
+    }
+
+    /// The locks taken, when every attempt took one; else releases those taken and returns
+    /// the first refusal (attempts are in inventory order).
+    func allOrNothing(_ attempts: [HostLockAttempt], info: LockInfo) async -> Result<[HostLockAttempt], HostLockRefusal> {
         let locked = attempts.filter { $0.refusal == nil }
         if let refusal = attempts.lazy.compactMap(\.refusal).first {
             await releaseHostLocks(locked, info: info)
             return .failure(HostLockRefusal(message: refusal))
         }
         return .success(locked)
+    }
+
+    /// Connects to every host (up to --forks at once) and takes each one's lock as soon as it
+    /// is connected and `info` is known; no lock is taken when `info` comes back nil.
+    func connectAndLockAll(_ hosts: [RunbookCore.Host], secrets: SecretStore,
+                           info: Task<LockInfo?, Never>) async -> [String: ConnectedHost] {
+        let connector = Connector(secrets: secrets, logger: settings.logger)
+        let results = await boundedMap(hosts, limit: settings.forks) { host -> (String, ConnectedHost) in
+            let transport: any Transport
+            do throws(TransportError) {
+                transport = try await connector.connect(host)
+            } catch {
+                return (host.name, ConnectedHost(connection: .failure(error), lock: nil))
+            }
+            guard let info = await info.value else {
+                return (host.name, ConnectedHost(connection: .success(transport), lock: nil))
+            }
+            return (host.name, ConnectedHost(connection: .success(transport), lock: await Self.lock(host, transport: transport, info: info)))
+        }
+        return Dictionary(uniqueKeysWithValues: results)
     }
 
     /// Releases the host locks `lockHosts` took with `info`, on every host at once.

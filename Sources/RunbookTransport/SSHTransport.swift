@@ -14,6 +14,11 @@ public final class SSHTransport: Transport {
         self.connection = connection
     }
 
+    /// Starts the SSH layer's one-time set-up in the background (`SSHConnection.warmUp`).
+    public static func warmUp() {
+        SSHConnection.warmUp()
+    }
+
     /// Connects to `host` (through its jump hosts) with its inventory settings.
     /// `secret` resolves the secret names the inventory refers to (password, passphrase).
     public static func connect(_ host: RunbookCore.Host, secret: (String) -> String? = { _ in nil },

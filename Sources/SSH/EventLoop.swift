@@ -65,6 +65,20 @@ final class EventLoopGroup: Sendable {
         loops = (0..<count).map { EventLoop(name: "ssh-loop-\($0)") }
     }
 
+    /// Starts the loops and, on each loop's thread, does once what a process's first
+    /// connection would otherwise do on its critical path: OpenSSL's and libssh2's set-up
+    /// (a session made and freed) and a known_hosts line parsed. Returns at once; the work
+    /// overlaps whatever the caller does next (loading a project), on another core.
+    static func warmUp() {
+        for loop in shared.loops {
+            loop.execute { _ in
+                if let raw = rb_session_init() { libssh2_session_free(raw) }
+                _ = KnownHostsFile.parse("[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n",
+                                         path: "-")
+            }
+        }
+    }
+
     /// The loop for the next new session.
     func next() -> EventLoop {
         let index = counter.withLock { value in

@@ -66,6 +66,12 @@ public struct SSHTarget: Sendable {
 /// An authenticated SSH session to one host, reused for every command and file operation.
 /// Commands may run concurrently on it (each on its own channel).
 public final class SSHConnection: Sendable {
+    /// Prepares the SSH machinery in the background (see `EventLoopGroup.warmUp`), for a
+    /// process about to connect: call it first, then load what the connections need.
+    public static func warmUp() {
+        EventLoopGroup.warmUp()
+    }
+
     /// The host this connection reaches.
     public let target: SSHTarget
     private let loop: EventLoop

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import RunbookCore
+import RunbookTransport
 
 /// The `runbook` command: plan, apply and roll back operational procedures over SSH.
 @main
@@ -13,12 +14,20 @@ struct Runbook: AsyncParsableCommand {
         subcommands: [List.self, Validate.self, Plan.self, Apply.self, Rollback.self, History.self, Show.self, Unlock.self, Hosts.self, Exec.self, Schedule.self]
     )
 
+    /// The subcommands that open SSH connections.
+    static let connectingCommands: Set<String> = ["plan", "apply", "rollback", "exec", "unlock"]
+
     /// Parses, runs, and maps every outcome to SPEC §2's exit codes.
     static func main() async {
         // Output into a closed pipe (`runbook apply … | head`) must not kill the process
         // mid-run with its locks held: writes fail with EPIPE instead, and the run finishes
         // (and releases its locks) as it would have.
         signal(SIGPIPE, SIG_IGN)
+        // Commands that connect to hosts start the SSH layer's set-up now, on other
+        // threads, while the arguments are parsed and the project is loaded.
+        if CommandLine.arguments.count > 1, connectingCommands.contains(CommandLine.arguments[1]) {
+            SSHTransport.warmUp()
+        }
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? any AsyncParsableCommand {

@@ -170,6 +170,30 @@ struct PlanApplyTests {
         #expect(done.status == 0, "\(done.stdout)\(done.stderr)")
     }
 
+    @Test("a host that cannot be reached stops the apply before any step, and the reachable host's lock is released")
+    func unreachableHostLocksNothing() async throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        // Each host's lock is taken as soon as it is connected, so h1 is locked before the
+        // refused connection is known; the apply must give that lock back.
+        let inventory = try String(contentsOfFile: p.root + "/inventory/hosts.yml", encoding: .utf8)
+        try p.write("inventory/hosts.yml", inventory.replacingOccurrences(
+            of: "hosts:\n", with: "hosts:\n  refusing: { address: 127.0.0.1, port: 1 }\n"))
+        try p.write("runbooks/both.yml", """
+            name: both
+            hosts: h1,refusing
+            steps:
+              - name: Leave a mark
+                command: { run: "touch \(p.remoteDir)/ran-$(hostname)" }
+            """)
+        let r = try p.run(["apply", "both", "--yes"])
+        #expect(r.status == 1, "\(r.stdout)\(r.stderr)")
+        #expect((r.stdout + r.stderr).contains("cannot reach every host; nothing was changed"), "\(r.stdout)\(r.stderr)")
+        #expect((r.stdout + r.stderr).contains("refusing"), "\(r.stdout)\(r.stderr)")
+        #expect(try p.remote("h1", "ls \(p.remoteDir)") == "", "no step ran")
+        #expect(try p.remote("h1", "test -e \(p.lockPath) && echo held || echo free") == "free\n")
+    }
+
     @Test("a controller killed mid-apply leaves an interrupted run that rollback finishes")
     func killedController() async throws {
         let p = try RunbookProject(env)
