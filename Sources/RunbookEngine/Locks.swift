@@ -280,12 +280,15 @@ public final class LocalLock: Sendable {
 
 // MARK: - Host lock
 
-/// The lock on a host: a directory created with `mkdir` (atomic: exactly one of several
-/// concurrent creators succeeds) holding `info.json` with the holder's `LockInfo`.
+/// The lock on a host: a file created by the shell with `set -C` (`O_CREAT|O_EXCL`: exactly
+/// one of several concurrent creators succeeds) holding the holder's `LockInfo` as one JSON
+/// line. Taking it starts no process on the host (the login shell's own redirection creates
+/// and writes it); releasing it starts one, `rm`.
 ///
 /// The default path is `/tmp/runbook.lock`: writable by any SSH user without setup, and
-/// cleared by a reboot, which also ends any run that held it. The directory is 0755 and the
-/// info 0644, so every user on the host can see who holds it.
+/// cleared by a reboot, which also ends any run that held it. The file is 0644, so every user
+/// on the host can see who holds it. A lock left by an earlier version of runbook (a directory
+/// holding `info.json`) is read, refused and removed like a file.
 public enum HostLock {
     /// `/tmp/runbook.lock`.
     public static let defaultPath = "/tmp/runbook.lock"
@@ -293,32 +296,19 @@ public enum HostLock {
     /// Takes the lock on the host; throws `LockHeld` with the holder's info read from the host
     /// when someone else has it.
     public static func acquire(on transport: any Transport, info: LockInfo, path: String = defaultPath) async throws {
-        let infoPath = path + "/info.json"
         for _ in 0..<5 {
-            // One command on the host: the directory (atomic), then, only when this command
-            // made it, the info (0644, never over an existing file; printf is a shell builtin,
-            // so mkdir is the only process started). A failed write takes the directory away
-            // again. Exit 3: mkdir failed; 4: the info was not written.
+            // One command: create and write the file only if nothing is at the path (noclobber;
+            // printf is a builtin). Exit 3: something is there; 4: it could not be created.
             let made = try await transport.run(
-                "mkdir -m 755 -- \(path) || exit 3; umask 022; set -C; "
-                    + "printf '%s\\n' \(info.encodedLine) > \(infoPath) || { rm -f -- \(infoPath); rmdir -- \(path); exit 4; }")
+                "umask 022; set -C; printf '%s\\n' \(info.encodedLine) > \(path) && exit 0; "
+                    + "if [ -e \(path) ] || [ -L \(path) ]; then exit 3; fi; exit 4")
             if made.succeeded { return }
-            if made.exitStatus == 4 {
-                throw LockError(host: transport.hostName, path: path,
-                                message: "cannot write \(infoPath): \(made.stderrText.trimmingCharacters(in: .whitespacesAndNewlines))")
-            }
-            guard let existing = try await transport.stat(path) else {
-                // Either released in between (try again) or mkdir cannot work there at all.
-                if try await transport.run("test -d \(path.parentDirectory)").succeeded { continue }
+            if made.exitStatus != 3 {
                 throw LockError(host: transport.hostName, path: path,
                                 message: "cannot create: \(made.stderrText.trimmingCharacters(in: .whitespacesAndNewlines))")
             }
-            guard existing.isDirectory else {
-                throw LockError(host: transport.hostName, path: path,
-                                message: "exists and is not a directory; remove it or choose another lock path")
-            }
             switch try await readHolder(on: transport, path: path, patience: 10) {
-            case .gone: continue
+            case .gone: continue  // released in between: try again
             case .held(let holder): throw LockHeld(holder: holder, host: transport.hostName, path: path)
             }
         }
@@ -341,12 +331,11 @@ public enum HostLock {
     /// (after a `runbook unlock`) holds other info and is left alone.
     @discardableResult
     public static func release(on transport: any Transport, info: LockInfo, path: String = defaultPath) async throws -> Bool {
-        let infoPath = path + "/info.json"
-        // `read` (a builtin) takes the info's one line without its newline; the shell becomes
-        // rmdir (exec) rather than starting it. Exit 3: not this info (or no lock).
+        // `read` (a builtin) takes the info's one line without its newline; the shell then
+        // becomes `rm` (exec), the one process started. Exit 3: not this info (or no lock).
         let result = try await transport.run(
-            "held=; if [ -f \(infoPath) ]; then IFS= read -r held < \(infoPath); fi; "
-                + "[ \"$held\" = \(info.encodedLine) ] || exit 3; rm -f -- \(infoPath) && exec rmdir -- \(path)")
+            "held=; if [ -f \(path) ]; then IFS= read -r held < \(path); fi; "
+                + "[ \"$held\" = \(info.encodedLine) ] || exit 3; exec rm -f -- \(path)")
         if result.exitStatus == 3 { return false }
         guard result.succeeded else {
             throw LockError(host: transport.hostName, path: path,
@@ -373,33 +362,27 @@ public enum HostLock {
 
     static func remove(on transport: any Transport, path: String) async throws {
         let result = try await transport.run(
-            "if [ -e \(path) ] || [ -L \(path) ]; then rm -f -- \(path + "/info.json") && rmdir -- \(path); fi")
+            "if [ -d \(path) ] && ! [ -L \(path) ]; then rm -f -- \(path + "/info.json") && rmdir -- \(path); "
+                + "elif [ -e \(path) ] || [ -L \(path) ]; then rm -f -- \(path); fi")
         guard result.succeeded else {
             throw LockError(host: transport.hostName, path: path,
                             message: "cannot remove: \(result.stderrText.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
     }
 
-    /// Reads the holder; a lock directory whose info is missing or partial (being written this
-    /// instant) is read again for up to `patience` tries 100 ms apart.
+    /// Reads the holder; a lock whose info is missing or partial (being written this instant)
+    /// is read again for up to `patience` tries 100 ms apart.
     static func readHolder(on transport: any Transport, path: String, patience: Int) async throws -> LocalLock.Holder {
         var attempt = 0
         while true {
-            if let bytes = try await transport.readFile(path + "/info.json"), let info = LockInfo.decode(bytes) {
+            guard let found = try await transport.stat(path) else { return .gone }
+            let infoPath = found.isDirectory ? path + "/info.json" : path
+            if let bytes = try await transport.readFile(infoPath), let info = LockInfo.decode(bytes) {
                 return .held(info)
             }
-            guard try await transport.stat(path) != nil else { return .gone }
             if attempt >= patience { return .held(nil) }
             attempt += 1
             try await Task.sleep(for: .milliseconds(100))
         }
-    }
-}
-
-extension String {
-    /// Everything before the last `/` (`/` for `/tmp`, `.` for a bare name).
-    fileprivate var parentDirectory: String {
-        guard let slash = lastIndex(of: "/") else { return "." }
-        return slash == startIndex ? "/" : String(self[..<slash])
     }
 }

@@ -106,7 +106,7 @@ struct HostLockTests {
             let path = uniquePath()
             let first = LockInfo.current(runID: "20261123-114501-ab12", runbook: "vertical-scale")
             try await HostLock.acquire(on: t, info: first, path: path)
-            #expect(try await t.stat(path)?.isDirectory == true, "\(t.hostName)")
+            #expect(try await t.stat(path).map { !$0.isDirectory } == true, "a file on \(t.hostName)")
             #expect(try await HostLock.read(on: t, path: path) == first, "\(t.hostName)")
 
             do {
@@ -143,12 +143,11 @@ struct HostLockTests {
             #expect(try await HostLock.read(on: t, path: path) == other, "another run's lock stays on \(t.hostName)")
             try await HostLock.forceRemove(on: t, path: path)
             try await HostLock.acquire(on: t, info: mine, path: path)
-            let onHost = try #require(try await t.readFile(path + "/info.json"))
+            let onHost = try #require(try await t.readFile(path))
             #expect(try JSONDecoder().decode(LockInfo.self, from: Data(onHost)) == mine, "\(t.hostName)")
             #expect(onHost.filter { $0 == UInt8(ascii: "\n") }.count == 1 && onHost.last == UInt8(ascii: "\n"),
                     "the info is one JSON line on \(t.hostName)")
-            #expect(try await t.stat(path + "/info.json")?.permissions == 0o644)
-            #expect(try await t.stat(path)?.permissions == 0o755)
+            #expect(try await t.stat(path)?.permissions == 0o644, "everyone on \(t.hostName) can see who holds it")
             #expect(try await HostLock.release(on: t, info: mine, path: path))
             #expect(try await t.stat(path) == nil, "released on \(t.hostName)")
             #expect(try await HostLock.release(on: t, info: mine, path: path) == false, "releasing twice is harmless")
@@ -165,10 +164,24 @@ struct HostLockTests {
             #expect(try await t.stat(path) == nil, "\(t.hostName)")
             try await HostLock.forceRemove(on: t, path: path)
 
-            // A lock directory without info (a controller killed between mkdir and the write) still refuses.
-            _ = try await t.run("mkdir -- \(path)")
+            // An empty lock (a controller killed between creating and writing it) still refuses.
+            _ = try await t.run(": > \(path)")
             await #expect(throws: LockHeld.self) {
                 try await HostLock.acquire(on: t, info: LockInfo.current(runID: "x", runbook: "rb"), path: path)
+            }
+            try await HostLock.forceRemove(on: t, path: path)
+            #expect(try await t.stat(path) == nil, "\(t.hostName)")
+
+            // A lock left by an earlier version (a directory holding info.json) is read, refused and removed.
+            let old = LockInfo.current(runID: "20261101-010101-0ld0", runbook: "rb")
+            let line = String(decoding: try JSONEncoder().encode(old), as: UTF8.self)
+            _ = try await t.run("mkdir -- \(path) && printf '%s\\n' \(line) > \(path)/info.json")
+            #expect(try await HostLock.read(on: t, path: path) == old, "\(t.hostName)")
+            do {
+                try await HostLock.acquire(on: t, info: LockInfo.current(runID: "x", runbook: "rb"), path: path)
+                Issue.record("an old-style lock was not refused on \(t.hostName)")
+            } catch let held as LockHeld {
+                #expect(held.holder == old)
             }
             try await HostLock.forceRemove(on: t, path: path)
             #expect(try await t.stat(path) == nil, "\(t.hostName)")
@@ -219,7 +232,7 @@ struct HostLockTests {
         _ = try await t.run("touch -- \(file)")
         defer { unlink(file) }
         await #expect(throws: LockError.self) {
-            try await HostLock.acquire(on: t, info: LockInfo.current(runID: "x", runbook: "rb"), path: file)
+            try await HostLock.acquire(on: t, info: LockInfo.current(runID: "x", runbook: "rb"), path: file + "/lock")
         }
         await #expect(throws: LockError.self) {
             try await HostLock.acquire(on: t, info: LockInfo.current(runID: "x", runbook: "rb"), path: "/nonexistent-rbtest/lock")
