@@ -109,6 +109,10 @@ public protocol Transport: Sendable {
     /// command line. A non-zero exit is a normal result, not an error.
     func run(_ command: ShellCommand, stdin: [UInt8], timeout: Duration?,
              onOutput: (@Sendable (OutputEvent) -> Void)?) async throws(TransportError) -> CommandOutput
+    /// `run`, started only once `gate` opens; when it is cancelled instead, nothing runs and
+    /// this throws. An implementation may get ready meanwhile (the default just waits).
+    func run(_ command: ShellCommand, stdin: [UInt8], timeout: Duration?,
+             onOutput: (@Sendable (OutputEvent) -> Void)?, startingAfter gate: CommandGate) async throws(TransportError) -> CommandOutput
     /// The file's bytes, or nil when it does not exist.
     func readFile(_ path: String) async throws(TransportError) -> [UInt8]?
     /// What the path is, or nil when it does not exist.
@@ -140,6 +144,15 @@ public struct ExchangeReply: Sendable, Equatable {
 }
 
 extension Transport {
+    /// Waits for `gate`, then runs the command.
+    public func run(_ command: ShellCommand, stdin: [UInt8], timeout: Duration?,
+                    onOutput: (@Sendable (OutputEvent) -> Void)?, startingAfter gate: CommandGate) async throws(TransportError) -> CommandOutput {
+        guard await gate.decided() == .open else {
+            throw TransportError(host: hostName, message: "the command was not started")
+        }
+        return try await run(command, stdin: stdin, timeout: timeout, onOutput: onOutput)
+    }
+
     /// Runs a command without stdin, timeout or streaming.
     public func run(_ command: ShellCommand) async throws(TransportError) -> CommandOutput {
         try await run(command, stdin: [], timeout: nil, onOutput: nil)

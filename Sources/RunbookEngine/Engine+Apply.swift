@@ -345,6 +345,17 @@ extension Engine {
                 continue
             }
             let undo = Self.undoRecord(for: plan.operation, step: step, runID: runID)
+            // A command's channel opens while the intent is committed; the command itself
+            // starts only once the commit is done (the gate opens).
+            var gated: Task<StepResult, Never>? = nil
+            let gate = CommandGate()
+            if case .run = plan.operation {
+                let operation = plan.operation, context = context
+                gated = Task {
+                    await self.execute(operation, step: step, transport: transport, context: context, prepared: prepared,
+                                       runID: runID, gate: gate)
+                }
+            }
             let entry: Int64
             do {
                 entry = try journal.recordIntent(run: runID, host: host.name, stepIndex: index, stepName: step.name, kind: step.kind,
@@ -352,16 +363,23 @@ extension Engine {
                                                  completing: pendingOutcome)
                 pendingOutcome = nil
             } catch {
+                gate.cancel()
+                _ = await gated?.value
                 outcome.failure = "cannot write the journal: \(error)"
                 finishStep(.failed, outcome.failure)
                 return outcome
             }
             outcome.applied.append(AppliedStep(entry: entry, stepIndex: index, name: step.name, undo: undo,
                                                replay: Self.replay(step, plan.operation)))
+            gate.open()
             var result: StepResult = .failure("not run")
             for attempt in 0...max(0, step.retries) {
                 if attempt > 0 { try? await Task.sleep(for: step.delay) }
-                result = await execute(plan.operation, step: step, transport: transport, context: context, prepared: prepared, runID: runID)
+                if attempt == 0, let gated {
+                    result = await gated.value
+                } else {
+                    result = await execute(plan.operation, step: step, transport: transport, context: context, prepared: prepared, runID: runID)
+                }
                 if case .success = result { break }
             }
             switch result {
@@ -493,8 +511,9 @@ extension Engine {
     }
 
     /// Executes one planned operation (the only place a step changes a host).
+    /// `gate`: a `.run` operation's command starts only once it opens (see `CommandGate`).
     func execute(_ operation: Operation, step: Step, transport: any Transport, context: TemplateContext,
-                 prepared: PreparedRun, runID: String) async -> StepResult {
+                 prepared: PreparedRun, runID: String, gate: CommandGate? = nil) async -> StepResult {
         do throws(TransportError) {
             switch operation {
             case .putFile(let path, let contents, let mode, let owner, let group, let validate, let existed, _):
@@ -507,7 +526,11 @@ extension Engine {
                                                         validate: validate)
                 return .success(["changed": true, "path": .string(path)])
             case .run(let command, _):
-                let output = try await transport.run(become(step, command), stdin: [], timeout: step.timeout, onOutput: nil)
+                let output = if let gate {
+                    try await transport.run(become(step, command), stdin: [], timeout: step.timeout, onOutput: nil, startingAfter: gate)
+                } else {
+                    try await transport.run(become(step, command), stdin: [], timeout: step.timeout, onOutput: nil)
+                }
                 var outputs: [String: Value] = ["changed": true, "rc": .int(Int(output.exitStatus ?? -1)),
                                                 "stdout": .string(output.stdoutText), "stderr": .string(output.stderrText)]
                 if output.succeeded, let parse = StepKinds.outputParsers[step.kind] {

@@ -68,6 +68,19 @@ public final class SSHTransport: Transport {
 
     public func run(_ command: ShellCommand, stdin: [UInt8], timeout: Duration?,
                     onOutput: (@Sendable (OutputEvent) -> Void)?) async throws(TransportError) -> CommandOutput {
+        try await run(command, stdin: stdin, timeout: timeout, onOutput: onOutput, gate: nil)
+    }
+
+    /// Opens the command's channel at once and sends the command when `gate` opens.
+    public func run(_ command: ShellCommand, stdin: [UInt8], timeout: Duration?,
+                    onOutput: (@Sendable (OutputEvent) -> Void)?, startingAfter gate: CommandGate) async throws(TransportError) -> CommandOutput {
+        let execGate = ExecGate()
+        gate.whenDecided { $0 == .open ? execGate.open() : execGate.cancel() }
+        return try await run(command, stdin: stdin, timeout: timeout, onOutput: onOutput, gate: execGate)
+    }
+
+    private func run(_ command: ShellCommand, stdin: [UInt8], timeout: Duration?,
+                     onOutput: (@Sendable (OutputEvent) -> Void)?, gate: ExecGate?) async throws(TransportError) -> CommandOutput {
         let (line, input) = Self.deliverEnvironment(command, stdin: stdin)
         var forward: (@Sendable (OutputChunk) -> Void)? = nil
         if let onOutput {
@@ -77,7 +90,7 @@ public final class SSHTransport: Transport {
             }
         }
         do {
-            let r = try await connection.run(line, stdin: input, timeout: timeout, onOutput: forward)
+            let r = try await connection.run(line, stdin: input, timeout: timeout, onOutput: forward, gate: gate)
             return CommandOutput(stdout: r.stdout, stderr: r.stderr, exitStatus: r.exitStatus, exitSignal: r.exitSignal,
                                  timedOut: r.timedOut, duration: r.duration)
         } catch {

@@ -51,6 +51,8 @@ final class ExecOperation: LoopOperation {
     private let onOutput: (@Sendable (OutputChunk) -> Void)?
     private var continuation: CheckedContinuation<CommandResult, any Error>?
     private let tracksGroup: Bool
+    /// When set, the command waits for it after the channel is open.
+    private let gate: ExecGate?
 
     private var state = State.opening
     private var channel: OpaquePointer?
@@ -74,8 +76,10 @@ final class ExecOperation: LoopOperation {
     ///   - timeout: when set, the command is wrapped so its remote process group is known, and
     ///     at the deadline that group is sent TERM (then KILL) through a second channel.
     init(loopState: LoopState, session: SessionState, command: String, stdin: [UInt8], timeout: Duration?,
-         onOutput: (@Sendable (OutputChunk) -> Void)?, continuation: CheckedContinuation<CommandResult, any Error>?) {
+         onOutput: (@Sendable (OutputChunk) -> Void)?, continuation: CheckedContinuation<CommandResult, any Error>?,
+         gate: ExecGate? = nil) {
         self.loopState = loopState
+        self.gate = gate
         self.stdin = stdin
         self.onOutput = onOutput
         self.continuation = continuation
@@ -123,6 +127,17 @@ final class ExecOperation: LoopOperation {
                 state = .starting
                 progressed = true
             case .starting:
+                switch gate?.state {
+                case .waiting?:
+                    return progressed ? .progressed : .blocked([])
+                case .cancelled?:
+                    cancelled = true
+                    state = .closing
+                    progressed = true
+                    continue
+                case .open?, nil:
+                    break
+                }
                 let rc = command.withUnsafeBufferPointer { buf in
                     buf.withMemoryRebound(to: CChar.self) { rb_channel_exec(channel, $0.baseAddress, UInt32(buf.count)) }
                 }

@@ -157,7 +157,7 @@ public final class SSHConnection: Sendable {
     /// running at the deadline has its whole remote process group sent TERM, then KILL, and
     /// the result says `timedOut`. Cancelling the calling task ends the command the same way.
     public func run(_ command: String, stdin: [UInt8] = [], timeout: Duration? = nil,
-                    onOutput: (@Sendable (OutputChunk) -> Void)? = nil) async throws -> CommandResult {
+                    onOutput: (@Sendable (OutputChunk) -> Void)? = nil, gate: ExecGate? = nil) async throws -> CommandResult {
         let token = Self.tokens.withLock { value in
             value += 1
             return value
@@ -173,9 +173,10 @@ public final class SSHConnection: Sendable {
                         return
                     }
                     let op = ExecOperation(loopState: state, session: session, command: command, stdin: stdin,
-                                           timeout: effectiveTimeout, onOutput: onOutput, continuation: continuation)
+                                           timeout: effectiveTimeout, onOutput: onOutput, continuation: continuation, gate: gate)
                     state.register(op, token: token)
                     state.start(op)
+                    gate?.attach(self.loop)
                 }
             }
         } onCancel: {

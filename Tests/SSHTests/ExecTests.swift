@@ -22,6 +22,40 @@ struct ExecTests {
         #expect(ok.exitStatus == 0 && ok.stdout.isEmpty && ok.stderr.isEmpty)
     }
 
+    @Test("a gated command starts only when its gate opens; a cancelled gate runs nothing")
+    func gate() async throws {
+        let c = try await hosts.connect(hosts.target())
+        defer { Task { await c.close() } }
+        let mark = "/var/tmp/rbtest-gate-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: mark) }
+        // /var/tmp is shared with the test hosts.
+        let gate = ExecGate()
+        let running = Task { try await c.run("echo ran > \(mark); echo started", gate: gate) }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(!FileManager.default.fileExists(atPath: mark), "the command started before its gate opened")
+        gate.open()
+        let r = try await running.value
+        #expect(r.exitStatus == 0 && r.stdoutText == "started\n")
+        #expect(FileManager.default.fileExists(atPath: mark))
+        try FileManager.default.removeItem(atPath: mark)
+
+        let refused = ExecGate()
+        let never = Task { try await c.run("echo ran > \(mark)", gate: refused) }
+        try await Task.sleep(for: .milliseconds(100))
+        refused.cancel()
+        do {
+            _ = try await never.value
+            Issue.record("a cancelled gate still returned a result")
+        } catch let error as SSHError {
+            #expect(error.kind == .cancelled, "\(error)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: mark), "a cancelled gate ran the command")
+        // The session is still good, and a gate opened before the run starts lets it go at once.
+        let early = ExecGate()
+        early.open()
+        #expect(try await c.run("echo again", gate: early).stdoutText == "again\n")
+    }
+
     @Test("non-UTF-8 bytes survive")
     func rawBytes() async throws {
         let c = try await hosts.connect(hosts.target())
