@@ -97,6 +97,12 @@ extension Engine {
             request = RunRequest(runbook: plan.runbook, params: plan.params.mapValues(\.plainText), limit: plan.hosts.joined(separator: ","))
         }
         guard let request else { throw DiagnosticError(.error("apply needs a runbook name or --plan FILE")) }
+        // An existing journal opens on another thread while the project loads, so that its
+        // work is done before the handshakes start rather than competing with them for the
+        // CPU. A new one is only created once the input is known to be valid.
+        let journalPath = self.journalPath
+        let earlyJournal = FileManager.default.fileExists(atPath: journalPath)
+            ? Task.detached { Result<Journal, any Error> { try Journal(path: journalPath) } } : nil
         let prepared = try prepare(request)
         if let saved {
             let stale = saved.digests.keys.sorted().filter { saved.digests[$0] != prepared.digests[$0] }
@@ -123,7 +129,7 @@ extension Engine {
             Task { await Self.closeAll((await connecting.value).compactMapValues { try? $0.connection.get() }) }
         }
         let journal: Journal
-        do { journal = try Journal(path: journalPath) } catch {
+        do { journal = try await earlyJournal?.value.get() ?? Journal(path: journalPath) } catch {
             abandonConnections()
             return RunOutcome(runID: nil, exitCode: 1, message: "cannot open the journal: \(error)")
         }
@@ -247,7 +253,8 @@ extension Engine {
         }
         let failed = outcomes.filter { $0.failure != nil }
         if failed.isEmpty {
-            await releaseHostLocks()
+            // Nothing more to do on any host: each connection closes as soon as its lock is gone.
+            await self.releaseHostLocks(locked, info: info, thenClose: true)
             let changed = outcomes.filter(\.changed).count
             return finish(.succeeded, 0, "applied: \(changed) of \(outcomes.count) host\(outcomes.count == 1 ? "" : "s") changed")
         }
@@ -468,10 +475,12 @@ extension Engine {
         return Dictionary(uniqueKeysWithValues: results)
     }
 
-    /// Releases the host locks `lockHosts` took with `info`, on every host at once.
-    func releaseHostLocks(_ locked: [HostLockAttempt], info: LockInfo) async {
+    /// Releases the host locks `lockHosts` took with `info`, on every host at once; with
+    /// `thenClose`, each host's connection is closed right after its lock is released.
+    func releaseHostLocks(_ locked: [HostLockAttempt], info: LockInfo, thenClose: Bool = false) async {
         _ = await boundedMap(locked, limit: settings.forks) { lock in
             _ = try? await HostLock.release(on: lock.transport, info: info, path: lock.path)
+            if thenClose { await lock.transport.close() }
         }
     }
 
