@@ -147,8 +147,7 @@ extension Engine {
             events.emit(.runFinished(id: runID, status: status.rawValue, exitCode: code, message: message))
             return RunOutcome(runID: runID, exitCode: code, message: message)
         }
-        let info = LockInfo(runID: runID, controller: ControllerIdentity.hostname, pid: ControllerIdentity.pid,
-                            user: NSUserName(), startedAt: Date().formatted(.iso8601), runbook: prepared.runbook.name)
+        let info = LockInfo.current(runID: runID, runbook: prepared.runbook.name)
         let localLock: LocalLock
         do {
             localLock = try LocalLock.acquire(stateDir: settings.stateDir, info: info)
@@ -456,9 +455,10 @@ extension Engine {
     }
 
     /// Connects to every host (up to --forks at once) and takes each one's lock as soon as it
-    /// is connected and `info` is known; no lock is taken when `info` comes back nil.
+    /// is connected and `info` is known; no lock is taken without `info` or when it comes
+    /// back nil.
     func connectAndLockAll(_ hosts: [RunbookCore.Host], secrets: SecretStore,
-                           info: Task<LockInfo?, Never>) async -> [String: ConnectedHost] {
+                           info: Task<LockInfo?, Never>?) async -> [String: ConnectedHost] {
         let connector = Connector(secrets: secrets, logger: settings.logger)
         let results = await boundedMap(hosts, limit: settings.forks) { host -> (String, ConnectedHost) in
             let transport: any Transport
@@ -467,7 +467,7 @@ extension Engine {
             } catch {
                 return (host.name, ConnectedHost(connection: .failure(error), lock: nil))
             }
-            guard let info = await info.value else {
+            guard let info = await info?.value else {
                 return (host.name, ConnectedHost(connection: .success(transport), lock: nil))
             }
             return (host.name, ConnectedHost(connection: .success(transport), lock: await Self.lock(host, transport: transport, info: info)))

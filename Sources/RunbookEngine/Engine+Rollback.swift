@@ -174,8 +174,7 @@ extension Engine {
             let missing = Set(byHost.keys).subtracting(hosts.map(\.name)).sorted()
             return RunOutcome(runID: runID, exitCode: 2, message: "hosts of run \(runID) are no longer in the inventory: \(missing.joined(separator: ", "))")
         }
-        let info = LockInfo(runID: runID, controller: ControllerIdentity.hostname, pid: ControllerIdentity.pid,
-                            user: NSUserName(), startedAt: Date().formatted(.iso8601), runbook: run.runbook)
+        let info = LockInfo.current(runID: runID, runbook: run.runbook)
         // A lock left by this very run, whose controller is gone, is taken over.
         if let holder = try? LocalLock.read(stateDir: settings.stateDir), holder.runID == runID,
            holder.controller == ControllerIdentity.hostname, !LockInfo.processIsAlive(holder.pid) {

@@ -321,15 +321,7 @@ public struct Engine: Sendable {
 
     /// Connects to every host (at most `forks` at once); unreachable hosts are errors.
     func connectAll(_ hosts: [RunbookCore.Host], secrets: SecretStore) async -> [String: Result<any Transport, TransportError>] {
-        let connector = Connector(secrets: secrets, logger: settings.logger)
-        let results = await boundedMap(hosts, limit: settings.forks) { host -> (String, Result<any Transport, TransportError>) in
-            do throws(TransportError) {
-                return (host.name, .success(try await connector.connect(host)))
-            } catch {
-                return (host.name, .failure(error))
-            }
-        }
-        return Dictionary(uniqueKeysWithValues: results)
+        await connectAndLockAll(hosts, secrets: secrets, info: nil).mapValues(\.connection)
     }
 
     /// Makes a plan: loads, connects, reads facts, and returns the plan with the operations

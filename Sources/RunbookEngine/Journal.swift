@@ -231,28 +231,35 @@ public final class Journal: Sendable {
     /// here because GRDB formats it with a `DateFormatter`, whose ICU set-up costs every run
     /// a few milliseconds and megabytes; SQLite's date functions read the same text.
     static func timestamp(_ date: Date = Date()) -> String {
-        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
-        var seconds = time_t(milliseconds / 1000)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        func pad(_ n: some BinaryInteger, _ width: Int) -> String {
-            let text = String(n)
-            return text.count < width ? String(repeating: "0", count: width - text.count) + text : text
-        }
+        let (parts, milliseconds) = utc(date)
         return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2)) "
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(milliseconds % 1000, 3))"
+            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(milliseconds, 3))"
     }
 
     /// A fresh run id: `yyyyMMdd-HHmmss` in UTC, `-`, and 4 random hex digits.
     public static func makeRunID(date: Date = Date()) -> String {
-        var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
+        let (parts, _) = utc(date)
+        let stamp = "\(parts.tm_year + 1900)\(pad(parts.tm_mon + 1, 2))\(pad(parts.tm_mday, 2))-"
+            + "\(pad(parts.tm_hour, 2))\(pad(parts.tm_min, 2))\(pad(parts.tm_sec, 2))"
+        return stamp + "-" + pad(String(UInt16.random(in: 0...UInt16.max), radix: 16), 4)
+    }
+
+    /// `date`'s calendar fields in UTC, and its milliseconds.
+    private static func utc(_ date: Date) -> (tm, Int64) {
+        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        var seconds = time_t(milliseconds / 1000)
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
-        let stamp = "\(parts.tm_year + 1900)\(two(parts.tm_mon + 1))\(two(parts.tm_mday))-"
-            + "\(two(parts.tm_hour))\(two(parts.tm_min))\(two(parts.tm_sec))"
-        let random = String(UInt16.random(in: 0...UInt16.max), radix: 16)
-        return stamp + "-" + String(repeating: "0", count: 4 - random.count) + random
+        return (parts, milliseconds % 1000)
+    }
+
+    /// `n` with leading zeros to `width` digits.
+    private static func pad(_ n: some BinaryInteger, _ width: Int) -> String {
+        pad(String(n), width)
+    }
+
+    private static func pad(_ text: String, _ width: Int) -> String {
+        text.count < width ? String(repeating: "0", count: width - text.count) + text : text
     }
 }
 
