@@ -289,8 +289,12 @@ extension Engine {
                                           message: "not run again: the runbook no longer has this step at #\(applied.stepIndex + 1)"))
                 continue
             }
+            // The journal shows the step ran, so its `when:` held then; it is not asked again
+            // (it may read results of earlier steps, which a later rollback does not have).
+            var ran = step
+            ran.when = nil
             do {
-                let plan = try await planStep(step, host: host, transport: transport, context: context, prepared: prepared, atApply: true)
+                let plan = try await planStep(ran, host: host, transport: transport, context: context, prepared: prepared, atApply: true)
                 result[i].replay = Self.replay(step, plan.operation)
             } catch {
                 events.emit(.undoFinished(host: host.name, name: applied.name, ok: false,

@@ -156,6 +156,14 @@ struct ShippedRunbookTests {
         #expect(restore.status == 0, "\(restore.stderr)")
         #expect(try sandbox.psql("SELECT count(*) FROM product", user: "postgres", database: "restore_check") == "50000")
         _ = try sandbox.psql("DROP DATABASE restore_check", user: "postgres", database: "postgres")
+
+        // Rolled back later from the journal, web restarts with the old file: its restart step
+        // (`when: steps.compose.changed or …`) runs again although no step results are left.
+        let runID = try #require(Sandbox.runID(apply.stdout))
+        let rollback = try sandbox.runbook(["rollback", runID, "--yes"])
+        #expect(rollback.status == 0, "\(rollback.stdout)\(rollback.stderr)")
+        #expect(rollback.stdout.contains("Restart web  ok  ran again (rollback phase 2)"), "\(rollback.stdout)")
+        #expect(try Sandbox.workers(expecting: 4) == 4)
     }
 
     @Test("site-slow: kills the long query, drops to 2 workers, healthy; rollback brings the workers back")
