@@ -152,7 +152,7 @@ struct PlanApplyTests {
         try configRunbook(second)
         // Both controllers lock h1 at the same path, as two operators' would.
         try second.write("inventory/hosts.yml", try String(contentsOfFile: p.root + "/inventory/hosts.yml", encoding: .utf8))
-        let first = Task.detached { try p.run(["apply", "config", "--yes"]) }
+        let first = onOwnThread { try p.run(["apply", "config", "--yes"]) }
         // Wait until the first run holds h1's lock.
         var locked = false
         for _ in 0..<100 {
@@ -165,7 +165,7 @@ struct PlanApplyTests {
         #expect((r.stdout + r.stderr).contains("locked by run"))
         #expect((r.stdout + r.stderr).contains("runbook config"))
         #expect(!FileManager.default.fileExists(atPath: second.remoteDir + "/app.conf"))
-        FileManager.default.createFile(atPath: release, contents: nil)
+        _ = FileManager.default.createFile(atPath: release, contents: nil)
         let done = try await first.value
         #expect(done.status == 0, "\(done.stdout)\(done.stderr)")
     }
@@ -252,7 +252,7 @@ struct PlanApplyTests {
         let environment = ["RUNBOOK_SECRET_db_password": secret]
         let plan = try p.run(["plan", "secret", "--out", "plan.json"], environment: environment)
         #expect(plan.status == 0, "\(plan.stderr)")
-        let applying = Task.detached { try p.run(["apply", "secret", "--yes", "-v"], environment: environment) }
+        let applying = onOwnThread { try p.run(["apply", "secret", "--yes", "-v"], environment: environment) }
         try await Task.sleep(for: .milliseconds(1200))
         let ps = try p.remote("h1", "ps -eo args")
         let apply = try await applying.value

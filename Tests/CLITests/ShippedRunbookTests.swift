@@ -173,9 +173,9 @@ struct ShippedRunbookTests {
         // A two-minute query as the app's user, the kind a stuck request leaves running. It runs
         // through psql in the db container, not through the app: gunicorn's 30 s worker timeout
         // would end the request first whenever a loaded machine is slow to reach the kill.
-        async let slow = Task.detached {
+        let slow = onOwnThread {
             try sandbox.onHost("cd /srv/app && docker-compose -f docker-compose.prod.yml exec -T db psql -X -U app -d app -c 'SELECT pg_sleep(120)'")
-        }.value
+        }
         var running = ""
         for _ in 0..<40 {
             running = try sandbox.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active' AND now() - query_start > interval '3 seconds'")
@@ -186,7 +186,7 @@ struct ShippedRunbookTests {
         let apply = try sandbox.runbook(["apply", "site-slow", "-p", "older_than=3s", "--yes"])
         #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
         #expect(apply.stdout.contains("SELECT pg_sleep"), "the plan lists the query it kills")
-        let ended = try await slow
+        let ended = try await slow.value
         #expect(ended.status != 0 && ended.stderr.contains("terminating connection due to administrator command"),
                 "\(ended.stdout)\(ended.stderr)")
         #expect(try sandbox.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'") == "0")
@@ -261,7 +261,7 @@ struct ShippedRunbookTests {
         }
         let before = try startedAt()
         let stop = ManagedFlag()
-        let client = Task.detached { () -> (ok: Int, failed: [String]) in
+        let client = onOwnThread { () -> (ok: Int, failed: [String]) in
             var ok = 0
             var failed: [String] = []
             while !stop.isSet {

@@ -70,6 +70,18 @@ public struct ProcessOutput: Sendable {
     public let status: Int32
 }
 
+/// Runs blocking work (a process waited for, a polling loop) on a thread of its own, and
+/// returns a task to await its result. `Task.detached` would run it on one of Swift
+/// concurrency's cooperative threads, of which there are as many as cores: two long blocking
+/// calls (from tests running at once) then stall every other task until one of them ends.
+public func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) -> Task<T, any Error> {
+    Task {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Result(catching: body)) }.start()
+        }
+    }
+}
+
 /// Runs a program to completion, capturing stdout and stderr separately.
 public func runProcessFull(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, stdin: String? = nil, currentDirectory: String? = nil) throws -> ProcessOutput {
     let process = Process()
