@@ -54,7 +54,7 @@ final class ConnectOperation: LoopOperation {
     private var addressIndex = 0
     private var connecting = false
     private var tcpErrors: [String] = []
-    private var knownHosts = KnownHostsFile(path: "", entries: [])
+    private var knownHosts = KnownHostsFile.parse("", path: "")
     private var attempts: [AuthAttempt] = []
     private var attemptIndex = 0
     private var tried: [String] = []
@@ -157,7 +157,7 @@ final class ConnectOperation: LoopOperation {
             libssh2_session_set_blocking(raw, 0)
             if target.hostKeyPolicy != .off {
                 do {
-                    knownHosts = try KnownHostsFile.load(path: target.knownHostsFile)
+                    knownHosts = try KnownHostsFile.cached(path: target.knownHostsFile)
                 } catch {
                     return finish(.failure(error))
                 }

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Synchronization
 
 /// How host keys are checked against known_hosts.
 public enum HostKeyPolicy: String, Sendable {
@@ -43,6 +44,10 @@ public struct HostKey: Sendable, Equatable {
 }
 
 /// A parsed known_hosts file (OpenSSH format: plain and hashed names, patterns, markers).
+///
+/// Parsing splits the file into lines and fields on bytes; a key is only decoded from base64
+/// when its line applies to the host being checked. `cached(path:)` keeps one parse per file
+/// for the whole process, so twenty connections to twenty hosts read a long known_hosts once.
 public struct KnownHostsFile: Sendable {
     /// One key line.
     public struct Entry: Sendable {
@@ -56,35 +61,106 @@ public struct KnownHostsFile: Sendable {
         public let key: HostKey
     }
 
+    /// A key line as read: its key still in base64.
+    struct Line: Sendable {
+        let number: Int
+        let marker: String?
+        let hosts: String
+        let keyBase64: String
+
+        var entry: Entry? {
+            guard let blob = Data(base64Encoded: keyBase64) else { return nil }
+            return Entry(line: number, marker: marker, hosts: hosts, key: HostKey(blob: Array(blob)))
+        }
+    }
+
     /// The file the entries came from.
     public let path: String
+    let lines: [Line]
+
     /// Every parseable key line, in file order.
-    public let entries: [Entry]
+    public var entries: [Entry] { lines.compactMap(\.entry) }
 
     /// Reads `path`; a missing file is an empty list.
     public static func load(path: String) throws(SSHError) -> KnownHostsFile {
-        guard FileManager.default.fileExists(atPath: path) else { return KnownHostsFile(path: path, entries: []) }
+        guard FileManager.default.fileExists(atPath: path) else { return KnownHostsFile(path: path, lines: []) }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw SSHError(.knownHosts, "cannot read known_hosts file \(path)")
         }
-        return parse(String(decoding: data, as: UTF8.self), path: path)
+        return data.withUnsafeBytes { parse(bytes: $0, path: path) }
+    }
+
+    /// What `cached(path:)` keeps: a parse and the file's identity when it was read.
+    private struct Stamp: Equatable {
+        var device: UInt64, inode: UInt64, size: Int64, seconds: Int, nanoseconds: Int
+    }
+
+    private static let cache = Mutex<[String: (stamp: Stamp?, file: KnownHostsFile)]>([:])
+
+    /// `load(path:)`, read once per process while the file stays the same (device, inode, size
+    /// and modification time); a key recorded by accept-new changes the file and so the parse.
+    public static func cached(path: String) throws(SSHError) -> KnownHostsFile {
+        var info = stat()
+        let stamp: Stamp? = stat(path, &info) == 0
+            ? Stamp(device: UInt64(info.st_dev), inode: UInt64(info.st_ino), size: Int64(info.st_size),
+                    seconds: info.st_mtim.tv_sec, nanoseconds: info.st_mtim.tv_nsec)
+            : nil
+        let result: Result<KnownHostsFile, SSHError> = cache.withLock { cache in
+            if let hit = cache[path], hit.stamp == stamp { return .success(hit.file) }
+            do throws(SSHError) {
+                let file = try load(path: path)
+                cache[path] = (stamp, file)
+                return .success(file)
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try result.get()
     }
 
     /// Parses known_hosts text.
     public static func parse(_ text: String, path: String) -> KnownHostsFile {
-        var entries: [Entry] = []
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            var fields = rawLine.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
-            guard let first = fields.first, !first.hasPrefix("#") else { continue }
-            var marker: String? = nil
-            if first.hasPrefix("@") {
-                marker = first
-                fields.removeFirst()
-            }
-            guard fields.count >= 3, let blob = Data(base64Encoded: fields[2]) else { continue }
-            entries.append(Entry(line: index + 1, marker: marker, hosts: fields[0], key: HostKey(blob: Array(blob))))
+        var text = text
+        return text.withUTF8 { parse(bytes: UnsafeRawBufferPointer($0), path: path) }
+    }
+
+    static func parse(bytes: UnsafeRawBufferPointer, path: String) -> KnownHostsFile {
+        var lines: [Line] = []
+        var number = 0
+        var start = 0
+        while start <= bytes.count {
+            var end = start
+            while end < bytes.count && bytes[end] != 10 { end += 1 }
+            number += 1
+            if let line = parseLine(bytes, start..<end, number: number) { lines.append(line) }
+            start = end + 1
         }
-        return KnownHostsFile(path: path, entries: entries)
+        return KnownHostsFile(path: path, lines: lines)
+    }
+
+    /// One line's fields, split on spaces and tabs; nil for blank lines, comments and lines
+    /// with fewer than three fields (after a marker).
+    private static func parseLine(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>, number: Int) -> Line? {
+        var fields: [Range<Int>] = []
+        var index = range.lowerBound
+        while index < range.upperBound && fields.count < 4 {
+            while index < range.upperBound && (bytes[index] == 32 || bytes[index] == 9 || bytes[index] == 13) { index += 1 }
+            guard index < range.upperBound else { break }
+            let fieldStart = index
+            while index < range.upperBound && bytes[index] != 32 && bytes[index] != 9 && bytes[index] != 13 { index += 1 }
+            fields.append(fieldStart..<index)
+        }
+        guard let first = fields.first, bytes[first.lowerBound] != UInt8(ascii: "#") else { return nil }
+        func string(_ field: Range<Int>) -> String {
+            String(decoding: UnsafeRawBufferPointer(rebasing: bytes[field]), as: UTF8.self)
+        }
+        var marker: String? = nil
+        if bytes[first.lowerBound] == UInt8(ascii: "@") {
+            marker = string(first)
+            fields.removeFirst()
+        }
+        guard fields.count >= 3 else { return nil }
+        return Line(number: number, marker: marker, hosts: string(fields[0]), keyBase64: string(fields[2]))
     }
 
     /// The name a host is filed under: `host`, or `[host]:port` off port 22.
@@ -94,7 +170,7 @@ public struct KnownHostsFile: Sendable {
 
     /// The entries that apply to `name` (as made by `lookupName`), cert authorities left out.
     public func entries(for name: String) -> [Entry] {
-        entries.filter { $0.marker != "@cert-authority" && Self.hostField($0.hosts, matches: name) }
+        lines.lazy.filter { $0.marker != "@cert-authority" && Self.hostField($0.hosts, matches: name) }.compactMap(\.entry)
     }
 
     /// What known_hosts says about an offered key.
@@ -112,7 +188,7 @@ public struct KnownHostsFile: Sendable {
     /// Checks an offered key for `name`.
     public func verify(_ key: HostKey, name: String) -> Verdict {
         let candidates = entries(for: name)
-        if let revoked = entries.first(where: { $0.marker == "@revoked" && $0.key == key }) {
+        if let revoked = lines.lazy.filter({ $0.marker == "@revoked" }).compactMap(\.entry).first(where: { $0.key == key }) {
             return .revoked(line: revoked.line)
         }
         if let match = candidates.first(where: { $0.marker == nil && $0.key == key }) {
@@ -170,25 +246,41 @@ public struct KnownHostsFile: Sendable {
             let mac = HMAC<Insecure.SHA1>.authenticationCode(for: Data(name.utf8), using: SymmetricKey(data: salt))
             return Data(mac) == hash
         }
-        var matched = false
-        for pattern in field.split(separator: ",") {
-            if pattern.hasPrefix("!") {
-                if glob(String(pattern.dropFirst()), matches: name) { return false }
-            } else if glob(String(pattern), matches: name) {
-                matched = true
+        var field = field, name = name
+        return field.withUTF8 { field in
+            name.withUTF8 { name in
+                var matched = false
+                var start = 0
+                while start <= field.count {
+                    var end = start
+                    while end < field.count && field[end] != UInt8(ascii: ",") { end += 1 }
+                    let negated = end > start && field[start] == UInt8(ascii: "!")
+                    let pattern = UnsafeBufferPointer(rebasing: field[(negated ? start + 1 : start)..<end])
+                    if glob(pattern, matches: name) {
+                        if negated { return false }
+                        matched = true
+                    }
+                    start = end + 1
+                }
+                return matched
             }
         }
-        return matched
     }
 
     /// OpenSSH's `*` and `?` wildcard match, case-insensitive.
     static func glob(_ pattern: String, matches text: String) -> Bool {
-        let p = Array(pattern.lowercased()), t = Array(text.lowercased())
+        var pattern = pattern, text = text
+        return pattern.withUTF8 { p in text.withUTF8 { t in glob(p, matches: t) } }
+    }
+
+    /// The match on bytes, ASCII letters folded as OpenSSH's `match_pattern` folds them.
+    static func glob(_ p: UnsafeBufferPointer<UInt8>, matches t: UnsafeBufferPointer<UInt8>) -> Bool {
+        func lower(_ byte: UInt8) -> UInt8 { byte >= 65 && byte <= 90 ? byte + 32 : byte }
         var pi = 0, ti = 0, star = -1, mark = 0
         while ti < t.count {
-            if pi < p.count && (p[pi] == "?" || p[pi] == t[ti]) {
+            if pi < p.count && (p[pi] == UInt8(ascii: "?") || lower(p[pi]) == lower(t[ti])) {
                 pi += 1; ti += 1
-            } else if pi < p.count && p[pi] == "*" {
+            } else if pi < p.count && p[pi] == UInt8(ascii: "*") {
                 star = pi; mark = ti; pi += 1
             } else if star >= 0 {
                 pi = star + 1; mark += 1; ti = mark
@@ -196,7 +288,7 @@ public struct KnownHostsFile: Sendable {
                 return false
             }
         }
-        while pi < p.count && p[pi] == "*" { pi += 1 }
+        while pi < p.count && p[pi] == UInt8(ascii: "*") { pi += 1 }
         return pi == p.count
     }
 }

@@ -38,7 +38,7 @@ public struct SSHTarget: Sendable {
     /// Creates a target with OpenSSH-like defaults.
     public init(host: String, port: Int = 22, user: String, identityFiles: [String] = [], passphrase: String? = nil,
                 password: String? = nil, useAgent: Bool = true,
-                agentSocket: String? = ProcessInfo.processInfo.environment["SSH_AUTH_SOCK"],
+                agentSocket: String? = getenv("SSH_AUTH_SOCK").map { String(cString: $0) },
                 knownHostsFile: String, hostKeyPolicy: HostKeyPolicy = .strict, connectTimeout: Duration = .seconds(10),
                 keepaliveInterval: Int = 15, keepaliveCountMax: Int = 3) {
         self.host = host
