@@ -57,11 +57,6 @@ public struct LockInfo: Codable, Sendable, Hashable {
         return Array((try? encoder.encode(self)) ?? Data()) + [UInt8(ascii: "\n")]
     }
 
-    /// `encoded()` as text, without the newline: what a host lock's info.json holds on its one line.
-    var encodedLine: String {
-        String(decoding: encoded().dropLast(), as: UTF8.self)
-    }
-
     /// Decodes a lock's JSON; nil when it is empty, partial or not ours.
     static func decode(_ bytes: [UInt8]) -> LockInfo? {
         try? JSONDecoder().decode(LockInfo.self, from: Data(bytes))
@@ -280,10 +275,10 @@ public final class LocalLock: Sendable {
 
 // MARK: - Host lock
 
-/// The lock on a host: a file created by the shell with `set -C` (`O_CREAT|O_EXCL`: exactly
-/// one of several concurrent creators succeeds) holding the holder's `LockInfo` as one JSON
-/// line. Taking it starts no process on the host (the login shell's own redirection creates
-/// and writes it); releasing it starts one, `rm`.
+/// The lock on a host: a file created over SFTP with `O_CREAT|O_EXCL` (exactly one of several
+/// concurrent creators succeeds) holding the holder's `LockInfo` as one JSON line. Taking and
+/// releasing it start no process on the host beyond the session's one `sftp-server`, which
+/// file steps use as well: a shell command for each would cost the host a fork and an exec.
 ///
 /// The default path is `/tmp/runbook.lock`: writable by any SSH user without setup, and
 /// cleared by a reboot, which also ends any run that held it. The file is 0644, so every user
@@ -296,16 +291,17 @@ public enum HostLock {
     /// Takes the lock on the host; throws `LockHeld` with the holder's info read from the host
     /// when someone else has it.
     public static func acquire(on transport: any Transport, info: LockInfo, path: String = defaultPath) async throws {
+        let line = info.encoded()
         for _ in 0..<5 {
-            // One command: create and write the file only if nothing is at the path (noclobber;
-            // printf is a builtin). Exit 3: something is there; 4: it could not be created.
-            let made = try await transport.run(
-                "umask 022; set -C; printf '%s\\n' \(info.encodedLine) > \(path) && exit 0; "
-                    + "if [ -e \(path) ] || [ -L \(path) ]; then exit 3; fi; exit 4")
-            if made.succeeded { return }
-            if made.exitStatus != 3 {
-                throw LockError(host: transport.hostName, path: path,
-                                message: "cannot create: \(made.stderrText.trimmingCharacters(in: .whitespacesAndNewlines))")
+            do {
+                // Created only if nothing is at the path, a dangling symlink included.
+                try await transport.writeFile(path, contents: line, mode: 0o644, exclusive: true)
+                return
+            } catch {
+                // Something is there (SFTP reports it as a plain failure), or the file cannot be made.
+                guard try await transport.stat(path) != nil else {
+                    throw LockError(host: transport.hostName, path: path, message: "cannot create: \(error.message)")
+                }
             }
             switch try await readHolder(on: transport, path: path, patience: 10) {
             case .gone: continue  // released in between: try again
@@ -326,20 +322,24 @@ public enum HostLock {
         return true
     }
 
-    /// Removes the lock if it still holds exactly `info` (the lock `acquire` took with it),
-    /// in one command on the host; returns whether it did. A lock taken over by another run
-    /// (after a `runbook unlock`) holds other info and is left alone.
+    /// Removes the lock if it still holds exactly `info` (the lock `acquire` took with it);
+    /// returns whether it did. A lock taken over by another run (after a `runbook unlock`) holds
+    /// other info and is left alone.
     @discardableResult
     public static func release(on transport: any Transport, info: LockInfo, path: String = defaultPath) async throws -> Bool {
-        // `read` (a builtin) takes the info's one line without its newline; the shell then
-        // becomes `rm` (exec), the one process started. Exit 3: not this info (or no lock).
-        let result = try await transport.run(
-            "held=; if [ -f \(path) ]; then IFS= read -r held < \(path); fi; "
-                + "[ \"$held\" = \(info.encodedLine) ] || exit 3; exec rm -f -- \(path)")
-        if result.exitStatus == 3 { return false }
-        guard result.succeeded else {
-            throw LockError(host: transport.hostName, path: path,
-                            message: "cannot remove: \(result.stderrText.trimmingCharacters(in: .whitespacesAndNewlines))")
+        let held: [UInt8]?
+        do {
+            held = try await transport.readFile(path)
+        } catch {
+            // Not a file we could have made (an old-format lock directory): not ours.
+            if let found = try await transport.stat(path), !found.isRegularFile { return false }
+            throw LockError(host: transport.hostName, path: path, message: "cannot read: \(error.message)")
+        }
+        guard held == info.encoded() else { return false }
+        do {
+            try await transport.removeFile(path)
+        } catch {
+            throw LockError(host: transport.hostName, path: path, message: "cannot remove: \(error.message)")
         }
         return true
     }

@@ -131,7 +131,7 @@ struct HostLockTests {
         }
     }
 
-    @Test("release by info removes only the lock holding exactly that info, in one command")
+    @Test("release by info removes only the lock holding exactly that info")
     func releaseByInfo() async throws {
         for t in try await transports() {
             let path = uniquePath()
@@ -177,6 +177,7 @@ struct HostLockTests {
             let line = String(decoding: try JSONEncoder().encode(old), as: UTF8.self)
             _ = try await t.run("mkdir -- \(path) && printf '%s\\n' \(line) > \(path)/info.json")
             #expect(try await HostLock.read(on: t, path: path) == old, "\(t.hostName)")
+            #expect(try await HostLock.release(on: t, info: old, path: path) == false, "release by info leaves it to unlock")
             do {
                 try await HostLock.acquire(on: t, info: LockInfo.current(runID: "x", runbook: "rb"), path: path)
                 Issue.record("an old-style lock was not refused on \(t.hostName)")
@@ -227,15 +228,17 @@ struct HostLockTests {
 
     @Test("a lock path that cannot be created is an error, not a held lock")
     func uncreatable() async throws {
-        let t = LocalTransport(hostName: "local")
-        let file = uniquePath()
-        _ = try await t.run("touch -- \(file)")
-        defer { unlink(file) }
-        await #expect(throws: LockError.self) {
-            try await HostLock.acquire(on: t, info: LockInfo.current(runID: "x", runbook: "rb"), path: file + "/lock")
-        }
-        await #expect(throws: LockError.self) {
-            try await HostLock.acquire(on: t, info: LockInfo.current(runID: "x", runbook: "rb"), path: "/nonexistent-rbtest/lock")
+        for t in try await transports() {
+            let file = uniquePath()
+            _ = try await t.run("touch -- \(file)")
+            await #expect(throws: LockError.self, "\(t.hostName)") {
+                try await HostLock.acquire(on: t, info: LockInfo.current(runID: "x", runbook: "rb"), path: file + "/lock")
+            }
+            await #expect(throws: LockError.self, "\(t.hostName)") {
+                try await HostLock.acquire(on: t, info: LockInfo.current(runID: "x", runbook: "rb"), path: "/nonexistent-rbtest/lock")
+            }
+            _ = try await t.run("rm -f -- \(file)")
+            await t.close()
         }
     }
 }
