@@ -1,3 +1,4 @@
+import Synchronization
 /// A piece of output from a running command.
 public struct OutputEvent: Sendable {
     /// stdout or stderr.
@@ -113,6 +114,11 @@ public protocol Transport: Sendable {
     /// this throws. An implementation may get ready meanwhile (the default just waits).
     func run(_ command: ShellCommand, stdin: [UInt8], timeout: Duration?,
              onOutput: (@Sendable (OutputEvent) -> Void)?, startingAfter gate: CommandGate) async throws(TransportError) -> CommandOutput
+    /// `run(…startingAfter:)` without waiting for it: the command is on its way when this
+    /// returns, and its output is awaited through the `PendingCommand`. An implementation may
+    /// hand it over without starting a task (the default starts one).
+    func start(_ command: ShellCommand, stdin: [UInt8], timeout: Duration?,
+               onOutput: (@Sendable (OutputEvent) -> Void)?, startingAfter gate: CommandGate) -> PendingCommand
     /// The file's bytes, or nil when it does not exist.
     func readFile(_ path: String) async throws(TransportError) -> [UInt8]?
     /// What the path is, or nil when it does not exist.
@@ -151,6 +157,22 @@ extension Transport {
             throw TransportError(host: hostName, message: "the command was not started")
         }
         return try await run(command, stdin: stdin, timeout: timeout, onOutput: onOutput)
+    }
+
+    /// Runs `run(…startingAfter:)` in a task of its own.
+    public func start(_ command: ShellCommand, stdin: [UInt8], timeout: Duration?,
+                      onOutput: (@Sendable (OutputEvent) -> Void)?, startingAfter gate: CommandGate) -> PendingCommand {
+        let task = Mutex<Task<Void, Never>?>(nil)
+        let pending = PendingCommand(onCancel: { task.withLock { $0 }?.cancel() })
+        let running = Task {
+            do throws(TransportError) {
+                pending.finish(.success(try await run(command, stdin: stdin, timeout: timeout, onOutput: onOutput, startingAfter: gate)))
+            } catch {
+                pending.finish(.failure(error))
+            }
+        }
+        task.withLock { $0 = running }
+        return pending
     }
 
     /// Runs a command without stdin, timeout or streaming.

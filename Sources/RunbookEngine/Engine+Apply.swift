@@ -320,6 +320,7 @@ extension Engine {
         // commit per step instead of two), or when the host is done.
         var pendingOutcome: StepOutcome? = nil
         defer { if let pendingOutcome { try? journal.recordOutcome(pendingOutcome) } }
+        let encoder = JSONEncoder()
         for (index, step) in prepared.runbook.steps.enumerated() {
             var plan = plans[index]
             let started = ContinuousClock.now
@@ -351,26 +352,22 @@ extension Engine {
                 continue
             }
             let undo = Self.undoRecord(for: plan.operation, step: step, runID: runID)
-            // A command's channel opens while the intent is committed; the command itself
-            // starts only once the commit is done (the gate opens).
-            var gated: Task<StepResult, Never>? = nil
+            // A command is handed to the transport now (over SSH its channel opens while the
+            // intent is committed) and starts only once the commit is done (the gate opens).
+            var command: PendingCommand? = nil
             let gate = CommandGate()
-            if case .run = plan.operation {
-                let operation = plan.operation, context = context
-                gated = Task {
-                    await self.execute(operation, step: step, transport: transport, context: context, prepared: prepared,
-                                       runID: runID, gate: gate)
-                }
+            if case .run(let line, _) = plan.operation {
+                command = transport.start(become(step, line), stdin: [], timeout: step.timeout, onOutput: nil, startingAfter: gate)
             }
             let entry: Int64
             do {
                 entry = try journal.recordIntent(run: runID, host: host.name, stepIndex: index, stepName: step.name, kind: step.kind,
-                                                 phase: .apply, undo: try JSONEncoder().encode(undo), irreversible: !plan.change.reversible,
+                                                 phase: .apply, undo: try encoder.encode(undo), irreversible: !plan.change.reversible,
                                                  completing: pendingOutcome)
                 pendingOutcome = nil
             } catch {
                 gate.cancel()
-                _ = await gated?.value
+                _ = try? await command?.output()
                 outcome.failure = "cannot write the journal: \(error)"
                 finishStep(.failed, outcome.failure)
                 return outcome
@@ -381,8 +378,12 @@ extension Engine {
             var result: StepResult = .failure("not run")
             for attempt in 0...max(0, step.retries) {
                 if attempt > 0 { try? await Task.sleep(for: step.delay) }
-                if attempt == 0, let gated {
-                    result = await gated.value
+                if attempt == 0, let command {
+                    do throws(TransportError) {
+                        result = Self.commandResult(try await command.output(), step: step)
+                    } catch {
+                        result = .failure(error.message)
+                    }
                 } else {
                     result = await execute(plan.operation, step: step, transport: transport, context: context, prepared: prepared, runID: runID)
                 }
@@ -413,6 +414,21 @@ extension Engine {
     enum StepResult: Sendable {
         case success([String: Value])
         case failure(String)
+    }
+
+    /// A finished command as a step's result: its outputs (`rc`, `stdout`, `stderr`, and what
+    /// the kind parses from stdout), or a failure naming the status and the last lines of stderr.
+    static func commandResult(_ output: CommandOutput, step: Step) -> StepResult {
+        var outputs: [String: Value] = ["changed": true, "rc": .int(Int(output.exitStatus ?? -1)),
+                                        "stdout": .string(output.stdoutText), "stderr": .string(output.stderrText)]
+        if output.succeeded, let parse = StepKinds.outputParsers[step.kind] {
+            outputs.merge(parse(output.stdoutText)) { _, new in new }
+        }
+        guard output.succeeded else {
+            let tail = output.stderrText.split(separator: "\n").suffix(5).joined(separator: " | ")
+            return .failure("\(output.statusText)\(tail.isEmpty ? "" : ": " + tail)")
+        }
+        return .success(outputs)
     }
 
     /// The backup a file step keeps beside the file, for undo.
@@ -522,7 +538,7 @@ extension Engine {
     /// Executes one planned operation (the only place a step changes a host).
     /// `gate`: a `.run` operation's command starts only once it opens (see `CommandGate`).
     func execute(_ operation: Operation, step: Step, transport: any Transport, context: TemplateContext,
-                 prepared: PreparedRun, runID: String, gate: CommandGate? = nil) async -> StepResult {
+                 prepared: PreparedRun, runID: String) async -> StepResult {
         do throws(TransportError) {
             switch operation {
             case .putFile(let path, let contents, let mode, let owner, let group, let validate, let existed, _):
@@ -535,21 +551,8 @@ extension Engine {
                                                         validate: validate)
                 return .success(["changed": true, "path": .string(path)])
             case .run(let command, _):
-                let output = if let gate {
-                    try await transport.run(become(step, command), stdin: [], timeout: step.timeout, onOutput: nil, startingAfter: gate)
-                } else {
-                    try await transport.run(become(step, command), stdin: [], timeout: step.timeout, onOutput: nil)
-                }
-                var outputs: [String: Value] = ["changed": true, "rc": .int(Int(output.exitStatus ?? -1)),
-                                                "stdout": .string(output.stdoutText), "stderr": .string(output.stderrText)]
-                if output.succeeded, let parse = StepKinds.outputParsers[step.kind] {
-                    outputs.merge(parse(output.stdoutText)) { _, new in new }
-                }
-                guard output.succeeded else {
-                    let tail = output.stderrText.split(separator: "\n").suffix(5).joined(separator: " | ")
-                    return .failure("\(output.statusText)\(tail.isEmpty ? "" : ": " + tail)")
-                }
-                return .success(outputs)
+                return Self.commandResult(try await transport.run(become(step, command), stdin: [], timeout: step.timeout, onOutput: nil),
+                                          step: step)
             case .assert(let conditions, let message):
                 for condition in conditions {
                     let holds: Bool

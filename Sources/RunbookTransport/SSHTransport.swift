@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import RunbookCore
 import SSH
+import Synchronization
 
 /// A host reached over SSH: one session, reused for every command and file operation.
 public final class SSHTransport: Transport {
@@ -66,36 +67,49 @@ public final class SSHTransport: Transport {
         return TransportError(host: host, message: "\(error)")
     }
 
-    public func run(_ command: ShellCommand, stdin: [UInt8], timeout: Duration?,
-                    onOutput: (@Sendable (OutputEvent) -> Void)?) async throws(TransportError) -> CommandOutput {
-        try await run(command, stdin: stdin, timeout: timeout, onOutput: onOutput, gate: nil)
-    }
-
     /// Opens the command's channel at once and sends the command when `gate` opens.
     public func run(_ command: ShellCommand, stdin: [UInt8], timeout: Duration?,
                     onOutput: (@Sendable (OutputEvent) -> Void)?, startingAfter gate: CommandGate) async throws(TransportError) -> CommandOutput {
-        let execGate = ExecGate()
-        gate.whenDecided { $0 == .open ? execGate.open() : execGate.cancel() }
-        return try await run(command, stdin: stdin, timeout: timeout, onOutput: onOutput, gate: execGate)
+        try await start(command, stdin: stdin, timeout: timeout, onOutput: onOutput, startingAfter: gate).output()
     }
 
-    private func run(_ command: ShellCommand, stdin: [UInt8], timeout: Duration?,
-                     onOutput: (@Sendable (OutputEvent) -> Void)?, gate: ExecGate?) async throws(TransportError) -> CommandOutput {
+    /// Hands the command to the connection's loop at once: its channel opens while the caller
+    /// works, the command goes when `gate` opens, and the output comes back to whoever awaits it.
+    public func start(_ command: ShellCommand, stdin: [UInt8], timeout: Duration?,
+                      onOutput: (@Sendable (OutputEvent) -> Void)?, startingAfter gate: CommandGate) -> PendingCommand {
+        let execGate = ExecGate()
+        gate.whenDecided { $0 == .open ? execGate.open() : execGate.cancel() }
         let (line, input) = Self.deliverEnvironment(command, stdin: stdin)
-        var forward: (@Sendable (OutputChunk) -> Void)? = nil
-        if let onOutput {
-            forward = { @Sendable (chunk: OutputChunk) -> Void in
-                let stream: OutputEvent.Stream = chunk.stream == .stdout ? .stdout : .stderr
-                onOutput(OutputEvent(stream: stream, bytes: chunk.bytes))
-            }
+        let host = hostName
+        let started = Mutex<StartedCommand?>(nil)
+        let pending = PendingCommand(onCancel: { started.withLock { $0 }?.cancel() })
+        let handle = connection.start(line, stdin: input, timeout: timeout, onOutput: Self.forward(onOutput), gate: execGate) { result in
+            pending.finish(result.map(Self.output).mapError { Self.wrap($0, host: host) })
         }
+        started.withLock { $0 = handle }
+        return pending
+    }
+
+    public func run(_ command: ShellCommand, stdin: [UInt8], timeout: Duration?,
+                    onOutput: (@Sendable (OutputEvent) -> Void)?) async throws(TransportError) -> CommandOutput {
+        let (line, input) = Self.deliverEnvironment(command, stdin: stdin)
         do {
-            let r = try await connection.run(line, stdin: input, timeout: timeout, onOutput: forward, gate: gate)
-            return CommandOutput(stdout: r.stdout, stderr: r.stderr, exitStatus: r.exitStatus, exitSignal: r.exitSignal,
-                                 timedOut: r.timedOut, duration: r.duration)
+            return Self.output(try await connection.run(line, stdin: input, timeout: timeout, onOutput: Self.forward(onOutput)))
         } catch {
             throw Self.wrap(error, host: hostName)
         }
+    }
+
+    private static func forward(_ onOutput: (@Sendable (OutputEvent) -> Void)?) -> (@Sendable (OutputChunk) -> Void)? {
+        guard let onOutput else { return nil }
+        return { chunk in
+            onOutput(OutputEvent(stream: chunk.stream == .stdout ? .stdout : .stderr, bytes: chunk.bytes))
+        }
+    }
+
+    private static func output(_ r: CommandResult) -> CommandOutput {
+        CommandOutput(stdout: r.stdout, stderr: r.stderr, exitStatus: r.exitStatus, exitSignal: r.exitSignal,
+                      timedOut: r.timedOut, duration: r.duration)
     }
 
     /// Secrets travel on stdin, never on a command line: the first stdin line carries the

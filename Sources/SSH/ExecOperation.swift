@@ -49,7 +49,7 @@ final class ExecOperation: LoopOperation {
     private let command: [UInt8]
     private let stdin: [UInt8]
     private let onOutput: (@Sendable (OutputChunk) -> Void)?
-    private var continuation: CheckedContinuation<CommandResult, any Error>?
+    private var completion: (@Sendable (Result<CommandResult, SSHError>) -> Void)?
     private let tracksGroup: Bool
     /// When set, the command waits for it after the channel is open.
     private let gate: ExecGate?
@@ -76,13 +76,13 @@ final class ExecOperation: LoopOperation {
     ///   - timeout: when set, the command is wrapped so its remote process group is known, and
     ///     at the deadline that group is sent TERM (then KILL) through a second channel.
     init(loopState: LoopState, session: SessionState, command: String, stdin: [UInt8], timeout: Duration?,
-         onOutput: (@Sendable (OutputChunk) -> Void)?, continuation: CheckedContinuation<CommandResult, any Error>?,
+         onOutput: (@Sendable (OutputChunk) -> Void)?, completion: (@Sendable (Result<CommandResult, SSHError>) -> Void)?,
          gate: ExecGate? = nil) {
         self.loopState = loopState
         self.gate = gate
         self.stdin = stdin
         self.onOutput = onOutput
-        self.continuation = continuation
+        self.completion = completion
         self.tracksGroup = timeout != nil
         if timeout != nil {
             // sshd runs the command through the login shell after setsid(), so that shell's pid is
@@ -294,7 +294,7 @@ final class ExecOperation: LoopOperation {
         guard !killStarted, state == .running else { return }
         killStarted = true
         let script = "kill -TERM -- -\(group) 2>/dev/null; i=0; while kill -0 -- -\(group) 2>/dev/null; do i=$((i+1)); if [ $i -gt 30 ]; then kill -KILL -- -\(group) 2>/dev/null; break; fi; sleep 0.1; done; true"
-        loopState.start(ExecOperation(loopState: loopState, session: session, command: script, stdin: [], timeout: nil, onOutput: nil, continuation: nil))
+        loopState.start(ExecOperation(loopState: loopState, session: session, command: script, stdin: [], timeout: nil, onOutput: nil, completion: nil))
     }
 
     private func collectExit(_ raw: OpaquePointer) {
@@ -312,17 +312,17 @@ final class ExecOperation: LoopOperation {
     private func finish() {
         state = .done
         session.releaseOpenLock(self)
-        guard let continuation else { return }
-        self.continuation = nil
+        guard let completion else { return }
+        self.completion = nil
         if cancelled {
-            continuation.resume(throwing: SSHError(.cancelled, "the command on \(session.label) was cancelled"))
+            completion(.failure(SSHError(.cancelled, "the command on \(session.label) was cancelled")))
         } else if let error, !timedOut {
-            continuation.resume(throwing: error)
+            completion(.failure(error))
         } else {
             if let pending = markerBuffer { stderr += pending }
-            continuation.resume(returning: CommandResult(
+            completion(.success(CommandResult(
                 stdout: stdout, stderr: stderr, exitStatus: exitStatus, exitSignal: exitSignal,
-                timedOut: timedOut, duration: .now - started))
+                timedOut: timedOut, duration: .now - started)))
         }
     }
 
@@ -330,9 +330,9 @@ final class ExecOperation: LoopOperation {
         self.error = error
         channel = nil
         state = .done
-        guard let continuation else { return }
-        self.continuation = nil
-        continuation.resume(throwing: error)
+        guard let completion else { return }
+        self.completion = nil
+        completion(.failure(error))
     }
 }
 

@@ -158,6 +158,35 @@ public final class SSHConnection: Sendable {
     /// the result says `timedOut`. Cancelling the calling task ends the command the same way.
     public func run(_ command: String, stdin: [UInt8] = [], timeout: Duration? = nil,
                     onOutput: (@Sendable (OutputChunk) -> Void)? = nil, gate: ExecGate? = nil) async throws -> CommandResult {
+        // A cancellation that comes before the command is handed over is applied right after.
+        let box = Mutex<(started: StartedCommand?, cancelled: Bool)>((nil, false))
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<CommandResult, any Error>) in
+                let started = start(command, stdin: stdin, timeout: timeout, onOutput: onOutput, gate: gate) { result in
+                    continuation.resume(with: result)
+                }
+                if box.withLock({ value -> Bool in
+                    value.started = started
+                    return value.cancelled
+                }) {
+                    started.cancel()
+                }
+            }
+        } onCancel: {
+            box.withLock { value -> StartedCommand? in
+                value.cancelled = true
+                return value.started
+            }?.cancel()
+        }
+    }
+
+    /// `run`, without waiting: the command is handed to the connection's loop at once and
+    /// `completion` is called there with its result. The caller can go on with other work
+    /// (the engine commits its journal) and no task has to be started to wait for it.
+    @discardableResult
+    public func start(_ command: String, stdin: [UInt8] = [], timeout: Duration? = nil,
+                      onOutput: (@Sendable (OutputChunk) -> Void)? = nil, gate: ExecGate? = nil,
+                      completion: @escaping @Sendable (Result<CommandResult, SSHError>) -> Void) -> StartedCommand {
         let token = Self.tokens.withLock { value in
             value += 1
             return value
@@ -165,23 +194,18 @@ public final class SSHConnection: Sendable {
         let id = sessionID
         // Cancellation needs the process group, so a cancellable run always tracks it.
         let effectiveTimeout = timeout ?? .seconds(366 * 86_400)
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<CommandResult, any Error>) in
-                loop.execute { state in
-                    guard let session = state.sessions[id] else {
-                        continuation.resume(throwing: SSHError(.closed, "the connection to \(self.target.label) is closed"))
-                        return
-                    }
-                    let op = ExecOperation(loopState: state, session: session, command: command, stdin: stdin,
-                                           timeout: effectiveTimeout, onOutput: onOutput, continuation: continuation, gate: gate)
-                    state.register(op, token: token)
-                    state.start(op)
-                    gate?.attach(self.loop)
-                }
+        loop.execute { state in
+            guard let session = state.sessions[id] else {
+                completion(.failure(SSHError(.closed, "the connection to \(self.target.label) is closed")))
+                return
             }
-        } onCancel: {
-            loop.execute { state in state.cancel(token: token) }
+            let op = ExecOperation(loopState: state, session: session, command: command, stdin: stdin,
+                                   timeout: effectiveTimeout, onOutput: onOutput, completion: completion, gate: gate)
+            state.register(op, token: token)
+            state.start(op)
+            gate?.attach(self.loop)
         }
+        return StartedCommand(loop: loop, token: token)
     }
 
     /// Reads a remote file over SFTP; nil when it does not exist.
@@ -245,5 +269,17 @@ public final class SSHConnection: Sendable {
                 state.start(make(state, session, continuation))
             }
         }
+    }
+}
+
+/// A command handed to its connection by `SSHConnection.start`.
+public struct StartedCommand: Sendable {
+    fileprivate let loop: EventLoop
+    fileprivate let token: Int
+
+    /// Ends the command early, as cancelling `run`'s task does: its remote process group is
+    /// killed and the completion gets `.cancelled`.
+    public func cancel() {
+        loop.execute { state in state.cancel(token: token) }
     }
 }

@@ -21,6 +21,33 @@ struct TransportTests {
         try await env.bothTransports(host.name)
     }
 
+    @Test("a started command waits for its gate, and its output comes back once, however late it is asked for")
+    func startedCommand() async throws {
+        for t in try await transports() {
+            let mark = "/var/tmp/rbtest-start-\(UUID().uuidString)"
+            let gate = CommandGate()
+            let pending = t.start("echo ran > \(mark); echo out; echo err >&2; exit 3", stdin: [], timeout: .seconds(30),
+                                  onOutput: nil, startingAfter: gate)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await t.stat(mark) == nil, "the command started before its gate opened on \(t.hostName)")
+            gate.open()
+            let output = try await pending.output()
+            #expect(output.stdoutText == "out\n" && output.stderrText == "err\n" && output.exitStatus == 3, "\(t.hostName)")
+            #expect(try await t.readFile(mark) == Array("ran\n".utf8), "\(t.hostName)")
+            // Asked again after it finished: the same output, at once.
+            #expect(try await pending.output().stdoutText == "out\n")
+
+            _ = try await t.run("rm -f \(mark)")
+            let refused = CommandGate()
+            let never = t.start("echo ran > \(mark)", stdin: [], timeout: nil, onOutput: nil, startingAfter: refused)
+            refused.cancel()
+            await #expect(throws: TransportError.self, "a cancelled gate on \(t.hostName)") { _ = try await never.output() }
+            #expect(try await t.stat(mark) == nil, "a cancelled gate ran the command on \(t.hostName)")
+            #expect(try await t.run("echo still").stdoutText == "still\n", "the connection still works on \(t.hostName)")
+            await t.close()
+        }
+    }
+
     @Test("an atomic write replaces the file with the final mode and leaves no temp file")
     func atomicWrite() async throws {
         for t in try await transports() {
