@@ -15,7 +15,7 @@ struct Runbook: AsyncParsableCommand {
     )
 
     /// The subcommands that open SSH connections.
-    static let connectingCommands: Set<String> = ["plan", "apply", "rollback", "exec", "unlock"]
+    static let connectingCommands = ["plan", "apply", "rollback", "exec", "unlock"]
 
     /// Parses, runs, and maps every outcome to SPEC §2's exit codes.
     static func main() async {
