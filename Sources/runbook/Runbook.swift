@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import RunbookCore
+import RunbookEngine
 import RunbookTransport
 
 /// The `runbook` command: plan, apply and roll back operational procedures over SSH.
@@ -16,6 +17,8 @@ struct Runbook: AsyncParsableCommand {
 
     /// The subcommands that open SSH connections.
     static let connectingCommands = ["plan", "apply", "rollback", "exec", "unlock"]
+    /// The connecting subcommands that load a project and run its steps.
+    static let projectCommands = ["plan", "apply", "rollback"]
 
     /// Parses, runs, and maps every outcome to SPEC §2's exit codes.
     static func main() async {
@@ -27,6 +30,7 @@ struct Runbook: AsyncParsableCommand {
         // threads, while the arguments are parsed and the project is loaded.
         if CommandLine.arguments.count > 1, connectingCommands.contains(CommandLine.arguments[1]) {
             SSHTransport.warmUp()
+            if projectCommands.contains(CommandLine.arguments[1]) { Engine.warmUp() }
         }
         do {
             var command = try parseAsRoot()
