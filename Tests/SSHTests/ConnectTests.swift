@@ -92,6 +92,23 @@ struct ConnectTests {
         await pw.close()
     }
 
+    @Test("a key held by ssh-agent logs in, with no identity file")
+    func agent() async throws {
+        // scripts/testhosts runs two agents: one holds the hosts' key, one a key they refuse.
+        var target = hosts.target(key: "/nonexistent/key")
+        target.identityFiles = []
+        target.useAgent = true
+        target.agentSocket = hosts.env["RBT_AGENT_SOCK"]
+        let c = try await hosts.connect(target)
+        #expect(try await c.run("whoami").stdoutText == "root\n")
+        await c.close()
+
+        target.agentSocket = hosts.env["RBT_AGENT_SOCK_WRONG"]
+        let error = await #expect(throws: SSHError.self) { _ = try await hosts.connect(target) }
+        #expect(error?.kind == .authentication)
+        #expect(error?.message.contains("ssh-agent (1 key rejected)") == true, "\(String(describing: error))")
+    }
+
     @Test("RSA keys fail with an explanation (libssh2 1.10 signs with SHA-1)")
     func rsaKey() async throws {
         do {

@@ -133,6 +133,40 @@ struct ExecTests {
         for i in 0..<20 { #expect(outputs[i] == "\(i)\n") }
     }
 
+    @Test("every command reuses the one TCP connection, which has TCP_NODELAY set")
+    func sessionReuse() async throws {
+        let c = try await hosts.connect(hosts.target())
+        defer { Task { await c.close() } }
+        // sshd puts the client's address and port in SSH_CLIENT: one connection, one port.
+        var clients: Set<String> = []
+        for _ in 0..<5 { clients.insert(try await c.run("echo $SSH_CLIENT").stdoutText) }
+        async let a = c.run("echo $SSH_CLIENT")
+        async let b = c.run("echo $SSH_CLIENT")
+        clients.insert(try await a.stdoutText)
+        clients.insert(try await b.stdoutText)
+        #expect(clients.count == 1, "\(clients)")
+        let fields = clients.first?.split(separator: " ") ?? []
+        let port = try #require(fields.count == 3 ? UInt16(fields[1]) : nil)
+        // This process's socket with that local port is the session's: ask it for TCP_NODELAY.
+        let socket = try #require(openTCPSocket(localPort: port), "no socket of this process has local port \(port)")
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        #expect(getsockopt(socket, Int32(IPPROTO_TCP), TCP_NODELAY, &value, &length) == 0)
+        #expect(value != 0, "TCP_NODELAY is not set on the session's socket")
+    }
+
+    @Test("a command killed by a signal reports the signal, not an exit status")
+    func exitSignal() async throws {
+        let c = try await hosts.connect(hosts.target())
+        defer { Task { await c.close() } }
+        let r = try await c.run("echo before; kill -TERM $$; echo after")
+        #expect(r.stdoutText == "before\n")
+        #expect(r.exitSignal == "TERM")
+        #expect(r.timedOut == false)
+        // The session is still good afterwards.
+        #expect(try await c.run("echo still").stdoutText == "still\n")
+    }
+
     @Test("stdin reaches the command")
     func stdin() async throws {
         let c = try await hosts.connect(hosts.target())
@@ -167,4 +201,32 @@ struct ExecTests {
         defer { Task { await c.close() } }
         #expect(try await c.run("hostname").stdoutText == "h1\n")
     }
+}
+
+/// The file descriptor of this process's TCP socket bound to `localPort`, found through
+/// /proc/self/fd, or nil.
+func openTCPSocket(localPort: UInt16) -> Int32? {
+    guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return nil }
+    for entry in entries {
+        guard let fd = Int32(entry),
+              let link = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(entry)"),
+              link.hasPrefix("socket:") else { continue }
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard rc == 0 else { continue }
+        let port: UInt16
+        switch Int32(storage.ss_family) {
+        case AF_INET:
+            port = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) } }
+        case AF_INET6:
+            port = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin6_port) } }
+        default:
+            continue
+        }
+        if port == localPort { return fd }
+    }
+    return nil
 }
