@@ -56,6 +56,57 @@ struct CLITests {
         #expect(summary?["hosts"] as? Int == 5)
     }
 
+    @Test("exec runs hosts in parallel, at most --forks at a time")
+    func execForks() throws {
+        let dir = "/var/tmp/rbtest-forks-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // Each host notes when its command starts and ends (the hosts share this machine's clock).
+        func intervals(forks: String) throws -> [(start: Int, end: Int)] {
+            let command = "date +%s%N > \(dir)/$(hostname).\(forks).start; sleep 0.6; date +%s%N > \(dir)/$(hostname).\(forks).end"
+            let r = try runbook("exec", "h1,h2,h3", "--forks", forks, "-i", env["RBT_INVENTORY"], "--", command)
+            #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+            return try ["h1", "h2", "h3"].map { host in
+                func read(_ suffix: String) throws -> Int {
+                    Int(try String(contentsOfFile: "\(dir)/\(host).\(forks).\(suffix)", encoding: .utf8)
+                        .trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+                }
+                return (try read("start"), try read("end"))
+            }
+        }
+        let together = try intervals(forks: "3")
+        #expect(together.map(\.start).max()! < together.map(\.end).min()!, "with --forks 3 all three commands overlap")
+        let oneByOne = try intervals(forks: "1").sorted { $0.start < $1.start }
+        for (earlier, later) in zip(oneByOne, oneByOne.dropFirst()) {
+            #expect(earlier.end <= later.start, "with --forks 1 no two commands overlap")
+        }
+    }
+
+    @Test("host_key_checking: off connects to an unknown host, with a loud warning")
+    func hostKeyCheckingOff() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rb-off-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "".write(toFile: dir + "/known_hosts", atomically: true, encoding: .utf8)
+        let inventory = dir + "/inventory.yml"
+        try """
+        defaults: { user: root, identity_file: \(env["RBT_KEY"]), known_hosts: \(dir)/known_hosts }
+        hosts:
+          h1: { address: \(env["RBT_H1"]), host_key_checking: off }
+          h2: { address: \(env["RBT_H2"]) }
+        """.write(toFile: inventory, atomically: true, encoding: .utf8)
+        let off = try runbook("exec", "h1", "-i", inventory, "--", "hostname")
+        #expect(off.status == 0)
+        #expect(off.stdout.contains("h1 | ok | exit 0"))
+        #expect(off.stderr.contains("host key checking is OFF for root@\(env["RBT_H1"]):22"), "\(off.stderr)")
+        #expect(try String(contentsOfFile: dir + "/known_hosts", encoding: .utf8).isEmpty, "off records nothing")
+        // The same unknown host under the default (strict) is refused.
+        let strict = try runbook("exec", "h2", "-i", inventory, "--", "hostname")
+        #expect(strict.status == 1)
+        #expect(strict.stdout.contains("h2 | UNREACHABLE"))
+        #expect(!strict.stderr.contains("host key checking is OFF"))
+    }
+
     @Test("a failing command exits 1 and shows stderr")
     func execFailure() throws {
         let r = try runbook("exec", "h1", "-i", env["RBT_INVENTORY"], "--", "echo broken >&2; exit 7")
@@ -68,10 +119,16 @@ struct CLITests {
     func badInput() throws {
         let inventory = FileManager.default.temporaryDirectory.appendingPathComponent("rb-bad-\(UUID().uuidString).yml").path
         try "hosts:\n  h1: { address: 10.231.0.11, port: abc }\n".write(toFile: inventory, atomically: true, encoding: .utf8)
-        let r = try runbook("exec", "all", "-i", inventory, "--", "touch /tmp/should-not-exist")
+        // /var/tmp is shared with the test hosts: a command that ran would leave the mark.
+        let mark = "/var/tmp/rbtest-bad-input-\(UUID().uuidString)"
+        let r = try runbook("exec", "all", "-i", inventory, "--", "touch \(mark)")
         #expect(r.status == 2)
         #expect(r.stderr.contains("\(inventory):2:"))
         #expect(r.stderr.contains("port"))
+        #expect(!FileManager.default.fileExists(atPath: mark), "a host ran the command despite the bad inventory")
+        let good = try runbook("exec", "h1", "-i", env["RBT_INVENTORY"], "--", "touch \(mark)")
+        #expect(good.status == 0 && FileManager.default.fileExists(atPath: mark), "the mark itself works")
+        try? FileManager.default.removeItem(atPath: mark)
         let unknown = try runbook("exec", "nosuchhost", "-i", env["RBT_INVENTORY"], "--", "true")
         #expect(unknown.status == 2)
         let noCommand = try runbook("exec", "all", "-i", env["RBT_INVENTORY"])
