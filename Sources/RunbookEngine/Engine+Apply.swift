@@ -105,9 +105,12 @@ extension Engine {
             ? Task.detached { Result<Journal, any Error> { try Journal(path: journalPath) } } : nil
         let prepared = try prepare(request)
         if let saved {
-            let stale = saved.digests.keys.sorted().filter { saved.digests[$0] != prepared.digests[$0] }
+            // A key on one side only is a change too (a template added or removed).
+            let stale = Set(saved.digests.keys).union(prepared.digests.keys).sorted()
+                .filter { saved.digests[$0] != prepared.digests[$0] }
+                .map { describeDigest($0, runbookFile: prepared.runbook.file) }
             if !stale.isEmpty {
-                return RunOutcome(runID: nil, exitCode: 3, message: "the plan is stale: the \(stale.joined(separator: ", ")) changed since it was made; nothing was applied. Make a new plan.")
+                return RunOutcome(runID: nil, exitCode: 3, message: "the plan is stale: \(stale.joined(separator: ", ")) changed since it was made; nothing was applied. Make a new plan.")
             }
         }
         // Connecting changes nothing on a host, so it starts now and its handshakes overlap

@@ -110,12 +110,13 @@ public struct Engine: Sendable {
         let secrets = try SecretStore(file: settings.stateDir + "/secrets.env")
         let templates = TemplateEngine(templatesDirectory: templatesDirectory)
         try Self.checkTemplates(runbook, templates: templates)
-        let digests = [
+        var digests = [
             "runbook": Self.fileDigest(runbook.file),
-            "templates": Self.directoryDigest(templatesDirectory),
             "inventory": Self.fileDigest(settings.inventoryPath),
             "params": sha256Hex(Self.canonicalJSON(params)),
         ]
+        // One digest per template file, so that a stale plan can name the file that changed.
+        for (name, digest) in Self.directoryDigests(templatesDirectory) { digests["template:" + name] = digest }
         return PreparedRun(runbook: runbook, params: params, inventory: inventory, hosts: hosts, secrets: secrets,
                            templates: templates, digests: digests)
     }
@@ -156,21 +157,32 @@ public struct Engine: Sendable {
         FileManager.default.contents(atPath: path).map { sha256Hex(Array($0)) } ?? "absent"
     }
 
-    /// SHA-256 over every file below `path` (relative name and content), in name order.
-    static func directoryDigest(_ path: String) -> String {
-        guard let enumerator = FileManager.default.enumerator(atPath: path) else { return "absent" }
-        var hasher = SHA256()
-        var names: [String] = []
-        while let name = enumerator.nextObject() as? String { names.append(name) }
-        for name in names.sorted() {
+    /// SHA-256 of every file below `path`, by relative name.
+    static func directoryDigests(_ path: String) -> [String: String] {
+        guard let enumerator = FileManager.default.enumerator(atPath: path) else { return [:] }
+        var digests: [String: String] = [:]
+        while let name = enumerator.nextObject() as? String {
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: path + "/" + name, isDirectory: &isDirectory), !isDirectory.boolValue,
                   let data = FileManager.default.contents(atPath: path + "/" + name) else { continue }
-            hasher.update(data: Data(name.utf8))
-            hasher.update(data: Data([0]))
-            hasher.update(data: data)
+            digests[name] = sha256Hex(Array(data))
         }
-        return hexEncoded(hasher.finalize())
+        return digests
+    }
+
+    /// What a plan digest's key stands for, in a stale plan's refusal.
+    func describeDigest(_ key: String, runbookFile: String) -> String {
+        func relative(_ path: String) -> String {
+            path.hasPrefix(settings.root + "/") ? String(path.dropFirst(settings.root.count + 1)) : path
+        }
+        switch key {
+        case "runbook": return "the runbook \(relative(runbookFile))"
+        case "inventory": return "the inventory \(relative(settings.inventoryPath))"
+        case "params": return "the params"
+        case "templates": return "the templates"  // plans saved before templates had a digest each
+        default:
+            return key.hasPrefix("template:") ? "the template templates/\(key.dropFirst("template:".count))" : key
+        }
     }
 
     static func canonicalJSON(_ params: [String: Value]) -> String {

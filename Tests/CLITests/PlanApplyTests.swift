@@ -29,7 +29,7 @@ struct PlanApplyTests {
                 template: { src: app.conf.j2, dest: "\(p.remoteDir)/app.conf", mode: "0640" }
               - name: Check the result
                 command:
-                  run: "grep -q 'workers = {{ params.workers }}' \(p.remoteDir)/app.conf && test {{ params.fail }} = false"
+                  run: "grep -q 'workers = {{ params.workers }}' \(p.remoteDir)/app.conf && cp \(p.remoteDir)/app.conf \(p.remoteDir)/seen.conf && test {{ params.fail }} = false"
             \(extraSteps)
             """)
     }
@@ -48,7 +48,8 @@ struct PlanApplyTests {
         #expect(r.stdout.contains("@@ -1,3 +1,3 @@"))
         #expect(r.stdout.contains("~ Render app.conf"))
         #expect(try p.remote("h1", "sha256sum \(p.remoteDir)/app.conf; stat -c %a \(p.remoteDir)/app.conf") == before)
-        #expect(!FileManager.default.fileExists(atPath: p.root + "/.runbook/journal.sqlite") || true)
+        // Nothing else was left behind: no temp file, no backup, no command's mark.
+        #expect(try p.remote("h1", "ls -A \(p.remoteDir)") == "app.conf\n")
     }
 
     @Test("apply writes the file; a later failing step restores it byte for byte")
@@ -80,6 +81,8 @@ struct PlanApplyTests {
         try configRunbook(p)
         let failed = try p.run(["apply", "config", "-p", "fail=true", "--yes"])
         #expect(failed.status == 1)
+        // The failing step saw the rendered file (it copied it), and rollback removed it again.
+        #expect(try String(contentsOfFile: p.remoteDir + "/seen.conf", encoding: .utf8).contains("workers = 4"))
         #expect(!FileManager.default.fileExists(atPath: p.remoteDir + "/app.conf"))
         let history = try p.run(["history"])
         #expect(history.stdout.contains("rolled_back"))
@@ -108,6 +111,25 @@ struct PlanApplyTests {
         let applied = try p.run(["apply", "--plan", "fresh.json"])
         #expect(applied.status == 0, "\(applied.stdout)\(applied.stderr)")
         #expect(try String(contentsOfFile: p.remoteDir + "/app.conf", encoding: .utf8).contains("workers = 5"))
+
+        // A saved plan records digests of the project's files: editing the template, the
+        // runbook or the inventory after planning makes it stale too, and nothing changes.
+        let edits: [(file: String, edit: (String) -> String)] = [
+            ("templates/app.conf.j2", { $0 + "# added after the plan\n" }),
+            ("runbooks/config.yml", { $0.replacingOccurrences(of: "Render app.conf and check it", with: "Edited") }),
+            ("inventory/hosts.yml", { $0 + "# edited\n" }),
+        ]
+        for (file, edit) in edits {
+            let saved = try p.run(["plan", "config", "-p", "workers=6", "--out", "digest.json"])
+            #expect(saved.status == 0, "\(saved.stderr)")
+            let original = try String(contentsOfFile: p.root + "/" + file, encoding: .utf8)
+            try p.write(file, edit(original))
+            let refused = try p.run(["apply", "--plan", "digest.json"])
+            #expect(refused.status == 3, "\(file): \(refused.stdout)\(refused.stderr)")
+            #expect((refused.stdout + refused.stderr).contains(file), "\(file) is named: \(refused.stdout)\(refused.stderr)")
+            #expect(try String(contentsOfFile: p.remoteDir + "/app.conf", encoding: .utf8).contains("workers = 5"))
+            try p.write(file, original)
+        }
     }
 
     @Test("apply without a terminal and without --yes refuses")
@@ -160,10 +182,11 @@ struct PlanApplyTests {
             try await Task.sleep(for: .milliseconds(50))
         }
         #expect(locked)
+        let holder = try #require(runIDs(p).first, "the first run is in the journal")
         let r = try second.run(["apply", "config", "--yes"])
         #expect(r.status == 3, "\(r.stdout)\(r.stderr)")
-        #expect((r.stdout + r.stderr).contains("locked by run"))
-        #expect((r.stdout + r.stderr).contains("runbook config"))
+        #expect((r.stdout + r.stderr).contains("h1 is locked by run \(holder) (runbook config) from controller "), "\(r.stdout)\(r.stderr)")
+        #expect(!(r.stdout + r.stderr).contains("stale"), "a live holder is not called stale")
         #expect(!FileManager.default.fileExists(atPath: second.remoteDir + "/app.conf"))
         _ = FileManager.default.createFile(atPath: release, contents: nil)
         let done = try await first.value
@@ -211,12 +234,15 @@ struct PlanApplyTests {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        // Wait for the long step to start (the file was rewritten), then SIGKILL.
-        for _ in 0..<200 {
-            if (try? String(contentsOfFile: p.remoteDir + "/app.conf", encoding: .utf8))?.contains("workers = 7") == true { break }
+        // Wait for the long step to start (the check step copied the rewritten file), then SIGKILL.
+        var reached = false
+        for _ in 0..<400 {
+            if (try? String(contentsOfFile: p.remoteDir + "/seen.conf", encoding: .utf8))?.contains("workers = 7") == true { reached = true; break }
             try await Task.sleep(for: .milliseconds(50))
         }
+        #expect(reached, "the apply never got past the template step")
         try await Task.sleep(for: .milliseconds(500))
+        #expect(try String(contentsOfFile: p.remoteDir + "/app.conf", encoding: .utf8).contains("workers = 7"))
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         let history = try p.run(["history", "--json"])
@@ -233,6 +259,161 @@ struct PlanApplyTests {
         #expect(try p.remote("h1", "test -e \(p.lockPath) && echo held || echo free") == "free\n")
     }
 
+    @Test("serial runs hosts one batch at a time, and max_fail decides whether a failure stops the rest")
+    func serialAndMaxFail() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        func write(maxFail: Int) throws {
+            try p.write("runbooks/rolling.yml", """
+                name: rolling
+                hosts: h1,h2,h3
+                serial: 1
+                max_fail: \(maxFail)
+                steps:
+                  - name: Mark
+                    command:
+                      run: "date +%s%N > \(p.remoteDir)/start-$(hostname); sleep 0.3; date +%s%N > \(p.remoteDir)/end-$(hostname)"
+                      undo: "rm -f \(p.remoteDir)/start-$(hostname) \(p.remoteDir)/end-$(hostname)"
+                  - name: Fail on h2
+                    command: { run: "test $(hostname) != h2" }
+                """)
+        }
+        func stamp(_ name: String) -> Int? {
+            (try? String(contentsOfFile: "\(p.remoteDir)/\(name)", encoding: .utf8)).flatMap {
+                Int($0.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+        }
+        // max_fail 0: h2's failure stops the run before h3's batch; h1 and h2 are rolled back.
+        try write(maxFail: 0)
+        let stopped = try p.run(["apply", "rolling", "--yes"])
+        #expect(stopped.status == 1, "\(stopped.stdout)\(stopped.stderr)")
+        let left = try FileManager.default.contentsOfDirectory(atPath: p.remoteDir)
+        #expect(left.isEmpty, "h3 never ran and h1, h2 were undone: \(left)")
+
+        // max_fail 1: the run goes on to h3 one batch at a time; only the failed h2 is rolled back.
+        try write(maxFail: 1)
+        let goesOn = try p.run(["apply", "rolling", "--yes"])
+        #expect(goesOn.status == 1, "\(goesOn.stdout)\(goesOn.stderr)")
+        let h1End = try #require(stamp("end-h1"))
+        let h3Start = try #require(stamp("start-h3"))
+        #expect(h1End <= h3Start, "batches of one never overlap")
+        #expect(stamp("start-h2") == nil, "the failed h2 was rolled back")
+    }
+
+    @Test("run_once runs on the first host only; retries try again; a step timeout ends the command")
+    func runOnceRetriesTimeout() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        try p.write("runbooks/once.yml", """
+            name: once
+            hosts: h1,h2,h3
+            steps:
+              - name: Once
+                run_once: true
+                command: { run: "hostname >> \(p.remoteDir)/once" }
+              - name: Flaky
+                retries: 2
+                delay: 100ms
+                command: { run: "echo x >> \(p.remoteDir)/tries-$(hostname); test $(wc -l < \(p.remoteDir)/tries-$(hostname)) -ge 3" }
+            """)
+        let r = try p.run(["apply", "once", "--yes"])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(try String(contentsOfFile: p.remoteDir + "/once", encoding: .utf8) == "h1\n")
+        for host in ["h1", "h2", "h3"] {
+            #expect(try String(contentsOfFile: "\(p.remoteDir)/tries-\(host)", encoding: .utf8) == "x\nx\nx\n", "\(host): three attempts")
+        }
+
+        // One retry is not enough for a command that needs a third attempt.
+        try p.write("runbooks/short.yml", """
+            name: short
+            hosts: h1
+            steps:
+              - name: Flaky
+                retries: 1
+                delay: 100ms
+                command: { run: "echo x >> \(p.remoteDir)/short; test $(wc -l < \(p.remoteDir)/short) -ge 3" }
+            """)
+        let short = try p.run(["apply", "short", "--yes"])
+        #expect(short.status == 1, "\(short.stdout)\(short.stderr)")
+        #expect(try String(contentsOfFile: p.remoteDir + "/short", encoding: .utf8) == "x\nx\n")
+
+        // A step's timeout ends its command on the host: the sleep is gone afterwards.
+        let token = UUID().uuidString.prefix(8)
+        try p.write("runbooks/slow.yml", """
+            name: slow
+            hosts: h1
+            steps:
+              - name: Too slow
+                timeout: 1s
+                command: { run: "sleep 3\(token.filter(\.isNumber).prefix(2))7 ; touch \(p.remoteDir)/finished" }
+            """)
+        let slow = try p.run(["apply", "slow", "--yes"])
+        #expect(slow.status == 1, "\(slow.stdout)\(slow.stderr)")
+        #expect((slow.stdout + slow.stderr).contains("timed out"), "\(slow.stdout)\(slow.stderr)")
+        let sleeping = "sleep 3\(token.filter(\.isNumber).prefix(2))7"
+        #expect(!(try p.remote("h1", "ps -eo args")).contains(sleeping), "the timed-out command still runs")
+    }
+
+    @Test("unlock removes a dead run's lock after confirming, and refuses while the run lives")
+    func unlock() async throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        let release = p.remoteDir + "/release"
+        try configRunbook(p, extraSteps: """
+              - name: Hold the lock until released
+                command: { run: "i=0; while [ ! -e \(release) ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done" }
+            """)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: p.binary)
+        process.arguments = ["apply", "config", "--yes"]
+        process.currentDirectoryURL = URL(fileURLWithPath: p.root)
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        var held = false
+        for _ in 0..<400 {
+            if FileManager.default.fileExists(atPath: p.remoteDir + "/seen.conf") { held = true; break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(held, "the apply never reached its holding step")
+        #expect(try p.remote("h1", "test -e \(p.lockPath) && echo held") == "held\n")
+
+        // While the run lives, unlock refuses even with --yes.
+        let alive = try p.run(["unlock", "h1", "--yes"])
+        #expect(alive.status == 3, "\(alive.stdout)\(alive.stderr)")
+        #expect(alive.stderr.contains("still alive"))
+        #expect(try p.remote("h1", "test -e \(p.lockPath) && echo held") == "held\n")
+
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        _ = FileManager.default.createFile(atPath: release, contents: nil)
+
+        // The dead run's locks are now stale, the controller's own first: another apply says
+        // so and points at unlock.
+        let local = try p.run(["apply", "config", "--yes", "-p", "workers=2"])
+        #expect(local.status == 3, "\(local.stdout)\(local.stderr)")
+        #expect((local.stdout + local.stderr).contains("runbook unlock local"), "\(local.stdout)\(local.stderr)")
+        let unlockedLocal = try p.run(["unlock", "local", "--yes"])
+        #expect(unlockedLocal.status == 0 && unlockedLocal.stdout.contains("unlocked local"), "\(unlockedLocal.stdout)\(unlockedLocal.stderr)")
+        let refused = try p.run(["apply", "config", "--yes", "-p", "workers=2"])
+        #expect(refused.status == 3, "\(refused.stdout)\(refused.stderr)")
+        #expect((refused.stdout + refused.stderr).contains("lock is stale"), "\(refused.stdout)\(refused.stderr)")
+        #expect((refused.stdout + refused.stderr).contains("runbook unlock h1"))
+
+        // Without a terminal and without --yes, unlock asks nobody and removes nothing.
+        let unconfirmed = try p.run(["unlock", "h1"])
+        #expect(unconfirmed.status == 3, "\(unconfirmed.stdout)\(unconfirmed.stderr)")
+        #expect(unconfirmed.stdout.contains("h1 is locked by run "))
+        #expect(try p.remote("h1", "test -e \(p.lockPath) && echo held") == "held\n")
+
+        let removed = try p.run(["unlock", "h1", "--yes"])
+        #expect(removed.status == 0, "\(removed.stdout)\(removed.stderr)")
+        #expect(removed.stdout.contains("unlocked h1"))
+        #expect(try p.remote("h1", "test -e \(p.lockPath) && echo held || echo free") == "free\n")
+        let again = try p.run(["unlock", "h1"])
+        #expect(again.status == 0 && again.stdout.contains("h1 is not locked"))
+    }
+
     @Test("a secret never appears in output, plan file, journal, or ps on the host")
     func secretsStayHidden() async throws {
         let p = try RunbookProject(env)
@@ -247,14 +428,20 @@ struct PlanApplyTests {
               - name: Render db.conf
                 template: { src: db.conf.j2, dest: "\(p.remoteDir)/db.conf", mode: "0600" }
               - name: Use it
-                command: { run: "sleep 2; test \\"{{ secrets.db_password }}\\" = \\"$(sed 's/password = //' \(p.remoteDir)/db.conf)\\" && echo match {{ secrets.db_password }}" }
+                command: { run: "sleep 3; test \\"{{ secrets.db_password }}\\" = \\"$(sed 's/password = //' \(p.remoteDir)/db.conf)\\" && echo match {{ secrets.db_password }}" }
             """)
         let environment = ["RUNBOOK_SECRET_db_password": secret]
         let plan = try p.run(["plan", "secret", "--out", "plan.json"], environment: environment)
         #expect(plan.status == 0, "\(plan.stderr)")
         let applying = onOwnThread { try p.run(["apply", "secret", "--yes", "-v"], environment: environment) }
-        try await Task.sleep(for: .milliseconds(1200))
-        let ps = try p.remote("h1", "ps -eo args")
+        // Look at ps while the command runs: its `sleep 3` is in the snapshot.
+        var ps = ""
+        for _ in 0..<200 {
+            ps = try p.remote("h1", "ps -eo args")
+            if ps.contains("sleep 3") { break }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        #expect(ps.contains("sleep 3"), "ps never showed the running command")
         let apply = try await applying.value
         #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
         #expect(try String(contentsOfFile: p.remoteDir + "/db.conf", encoding: .utf8) == "password = \(secret)\n")
@@ -278,10 +465,10 @@ struct PlanApplyTests {
         defer { p.cleanUp() }
         try p.write("templates/t.j2", "{{ nope.value }}\n")
         let cases: [(String, String, String)] = [
-            ("unknown-kind", "name: unknown-kind\nhosts: h1\nsteps:\n  - shell: { run: ls }\n", "unknown-kind.yml:4"),
-            ("wrong-type", "name: wrong-type\nhosts: h1\nsteps:\n  - command: { run: ls }\n    retries: many\n", "wrong-type.yml:5"),
-            ("missing-param", "name: missing-param\nhosts: h1\nparams:\n  n: { type: int }\nsteps:\n  - command: { run: ls }\n", "missing-param.yml:4"),
-            ("syntax", "name: syntax\nhosts: h1\nsteps:\n  - command: { run: ls\n", "syntax.yml:"),
+            ("unknown-kind", "name: unknown-kind\nhosts: h1\nsteps:\n  - shell: { run: \"touch \(p.remoteDir)/ran\" }\n", "unknown-kind.yml:4"),
+            ("wrong-type", "name: wrong-type\nhosts: h1\nsteps:\n  - command: { run: \"touch \(p.remoteDir)/ran\" }\n    retries: many\n", "wrong-type.yml:5"),
+            ("missing-param", "name: missing-param\nhosts: h1\nparams:\n  n: { type: int }\nsteps:\n  - command: { run: \"touch \(p.remoteDir)/ran\" }\n", "missing-param.yml:4"),
+            ("syntax", "name: syntax\nhosts: h1\nsteps:\n  - command: { run: ls\n", "syntax.yml:5:1: error: invalid YAML"),
             ("undefined", "name: undefined\nhosts: h1\nsteps:\n  - template: { src: t.j2, dest: \(p.remoteDir)/t }\n", "t.j2:1"),
         ]
         for (name, text, location) in cases {
@@ -297,5 +484,13 @@ struct PlanApplyTests {
         #expect(!FileManager.default.fileExists(atPath: p.remoteDir + "/ran"))
         #expect(!FileManager.default.fileExists(atPath: p.remoteDir + "/t"))
         #expect(!FileManager.default.fileExists(atPath: p.root + "/.runbook/journal.sqlite"))
+    }
+}
+
+/// The run ids in a project's journal, newest first.
+func runIDs(_ p: RunbookProject) throws -> [String] {
+    let history = try p.run(["history", "--json"])
+    return history.stdout.split(separator: "\n").compactMap {
+        (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["id"] as? String
     }
 }
