@@ -53,7 +53,9 @@ struct DockerStepTests {
     }
 
     func scaleRunbook(_ p: RunbookProject, file: String, failAfter: Bool = false) throws {
-        let fail = failAfter ? "  - name: Fail\n    command: { run: \"false\" }\n" : ""
+        // The failing step first notes how many workers docker ps counts at that moment.
+        let count = "docker ps -q --filter label=com.docker.compose.project.working_dir=\(p.remoteDir) --filter label=com.docker.compose.service=worker | wc -l > \(p.remoteDir)/mid-run"
+        let fail = failAfter ? "  - name: Fail\n    command: { run: \"\(count); false\" }\n" : ""
         try p.write("runbooks/scale.yml", """
             name: scale
             description: Scale the workers
@@ -103,6 +105,8 @@ struct DockerStepTests {
         let failed = try p.run(["apply", "scale", "-p", "replicas=3", "--yes"])
         #expect(failed.status == 1, "\(failed.stdout)\(failed.stderr)")
         #expect(failed.stdout.contains("rolled back"), "\(failed.stdout)")
+        let midRun = try String(contentsOfFile: p.remoteDir + "/mid-run", encoding: .utf8)
+        #expect(midRun.trimmingCharacters(in: .whitespacesAndNewlines) == "3", "workers before the rollback: \(midRun)")
         #expect(try running(p, "worker") == 1)
     }
 

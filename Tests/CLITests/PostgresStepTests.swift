@@ -40,11 +40,11 @@ struct TestPostgres {
 
     /// Starts `SELECT pg_sleep(600)` as the app user in the background on the host, with
     /// `application` as its application_name; returns its backend pid.
-    func startSleeper(application: String) throws -> Int {
+    func startSleeper(application: String, sql: String = "SELECT pg_sleep(600)") throws -> Int {
         // Every descriptor but 0-2 is closed first: an inherited pipe would keep this
         // process's caller waiting for end of file until the query ends.
         let script = "for fd in /proc/$$/fd/*; do fd=${fd##*/}; [ \"$fd\" -gt 2 ] && eval \"exec $fd>&-\"; done 2>/dev/null; "
-            + "exec psql -X -h 127.0.0.1 -U app -d appdb -c 'SELECT pg_sleep(600)'"
+            + "exec psql -X -h 127.0.0.1 -U app -d appdb -c \(shellQuote(sql))"
         let command = "PGPASSWORD=\(shellQuote(password)) PGAPPNAME=\(application) "
             + "setsid bash -c \(shellQuote(script)) </dev/null >/dev/null 2>&1 &"
         _ = try env.inHost(host, command)
@@ -118,24 +118,27 @@ struct PostgresStepTests {
         let p = try project("kill", steps: """
               - id: kill
                 name: Kill long queries
-                pg_kill_queries: { \(pg.connection), older_than: 2s, exclude_applications: [rbtest-keep] }
+                pg_kill_queries: { \(pg.connection), older_than: 4s, exclude_applications: [rbtest-keep] }
               - name: Record the result
                 command: { run: "printf '%s' {{ steps.kill.stdout | quote }} > REMOTE/killed" }
             """)
         defer { p.cleanUp() }
 
-        let old = try pg.startSleeper(application: "rbtest-old")
+        // The old query carries the secret's value as a literal: the plan must mask it.
+        let old = try pg.startSleeper(application: "rbtest-old", sql: "SELECT pg_sleep(600), '\(pg.password)' AS token")
         let kept = try pg.startSleeper(application: "rbtest-keep")
-        Thread.sleep(forTimeInterval: 2.5)
+        Thread.sleep(forTimeInterval: 4.5)
 
         let plan = try p.run(["plan", "kill"])
         #expect(plan.status == 0, "\(plan.stdout)\(plan.stderr)")
-        #expect(plan.stdout.contains("pid \(old)  user app  app rbtest-old"), "\(plan.stdout)")
-        #expect(plan.stdout.contains("SELECT pg_sleep(600)"))
+        // pid, user, application, the age (4.5 s and counting) and the query, masked.
+        #expect(plan.stdout.contains(try Regex("pid \(old)  user app  app rbtest-old  age [4-9]s  SELECT pg_sleep\\(600\\), '\\*+' AS token")),
+                "\(plan.stdout)")
+        #expect(!plan.stdout.contains(pg.password), "the secret shows in the plan")
         #expect(!plan.stdout.contains("pid \(kept) "), "the excluded application is listed:\n\(plan.stdout)")
         #expect(plan.stdout.contains("(irreversible)"))
 
-        // A query younger than the limit, started just before apply.
+        // A query younger than the limit (4 s), started just before apply.
         let young = try pg.startSleeper(application: "rbtest-young")
         let apply = try p.run(["apply", "kill", "--yes"])
         #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
@@ -151,10 +154,34 @@ struct PostgresStepTests {
         let report = try String(contentsOfFile: p.remoteDir + "/killed", encoding: .utf8)
         #expect(report.contains("terminated 1 of 1 planned backend(s)"), "\(report)")
 
-        // Nothing old enough any more (the young one is still under 2 s or just over: end it first).
+        // Nothing old enough any more (the young one may be just over the limit by now: end it first).
         pg.endSleepers()
         let again = try p.run(["plan", "kill"])
-        #expect(again.stdout.contains("= Kill long queries  no backends active for more than 2s in appdb"), "\(again.stdout)")
+        #expect(again.stdout.contains("= Kill long queries  no backends active for more than 4s in appdb"), "\(again.stdout)")
+    }
+
+    @Test("pg_kill_queries checks again when it runs: a query that finished since the plan is left alone")
+    func killQueriesRechecks() throws {
+        defer { pg.endSleepers() }
+        let old = try pg.startSleeper(application: "rbtest-recheck")
+        Thread.sleep(forTimeInterval: 2.5)
+        // Every step is planned before the first runs: the kill step plans `old` as its
+        // victim, then the step before it cancels the query (and psql, its client, exits).
+        let p = try project("recheck", steps: """
+              - name: The query ends on its own
+                command: { run: "psql -X -q -U postgres -h \(pg["PG_SOCKET_DIR"]) -d appdb -c 'SELECT pg_cancel_backend(\(old))' && sleep 0.5" }
+              - id: kill
+                name: Kill long queries
+                pg_kill_queries: { \(pg.connection), older_than: 2s }
+              - name: Record the result
+                command: { run: "printf '%s' {{ steps.kill.stdout | quote }} > REMOTE/killed" }
+            """)
+        defer { p.cleanUp() }
+        let apply = try p.run(["apply", "recheck", "--yes"])
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        #expect(apply.stdout.contains("pid \(old) "), "the plan listed it:\n\(apply.stdout)")
+        let report = try String(contentsOfFile: p.remoteDir + "/killed", encoding: .utf8)
+        #expect(report.contains("terminated 0 of 1 planned backend(s)"), "\(report)")
     }
 
     @Test("pg_backup writes a verified dump that restores with the same rows; keep removes only the oldest")

@@ -376,6 +376,50 @@ struct ShippedRunbookTests {
         #expect(missing.status == 1 && missing.stdout.contains("index_name needs index_on"), "\(missing.stdout)")
     }
 
+    @Test("pg_sql via docker: psql runs in the db container over TCP, the password only in its environment")
+    func pgSQLViaDocker() throws {
+        let sandbox = try Sandbox.ready()
+        let root = try Sandbox.copyOfProject()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let password = try sandbox.onHost("sed -n 's/^POSTGRES_PASSWORD=//p' /srv/app/.env.prod").stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(!password.isEmpty)
+        let result = "/var/tmp/rbtest-via-docker-\(UUID().uuidString)"
+        defer { _ = try? sandbox.onHost("rm -f \(result)") }
+        // host: db is the container's own address on the compose network, not loopback:
+        // the official image asks for the password there (scram-sha-256), so a wrong one fails.
+        try """
+            name: via-docker
+            description: count the products from inside the db container
+            hosts: sandbox
+            steps:
+              - id: count
+                name: Count products
+                pg_sql: { database: app, user: app, host: db, password: "{{ secrets.db_password }}", via: docker, container: app_db_1, sql: "SELECT count(*) FROM product;" }
+              - name: Record the count
+                command: { run: "echo {{ steps.count.stdout | trim | quote }} > \(result)" }
+            """.write(toFile: root + "/runbooks/via-docker.yml", atomically: true, encoding: .utf8)
+        func secret(_ value: String) throws {
+            let secrets = sandbox.stateDir + "/secrets.env"
+            try "db_password=\(value)\n".write(toFile: secrets, atomically: true, encoding: .utf8)
+            chmod(secrets, 0o600)
+        }
+        try secret(password)
+        let plan = try sandbox.runbook(["plan", "via-docker"], root: root)
+        #expect(plan.status == 0, "\(plan.stdout)\(plan.stderr)")
+        #expect(plan.stdout.contains("docker exec -i -e PGPASSWORD -e PGAPPNAME -e PGCONNECT_TIMEOUT app_db_1 psql -h db -U app -d app -w"), "\(plan.stdout)")
+        let apply = try sandbox.runbook(["apply", "via-docker", "--yes"], root: root)
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        let count = try sandbox.onHost("cat \(result)").stdout
+        #expect(count.contains(" 50000\n(1 row)"), "\(count) \(apply.stdout)")
+        #expect(!(plan.stdout + apply.stdout + apply.stderr).contains(password))
+
+        try secret("wrong-" + password)
+        let wrong = try sandbox.runbook(["apply", "via-docker", "--yes"], root: root)
+        #expect(wrong.status == 1, "\(wrong.stdout)\(wrong.stderr)")
+        #expect(wrong.stdout.contains("password authentication failed for user \"app\""), "\(wrong.stdout)")
+    }
+
     @Test("scale-workers: N queue workers run and are alive, up and down")
     func scaleWorkers() throws {
         let sandbox = try Sandbox.ready()

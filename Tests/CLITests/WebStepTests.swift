@@ -330,7 +330,7 @@ struct WebStepTests {
             steps:
               - id: gate
                 name: Latency gate
-                health: { url: "http://127.0.0.1:5000{{ params.path }}", samples: 3, p95_under: 500ms, timeout: 5s }
+                health: { url: "http://127.0.0.1:5000{{ params.path }}", samples: 3, p95_under: 500ms, timeout: 5s, retries: 1, delay: 100ms }
               - name: Record it
                 command: { run: "echo '{{ steps.gate.status }} {{ steps.gate.samples }} {{ steps.gate.p95_ms }}' > \(p.remoteDir)/gate" }
             """)
@@ -338,6 +338,7 @@ struct WebStepTests {
         #expect(slow.status == 1, "\(slow.stdout)\(slow.stderr)")
         #expect(slow.stdout.contains("Latency gate  FAILED"), "\(slow.stdout)")
         #expect(slow.stdout.contains("p95 latency 7") && slow.stdout.contains("is not under 500ms (3 requests"), "\(slow.stdout)")
+        #expect(slow.stdout.contains("(2 attempts, 100ms apart)"), "the gate was tried again: \(slow.stdout)")
         #expect(!FileManager.default.fileExists(atPath: p.remoteDir + "/gate"))
 
         let fast = try apply(p, ["latency", "--yes"])
@@ -384,6 +385,103 @@ struct WebStepTests {
         let wrong = try apply(p, ["healthy", "--yes"])
         #expect(wrong.status == 1, "\(wrong.stdout)\(wrong.stderr)")
         #expect(wrong.stdout.contains("status 503 (expected 200), body \"status 503\""), "\(wrong.stdout)")
+    }
+
+    @Test("health from: controller reaches what only the controller can; from: host does not")
+    func healthFromController() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        // An HTTP server on the controller's loopback, which the test hosts (own network
+        // namespaces) cannot reach.
+        let dir = p.root + "/www"
+        try FileManager.default.createDirectory(atPath: dir + "/health", withIntermediateDirectories: true)
+        try "controller-ok\n".write(toFile: dir + "/health/index.html", atomically: true, encoding: .utf8)
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        server.arguments = ["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", dir]
+        let pipe = Pipe()
+        server.standardOutput = pipe
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        defer { kill(server.processIdentifier, SIGKILL) }
+        // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
+        let banner = String(decoding: pipe.fileHandleForReading.availableData, as: UTF8.self)
+        let port = try #require(banner.firstMatch(of: /port (\d+)/).map { String($0.1) }, "\(banner)")
+        try p.write("runbooks/ctl.yml", """
+            name: ctl
+            description: Health from either side
+            hosts: h1
+            rollback: off
+            params:
+              from: { type: enum, values: [host, controller], default: controller }
+            steps:
+              - name: Controller-only endpoint
+                health: { url: "http://127.0.0.1:\(port)/health/", from: "{{ params.from }}", contains: controller-ok, retries: 1, delay: 100ms, timeout: 2s }
+            """)
+        let controller = try apply(p, ["ctl", "--yes"])
+        #expect(controller.status == 0, "\(controller.stdout)\(controller.stderr)")
+        let host = try apply(p, ["ctl", "-p", "from=host", "--yes"])
+        #expect(host.status == 1, "\(host.stdout)\(host.stderr)")
+        #expect(host.stdout.contains("from h1 failed (2 attempts, 100ms apart): cannot connect to 127.0.0.1:\(port)"), "\(host.stdout)")
+    }
+
+    // MARK: service: systemd and command
+
+    @Test("service with the systemd and command managers runs their commands, and again after a rollback")
+    func serviceSystemdAndCommand() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        // A stand-in systemctl that logs its arguments, one bracketed word each, visible in h1
+        // only: its directory is bind-mounted over /usr/local/sbin (first on root's PATH) in
+        // h1's mount namespace for the duration of the test.
+        let bin = p.remoteDir + "/sbin"
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        try """
+            #!/bin/sh
+            for word in "$@"; do printf '[%s]' "$word"; done >>\(p.remoteDir)/systemctl.log
+            echo >>\(p.remoteDir)/systemctl.log
+
+            """.write(toFile: bin + "/systemctl", atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: bin + "/systemctl")
+        #expect(try env.inHost("h1", "mount --bind \(bin) /usr/local/sbin").status == 0)
+        defer { _ = try? env.inHost("h1", "umount /usr/local/sbin") }
+
+        try p.write("templates/unit.conf.j2", "version = {{ params.version }}\n")
+        try p.write("runbooks/managers.yml", """
+            name: managers
+            description: systemd and command managers
+            hosts: h1
+            params:
+              version: { type: int, default: 1 }
+              fail: { type: bool, default: false }
+            steps:
+              - name: Render the unit's config
+                template: { src: unit.conf.j2, dest: "\(p.remoteDir)/unit.conf" }
+              - name: Restart by systemd
+                service: { name: "web app", action: restart, manager: systemd }
+              - name: Reload by command
+                service: { name: web, action: reload, manager: command, run: "echo reload >> \(p.remoteDir)/command.log" }
+              - name: Maybe fail
+                command: { run: "test {{ params.fail }} = false" }
+            """)
+        let plan = try p.run(["plan", "managers"])
+        #expect(plan.status == 0, "\(plan.stdout)\(plan.stderr)")
+        #expect(plan.stdout.contains("restart web app (systemd)"), "\(plan.stdout)")
+        #expect(plan.stdout.contains("$ systemctl restart 'web app'"), "\(plan.stdout)")
+        #expect(plan.stdout.contains("$ echo reload >> \(p.remoteDir)/command.log"), "\(plan.stdout)")
+
+        let ok = try apply(p, ["managers", "--yes"])
+        #expect(ok.status == 0, "\(ok.stdout)\(ok.stderr)")
+        let log = { (name: String) in (try? String(contentsOfFile: "\(p.remoteDir)/\(name)", encoding: .utf8)) ?? "" }
+        #expect(log("systemctl.log") == "[restart][web app]\n")
+        #expect(log("command.log") == "reload\n")
+
+        // A failed run restores the config, then runs both actions again (rollback phase 2).
+        let failed = try apply(p, ["managers", "-p", "version=2", "-p", "fail=true", "--yes"])
+        #expect(failed.status == 1, "\(failed.stdout)\(failed.stderr)")
+        #expect(log("unit.conf") == "version = 1\n")
+        #expect(log("systemctl.log") == String(repeating: "[restart][web app]\n", count: 3), "\(log("systemctl.log"))")
+        #expect(log("command.log") == "reload\nreload\nreload\n")
     }
 
     // MARK: wait_for
