@@ -11,7 +11,7 @@ struct GatherTests {
     func factsAgree() throws {
         let p = try RunbookProject(env)
         defer { p.cleanUp() }
-        try p.write("templates/facts.j2", "{{ facts.cpu_count }} {{ facts.memory_percent }} {{ facts.disk_root_percent }} {{ facts.cpu_percent }} {{ facts.swap_total_mb }}\n")
+        try p.write("templates/facts.j2", "{{ facts.cpu_count }} {{ facts.memory_percent }} {{ facts.disk_root_percent }} {{ facts.cpu_percent }} {{ facts.swap_total_mb }} {{ facts.load1 }} {{ facts.load15 }}\n")
         try p.write("runbooks/capacity.yml", """
             name: capacity
             description: Gather and gate
@@ -35,7 +35,7 @@ struct GatherTests {
         let apply = try p.run(["apply", "capacity", "--yes"])
         #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
         let fields = try String(contentsOfFile: p.remoteDir + "/facts", encoding: .utf8).split(separator: " ").map(String.init)
-        #expect(fields.count == 5)
+        #expect(fields.count == 7)
         let cpus = try p.remote("h1", "nproc").trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(fields[0] == cpus)
         let meminfo = try p.remote("h1", "awk '/^MemTotal:/{t=$2} /^MemAvailable:/{a=$2} END {print 100*(t-a)/t}' /proc/meminfo")
@@ -46,7 +46,13 @@ struct GatherTests {
         let cpu = try #require(Int(fields[3]))
         #expect(cpu >= 0 && cpu <= 100)
         let swap = try p.remote("h1", "awk '/^SwapTotal:/{print int($2/1024)}' /proc/meminfo").trimmingCharacters(in: .whitespacesAndNewlines)
-        #expect(fields[4].trimmingCharacters(in: .whitespacesAndNewlines) == swap)
+        #expect(fields[4] == swap)
+        // Load averages move slowly: a second later /proc/loadavg is still close.
+        let loadavg = try p.remote("h1", "cat /proc/loadavg").split(separator: " ").compactMap { Double($0) }
+        #expect(loadavg.count >= 3)
+        let load1 = try #require(Double(fields[5])), load15 = try #require(Double(fields[6].trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(abs(load1 - loadavg[0]) < 2.5, "load1 \(load1) against /proc/loadavg \(loadavg)")
+        #expect(abs(load15 - loadavg[2]) < 0.5, "load15 \(load15) against /proc/loadavg \(loadavg)")
         // The disk is not 99% full here, so the gated step was skipped.
         #expect(!FileManager.default.fileExists(atPath: p.remoteDir + "/disk-alarm"))
     }

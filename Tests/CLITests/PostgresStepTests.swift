@@ -195,8 +195,12 @@ struct PostgresStepTests {
             """)
         defer { p.cleanUp() }
         let dumps = p.remoteDir + "/dumps"
+        // Files retention must leave alone: another database's dump, and not a dump at all.
+        try FileManager.default.createDirectory(atPath: dumps, withIntermediateDirectories: true)
+        let decoys = ["otherdb-20000101-000000.dump", "appdb-notes.txt"]
+        for decoy in decoys { _ = FileManager.default.createFile(atPath: dumps + "/" + decoy, contents: Data("keep me\n".utf8)) }
         func listing() throws -> [String] {
-            try FileManager.default.contentsOfDirectory(atPath: dumps).sorted()
+            try FileManager.default.contentsOfDirectory(atPath: dumps).filter { !decoys.contains($0) }.sorted()
         }
 
         let plan = try p.run(["plan", "backup"])
@@ -228,6 +232,7 @@ struct PostgresStepTests {
         #expect(made.allSatisfy { $0.range(of: #"^appdb-\d{8}-\d{6}\.dump$"#, options: .regularExpression) != nil }, "\(made)")
         let remaining = try listing()
         #expect(remaining == Array(made.suffix(2)), "retention removed the wrong dumps: \(remaining)")
+        for decoy in decoys { #expect(FileManager.default.fileExists(atPath: dumps + "/" + decoy), "retention removed \(decoy)") }
         let mode = try FileManager.default.attributesOfItem(atPath: dumps + "/" + made[2])[.posixPermissions] as? NSNumber
         #expect(mode?.intValue == 0o600)
 
