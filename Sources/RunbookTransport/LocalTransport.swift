@@ -126,9 +126,13 @@ public struct LocalTransport: Transport {
 
     public func exchange(address: String, port: Int, send: [UInt8], timeout: Duration) async throws(TransportError) -> ExchangeReply? {
         let deadline = ContinuousClock.now + timeout
-        return await Task.detached { () -> ExchangeReply? in
-            Self.blockingExchange(address: address, port: port, send: send, deadline: deadline)
-        }.value
+        // The exchange blocks for up to `timeout`: on a thread of its own, not one of the few
+        // the concurrency runtime has for every task of the run.
+        return await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(returning: Self.blockingExchange(address: address, port: port, send: send, deadline: deadline))
+            }
+        }
     }
 
     /// A plain TCP exchange on the controller, bounded by `deadline` (poll on a non-blocking socket).

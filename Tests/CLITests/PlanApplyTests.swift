@@ -34,6 +34,29 @@ struct PlanApplyTests {
             """)
     }
 
+    /// configRunbook with a last step that holds the run (and its locks) until the returned
+    /// file exists (in the shared /var/tmp), however long the test takes on a loaded machine.
+    func holdingRunbook(_ p: RunbookProject) throws -> String {
+        let release = p.remoteDir + "/release"
+        try configRunbook(p, extraSteps: """
+              - name: Hold the lock until released
+                command: { run: "i=0; while [ ! -e \(release) ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done" }
+            """)
+        return release
+    }
+
+    /// The built binary started in the project root, output discarded, not waited for.
+    func startInBackground(_ p: RunbookProject, _ arguments: [String]) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: p.binary)
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: p.root)
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
     @Test("plan shows the unified diff and changes nothing")
     func planShowsDiff() throws {
         let p = try RunbookProject(env)
@@ -162,13 +185,8 @@ struct PlanApplyTests {
     func concurrentApplies() async throws {
         let p = try RunbookProject(env)
         defer { p.cleanUp() }
-        // The first run holds its locks until the test lets it go (a file in the shared
-        // /var/tmp), however long the second controller takes to start on a loaded machine.
-        let release = p.remoteDir + "/release"
-        try configRunbook(p, extraSteps: """
-              - name: Hold the lock until released
-                command: { run: "i=0; while [ ! -e \(release) ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done" }
-            """)
+        // The first run holds its locks until the test lets it go.
+        let release = try holdingRunbook(p)
         let second = try RunbookProject(env)
         defer { second.cleanUp() }
         try configRunbook(second)
@@ -227,13 +245,7 @@ struct PlanApplyTests {
             """)
         let original = "original\n"
         try original.write(toFile: p.remoteDir + "/app.conf", atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: p.binary)
-        process.arguments = ["apply", "config", "-p", "workers=7", "--yes"]
-        process.currentDirectoryURL = URL(fileURLWithPath: p.root)
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try startInBackground(p, ["apply", "config", "-p", "workers=7", "--yes"])
         // Wait for the long step to start (the check step copied the rewritten file), then SIGKILL.
         var reached = false
         for _ in 0..<400 {
@@ -358,18 +370,8 @@ struct PlanApplyTests {
     func unlock() async throws {
         let p = try RunbookProject(env)
         defer { p.cleanUp() }
-        let release = p.remoteDir + "/release"
-        try configRunbook(p, extraSteps: """
-              - name: Hold the lock until released
-                command: { run: "i=0; while [ ! -e \(release) ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done" }
-            """)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: p.binary)
-        process.arguments = ["apply", "config", "--yes"]
-        process.currentDirectoryURL = URL(fileURLWithPath: p.root)
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let release = try holdingRunbook(p)
+        let process = try startInBackground(p, ["apply", "config", "--yes"])
         var held = false
         for _ in 0..<400 {
             if FileManager.default.fileExists(atPath: p.remoteDir + "/seen.conf") { held = true; break }
