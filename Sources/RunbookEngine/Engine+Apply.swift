@@ -40,6 +40,13 @@ struct AppliedStep: Sendable {
     /// For service actions, reloads and health checks: the operation to run again in
     /// rollback phases 2 and 3 (nil for everything else).
     var replay: Replay? = nil
+    /// Why a service action, reload or health check cannot be run again by `runbook rollback
+    /// RUN_ID` (the runbook lost the step, or no longer loads). Once phase 1 has restored
+    /// something, that makes the rollback incomplete: a service may still run what the run
+    /// gave it.
+    var replayProblem: String? = nil
+    /// The kind of a step that rollback would run again (set with `replayProblem`).
+    var replayKind: String? = nil
     /// False for the step that failed: a reload that failed reloaded nothing, so phase 2
     /// does not run it again.
     var succeeded = false
@@ -507,6 +514,7 @@ extension Engine {
     static let replayedInPhase2: Set<String> = ["service", "nginx_reload"]
     /// Kinds run again in rollback phase 3.
     static let replayedInPhase3: Set<String> = ["health", "wait_for"]
+    static func isPhase2(_ applied: AppliedStep) -> Bool { applied.replayKind.map(replayedInPhase2.contains) ?? false }
 
     static func replay(_ step: Step, _ operation: Operation) -> Replay? {
         // A service action with its own undo (gunicorn TTIN undone by TTOU) is undone in

@@ -21,7 +21,13 @@ extension Engine {
                   journal: Journal, runID: String, prepared: PreparedRun? = nil) async -> RollbackResult {
         var result = await restore(steps, host: host, transport: transport, secrets: secrets, journal: journal, runID: runID)
         // Nothing restored: services already run what they ran; there is nothing to re-check.
-        guard let prepared, result.restored > 0 else { return result }
+        guard result.restored > 0 else { return result }
+        for applied in steps.reversed() {
+            guard let problem = applied.replayProblem, applied.succeeded || !Self.isPhase2(applied) else { continue }
+            result.failures.append("\(host): \(applied.name): not run again after the restore: \(problem)")
+            events.emit(.undoFinished(host: host, name: applied.name, ok: false, message: "not run again: \(problem)"))
+        }
+        guard let prepared else { return result }
         let replays = steps.reversed().compactMap { (applied: AppliedStep) -> Replay? in
             guard let replay = applied.replay else { return nil }
             return replay.phase == 2 && !applied.succeeded ? nil : replay
@@ -189,11 +195,20 @@ extension Engine {
         // runbook, loaded anew with the run's params. When it cannot be loaded (removed, now
         // invalid), phase 1 still runs and the outcome says what was not re-run.
         var prepared: PreparedRun? = nil
-        var notReplayed: String? = nil
         do {
             prepared = try prepare(RunRequest(runbook: run.runbook, params: Self.paramStrings(run.paramsJSON)))
         } catch {
-            notReplayed = "service actions and health checks were not run again (runbook \(run.runbook): \(error.description))"
+            let problem = "the runbook \(run.runbook) does not load: \(error.description)"
+            for (host, steps) in byHost {
+                byHost[host] = steps.map { applied in
+                    var applied = applied
+                    if let kind = kinds[applied.entry], Self.replayedInPhase2.contains(kind) || Self.replayedInPhase3.contains(kind) {
+                        applied.replayProblem = problem
+                        applied.replayKind = kind
+                    }
+                    return applied
+                }
+            }
         }
         let connections = await connectAll(hosts, secrets: secrets)
         let transports = connections.compactMapValues { try? $0.get() }
@@ -203,9 +218,8 @@ extension Engine {
                 byHost[host.name] = await replays(for: steps, kinds: kinds, host: host, transport: transport, prepared: prepared)
             }
         }
-        var outcome = await rollbackConnected(runID: runID, run: run, hosts: hosts, byHost: byHost, journal: journal, secrets: secrets,
+        let outcome = await rollbackConnected(runID: runID, run: run, hosts: hosts, byHost: byHost, journal: journal, secrets: secrets,
                                               info: info, connections: connections, transports: transports, prepared: prepared)
-        if let notReplayed { outcome.message += "; " + notReplayed }
         await Self.closeAll(transports)
         return outcome
     }
@@ -274,19 +288,21 @@ extension Engine {
     func replays(for steps: [AppliedStep], kinds: [Int64: String], host: RunbookCore.Host, transport: any Transport,
                  prepared: PreparedRun) async -> [AppliedStep] {
         var result = steps
-        let context: TemplateContext
+        let context: TemplateContext?
         do { context = try self.context(for: host, prepared: prepared, steps: [:]) } catch {
-            events.emit(.undoFinished(host: host.name, name: "service actions and health checks", ok: false,
-                                      message: "not run again: \(error)"))
-            return result
+            context = nil
         }
         for (i, applied) in steps.enumerated() {
             guard let kind = kinds[applied.entry],
                   Self.replayedInPhase2.contains(kind) || Self.replayedInPhase3.contains(kind) else { continue }
+            result[i].replayKind = kind
+            guard let context else {
+                result[i].replayProblem = "the host's variables do not render"
+                continue
+            }
             guard applied.stepIndex < prepared.runbook.steps.count,
                   case let step = prepared.runbook.steps[applied.stepIndex], step.kind == kind, step.name == applied.name else {
-                events.emit(.undoFinished(host: host.name, name: applied.name, ok: false,
-                                          message: "not run again: the runbook no longer has this step at #\(applied.stepIndex + 1)"))
+                result[i].replayProblem = "the runbook no longer has this step at #\(applied.stepIndex + 1)"
                 continue
             }
             // The journal shows the step ran, so its `when:` held then; it is not asked again
@@ -297,8 +313,7 @@ extension Engine {
                 let plan = try await planStep(ran, host: host, transport: transport, context: context, prepared: prepared, atApply: true)
                 result[i].replay = Self.replay(step, plan.operation)
             } catch {
-                events.emit(.undoFinished(host: host.name, name: applied.name, ok: false,
-                                          message: "not run again: \(error)"))
+                result[i].replayProblem = "\(error)"
             }
         }
         return result

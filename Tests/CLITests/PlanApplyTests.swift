@@ -416,6 +416,43 @@ struct PlanApplyTests {
         #expect(again.status == 0 && again.stdout.contains("h1 is not locked"))
     }
 
+    @Test("rollback RUN_ID restores files and runs the service action again; without the step it is incomplete (exit 4)")
+    func rollbackReplays() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        let restarts = p.remoteDir + "/restarts"
+        try configRunbook(p, extraSteps: """
+              - name: Restart the app
+                service: { name: app, action: restart, manager: command, run: "echo restart >> \(restarts)" }
+            """)
+        try "workers = 1\n".write(toFile: p.remoteDir + "/app.conf", atomically: true, encoding: .utf8)
+        func applied() throws -> String {
+            try "workers = 1\n".write(toFile: p.remoteDir + "/app.conf", atomically: true, encoding: .utf8)
+            let r = try p.run(["apply", "config", "-p", "workers=5", "--yes"])
+            #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+            return try #require(runIDs(p).first)
+        }
+        let first = try applied()
+        let back = try p.run(["rollback", first, "--yes"])
+        #expect(back.status == 0, "\(back.stdout)\(back.stderr)")
+        #expect(try String(contentsOfFile: p.remoteDir + "/app.conf", encoding: .utf8) == "workers = 1\n")
+        #expect(try String(contentsOfFile: restarts, encoding: .utf8) == "restart\nrestart\n", "the restart ran again after the restore")
+
+        // The runbook lost its restart step since the run: the file is still restored, but the
+        // app may still run the new config, so the rollback is incomplete and says why.
+        let second = try applied()
+        let text = try String(contentsOfFile: p.root + "/runbooks/config.yml", encoding: .utf8)
+        try p.write("runbooks/config.yml", String(text[..<text.range(of: "  - name: Restart the app")!.lowerBound]))
+        let incomplete = try p.run(["rollback", second, "--yes"])
+        #expect(incomplete.status == 4, "\(incomplete.stdout)\(incomplete.stderr)")
+        #expect((incomplete.stdout + incomplete.stderr).contains("Restart the app: not run again after the restore: the runbook no longer has this step at #3"),
+                "\(incomplete.stdout)\(incomplete.stderr)")
+        #expect(try String(contentsOfFile: p.remoteDir + "/app.conf", encoding: .utf8) == "workers = 1\n")
+        #expect(try String(contentsOfFile: restarts, encoding: .utf8) == "restart\nrestart\nrestart\n")
+        let history = try p.run(["history"])
+        #expect(history.stdout.contains("rollback_failed"), "\(history.stdout)")
+    }
+
     @Test("a secret never appears in output, plan file, journal, or ps on the host")
     func secretsStayHidden() async throws {
         let p = try RunbookProject(env)
