@@ -536,7 +536,8 @@ extension Engine {
             return .restoreFile(path: path, backup: existed ? backupPath(for: path, runID: runID) : nil,
                                 beforeDigest: before, afterDigest: sha256Hex(contents))
         case .run(_, let undo):
-            if let undo { return .command(CommandRecord(undo)) }
+            // The undo runs as the step did: through sudo when the step has become.
+            if let undo { return .command(CommandRecord(become(step, undo))) }
             switch StepSchema.undoBehavior(kind: step.kind, arguments: step.arguments) {
             case .rerun, .kept, .readOnly, .restore: return .nothing
             case .irreversible: return .irreversible(step.kind == "command" ? "command without undo" : "\(step.kind) cannot be undone")
@@ -596,7 +597,9 @@ extension Engine {
     }
 
     /// `become: true` runs the command through `sudo -n` (keeping the secrets' environment).
-    func become(_ step: Step, _ command: ShellCommand) -> ShellCommand {
+    func become(_ step: Step, _ command: ShellCommand) -> ShellCommand { Self.become(step, command) }
+
+    static func become(_ step: Step, _ command: ShellCommand) -> ShellCommand {
         guard step.become else { return command }
         return "sudo -n -E -- sh -c \(command.commandLine)" + ShellCommand(parts: command.parts.filter {
             if case .binding = $0 { return true }

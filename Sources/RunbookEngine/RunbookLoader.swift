@@ -612,6 +612,12 @@ private struct RunbookValidator {
         if let node = map["become"] { become = node.bool(&diagnostics) ?? false }
 
         guard kindEntries.count == 1, let kindEntry = kindEntries.first, let schema = StepSchema.schema(for: kindEntry.key) else { return nil }
+        if become, ["template", "copy"].contains(schema.name), let node = map["become"] {
+            node.error("become: \(schema.name) writes its file over SFTP as the login user, so it cannot become root",
+                       hint: "log in as a user that may write \(schema.name)'s dest, or render to a writable path and install it with a `command` step that has become: true",
+                       in: &diagnostics)
+            return nil
+        }
         guard let (arguments, locations) = readArguments(kindEntry, schema: schema, step: context) else { return nil }
         return Step(
             index: context.index, id: id, name: name ?? Self.defaultName(kind: schema.name, arguments: arguments),

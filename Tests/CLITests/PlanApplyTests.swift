@@ -453,6 +453,76 @@ struct PlanApplyTests {
         #expect(history.stdout.contains("rollback_failed"), "\(history.stdout)")
     }
 
+    @Test("become runs a step's command, and its undo, as root through sudo, secrets included; file steps refuse it")
+    func become() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        // A sudoers rule for the test's unprivileged user, visible in h1 only: its directory is
+        // bind-mounted over /etc/sudoers.d in h1's mount namespace for the duration of the test.
+        let user = env["RBT_PASSWORD_USER"]
+        let sudoers = p.remoteDir + "/sudoers.d"
+        try FileManager.default.createDirectory(atPath: sudoers, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        try "\(user) ALL=(root) NOPASSWD: ALL\n".write(toFile: sudoers + "/runbook-test", atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o440], ofItemAtPath: sudoers + "/runbook-test")
+        #expect(try env.inHost("h1", "mount --bind \(sudoers) /etc/sudoers.d").status == 0)
+        defer { _ = try? env.inHost("h1", "umount /etc/sudoers.d") }
+        chmod(p.remoteDir, 0o777)
+
+        // h1 reached as that user, with its password (a secret).
+        try p.write("inventory/hosts.yml", """
+            defaults: { port: 22, known_hosts: \(env["RBT_KNOWN_HOSTS"]), host_key_checking: strict }
+            vars: { runbook_lock_path: /var/tmp/rb-become-\(UUID().uuidString).lock }
+            hosts:
+              h1: { address: \(env["RBT_H1"]), user: \(user), password_secret: login }
+            """)
+        let token = "tok-\(UUID().uuidString)"
+        try p.write("runbooks/root.yml", """
+            name: root
+            hosts: h1
+            params:
+              fail: { type: bool, default: false }
+            steps:
+              - name: As the login user
+                command: { run: "id -un > \(p.remoteDir)/plain" }
+              - name: As root
+                become: true
+                command:
+                  run: "id -un > \(p.remoteDir)/root && printf %s {{ secrets.token }} > \(p.remoteDir)/token"
+                  undo: "id -un > \(p.remoteDir)/undone-by && rm -f \(p.remoteDir)/root"
+              - name: Maybe fail
+                command: { run: "test {{ params.fail }} = false" }
+            """)
+        let secrets = ["RUNBOOK_SECRET_login": env["RBT_PASSWORD"], "RUNBOOK_SECRET_token": token]
+        let ok = try p.run(["apply", "root", "--yes"], environment: secrets)
+        #expect(ok.status == 0, "\(ok.stdout)\(ok.stderr)")
+        let read = { (name: String) in (try? String(contentsOfFile: "\(p.remoteDir)/\(name)", encoding: .utf8)) ?? "" }
+        #expect(read("plain") == "\(user)\n")
+        #expect(read("root") == "root\n")
+        #expect(read("token") == token)
+        #expect(try p.remote("h1", "stat -c %U \(p.remoteDir)/root") == "root\n")
+        #expect(!(ok.stdout + ok.stderr).contains(token))
+
+        // A failure later rolls the step back with its undo, run as root too.
+        let failed = try p.run(["apply", "root", "-p", "fail=true", "--yes"], environment: secrets)
+        #expect(failed.status == 1, "\(failed.stdout)\(failed.stderr)")
+        #expect(read("undone-by") == "root\n")
+        #expect(!FileManager.default.fileExists(atPath: p.remoteDir + "/root"))
+
+        // A template cannot become root: it is refused before any host is contacted.
+        try p.write("templates/t.j2", "x\n")
+        try p.write("runbooks/file.yml", """
+            name: file
+            hosts: h1
+            steps:
+              - template: { src: t.j2, dest: /etc/rbtest-never }
+                become: true
+            """)
+        let refused = try p.run(["apply", "file", "--yes"], environment: secrets)
+        #expect(refused.status == 2, "\(refused.stdout)\(refused.stderr)")
+        #expect(refused.stderr.contains("file.yml:5"), "\(refused.stderr)")
+        #expect(refused.stderr.contains("become: template writes its file over SFTP as the login user"), "\(refused.stderr)")
+    }
+
     @Test("a secret never appears in output, plan file, journal, or ps on the host")
     func secretsStayHidden() async throws {
         let p = try RunbookProject(env)
