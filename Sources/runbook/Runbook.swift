@@ -32,6 +32,12 @@ struct Runbook: AsyncParsableCommand {
             SSHTransport.warmUp()
             if projectCommands.contains(CommandLine.arguments[1]) { Engine.warmUp() }
         }
+        await execute()
+    }
+
+    /// Everything after the set-up, off the main actor: it ends the process itself, so the run
+    /// never hops back to the main queue (which costs a new thread) just to exit.
+    nonisolated static func execute() async -> Never {
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? any AsyncParsableCommand {
