@@ -45,8 +45,6 @@ struct AppliedStep: Sendable {
     /// something, that makes the rollback incomplete: a service may still run what the run
     /// gave it.
     var replayProblem: String? = nil
-    /// The kind of a step that rollback would run again (set with `replayProblem`).
-    var replayKind: String? = nil
     /// False for the step that failed: a reload that failed reloaded nothing, so phase 2
     /// does not run it again.
     var succeeded = false
@@ -367,7 +365,7 @@ extension Engine {
             var command: PendingCommand? = nil
             let gate = CommandGate()
             if case .run(let line, _) = plan.operation {
-                command = transport.start(become(step, line), stdin: [], timeout: step.timeout, onOutput: nil, startingAfter: gate)
+                command = transport.start(Self.become(step, line), stdin: [], timeout: step.timeout, onOutput: nil, startingAfter: gate)
             }
             let entry: Int64
             do {
@@ -514,7 +512,13 @@ extension Engine {
     static let replayedInPhase2: Set<String> = ["service", "nginx_reload"]
     /// Kinds run again in rollback phase 3.
     static let replayedInPhase3: Set<String> = ["health", "wait_for"]
-    static func isPhase2(_ applied: AppliedStep) -> Bool { applied.replayKind.map(replayedInPhase2.contains) ?? false }
+
+    /// Records why rollback cannot run `applied` (of `kind`) again, where it would have: a
+    /// service action or reload that failed changed nothing, so it is not run again anyway.
+    static func noteReplayProblem(_ problem: String, kind: String, on applied: inout AppliedStep) {
+        guard replayedInPhase3.contains(kind) || (replayedInPhase2.contains(kind) && applied.succeeded) else { return }
+        applied.replayProblem = problem
+    }
 
     static func replay(_ step: Step, _ operation: Operation) -> Replay? {
         // A service action with its own undo (gunicorn TTIN undone by TTOU) is undone in
@@ -556,14 +560,14 @@ extension Engine {
             case .putFile(let path, let contents, let mode, let owner, let group, let validate, let existed, _):
                 if existed {
                     let backup = Self.backupPath(for: path, runID: runID)
-                    let copy = try await transport.run(become(step, "cp -p -- \(path) \(backup)"), stdin: [], timeout: step.timeout, onOutput: nil)
+                    let copy = try await transport.run(Self.become(step, "cp -p -- \(path) \(backup)"), stdin: [], timeout: step.timeout, onOutput: nil)
                     guard copy.succeeded else { return .failure("cannot back up \(path): \(copy.stderrText)") }
                 }
                 try await transport.writeFileAtomically(path, contents: contents, mode: mode, owner: owner, group: group,
                                                         validate: validate)
                 return .success(["changed": true, "path": .string(path)])
             case .run(let command, _):
-                return Self.commandResult(try await transport.run(become(step, command), stdin: [], timeout: step.timeout, onOutput: nil),
+                return Self.commandResult(try await transport.run(Self.become(step, command), stdin: [], timeout: step.timeout, onOutput: nil),
                                           step: step)
             case .assert(let conditions, let message):
                 for condition in conditions {
@@ -597,8 +601,6 @@ extension Engine {
     }
 
     /// `become: true` runs the command through `sudo -n` (keeping the secrets' environment).
-    func become(_ step: Step, _ command: ShellCommand) -> ShellCommand { Self.become(step, command) }
-
     static func become(_ step: Step, _ command: ShellCommand) -> ShellCommand {
         guard step.become else { return command }
         return "sudo -n -E -- sh -c \(command.commandLine)" + ShellCommand(parts: command.parts.filter {

@@ -23,7 +23,7 @@ extension Engine {
         // Nothing restored: services already run what they ran; there is nothing to re-check.
         guard result.restored > 0 else { return result }
         for applied in steps.reversed() {
-            guard let problem = applied.replayProblem, applied.succeeded || !Self.isPhase2(applied) else { continue }
+            guard let problem = applied.replayProblem else { continue }
             result.failures.append("\(host): \(applied.name): not run again after the restore: \(problem)")
             events.emit(.undoFinished(host: host, name: applied.name, ok: false, message: "not run again: \(problem)"))
         }
@@ -202,10 +202,7 @@ extension Engine {
             for (host, steps) in byHost {
                 byHost[host] = steps.map { applied in
                     var applied = applied
-                    if let kind = kinds[applied.entry], Self.replayedInPhase2.contains(kind) || Self.replayedInPhase3.contains(kind) {
-                        applied.replayProblem = problem
-                        applied.replayKind = kind
-                    }
+                    if let kind = kinds[applied.entry] { Self.noteReplayProblem(problem, kind: kind, on: &applied) }
                     return applied
                 }
             }
@@ -295,14 +292,13 @@ extension Engine {
         for (i, applied) in steps.enumerated() {
             guard let kind = kinds[applied.entry],
                   Self.replayedInPhase2.contains(kind) || Self.replayedInPhase3.contains(kind) else { continue }
-            result[i].replayKind = kind
             guard let context else {
-                result[i].replayProblem = "the host's variables do not render"
+                Self.noteReplayProblem("the host's variables do not render", kind: kind, on: &result[i])
                 continue
             }
             guard applied.stepIndex < prepared.runbook.steps.count,
                   case let step = prepared.runbook.steps[applied.stepIndex], step.kind == kind, step.name == applied.name else {
-                result[i].replayProblem = "the runbook no longer has this step at #\(applied.stepIndex + 1)"
+                Self.noteReplayProblem("the runbook no longer has this step at #\(applied.stepIndex + 1)", kind: kind, on: &result[i])
                 continue
             }
             // The journal shows the step ran, so its `when:` held then; it is not asked again
@@ -313,7 +309,7 @@ extension Engine {
                 let plan = try await planStep(ran, host: host, transport: transport, context: context, prepared: prepared, atApply: true)
                 result[i].replay = Self.replay(step, plan.operation)
             } catch {
-                result[i].replayProblem = "\(error)"
+                Self.noteReplayProblem("\(error)", kind: kind, on: &result[i])
             }
         }
         return result
