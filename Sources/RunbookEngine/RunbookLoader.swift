@@ -613,7 +613,7 @@ private struct RunbookValidator {
 
         guard kindEntries.count == 1, let kindEntry = kindEntries.first, let schema = StepSchema.schema(for: kindEntry.key) else { return nil }
         if become, ["template", "copy"].contains(schema.name), let node = map["become"] {
-            node.error("become: \(schema.name) writes its file over SFTP as the login user, so it cannot become root",
+            node.error("\(schema.name) writes its file over SFTP as the login user, so it cannot become root",
                        hint: "log in as a user that may write \(schema.name)'s dest, or render to a writable path and install it with a `command` step that has become: true",
                        in: &diagnostics)
             return nil
