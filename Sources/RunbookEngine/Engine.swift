@@ -374,7 +374,7 @@ public struct Engine: Sendable {
             }
         }
         let plan = Plan(runbook: prepared.runbook.name, params: prepared.params, hosts: prepared.hosts.map(\.name),
-                        createdAt: Date().formatted(.iso8601), digests: prepared.digests, changes: changes)
+                        createdAt: Journal.iso8601(), digests: prepared.digests, changes: changes)
         return (plan, byHost)
     }
 

@@ -236,6 +236,16 @@ public final class Journal: Sendable {
             + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(milliseconds, 3))"
     }
 
+    /// `yyyy-MM-ddTHH:mm:ssZ` in UTC, as `Date.formatted(.iso8601)` writes it (lock info, a
+    /// saved plan's creation time). That format style builds a Gregorian calendar for the current
+    /// time zone, and ICU loads its time zone data to name it: on a cold page cache, tens of
+    /// milliseconds of disk reads before the first host is locked.
+    public static func iso8601(_ date: Date = Date()) -> String {
+        let (parts, _) = utc(date)
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
+            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2))Z"
+    }
+
     /// A fresh run id: `yyyyMMdd-HHmmss` in UTC, `-`, and 4 random hex digits.
     public static func makeRunID(date: Date = Date()) -> String {
         let (parts, _) = utc(date)

@@ -32,7 +32,7 @@ public struct LockInfo: Codable, Sendable, Hashable {
     /// The info for a run of `runbook` by this process, now.
     public static func current(runID: String, runbook: String, at date: Date = Date()) -> LockInfo {
         LockInfo(runID: runID, controller: ControllerIdentity.hostname, pid: ControllerIdentity.pid,
-                 user: ControllerIdentity.user, startedAt: date.formatted(.iso8601), runbook: runbook)
+                 user: ControllerIdentity.user, startedAt: Journal.iso8601(date), runbook: runbook)
     }
 
     enum CodingKeys: String, CodingKey {
