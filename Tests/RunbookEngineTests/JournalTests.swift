@@ -99,6 +99,14 @@ struct JournalTests {
         #expect(throws: JournalError.self) { try journal.recordOutcome(entry: entry + 1000, status: .done, changed: false, message: nil) }
     }
 
+    @Test("lock info and plan times are ISO 8601 in UTC, as Foundation's format style writes them",
+          arguments: [0.0, 951_782_400.999, 1_764_870_731.5, 4_102_444_799.0])
+    func iso8601(seconds: Double) {
+        let date = Date(timeIntervalSince1970: seconds)
+        #expect(Journal.iso8601(date) == date.formatted(.iso8601))
+        #expect(LockInfo.current(runID: "r", runbook: "b", at: date).startedAt == date.formatted(.iso8601))
+    }
+
     @Test("runs are listed newest first, limited")
     func listing() throws {
         let state = StateFixtures.dir("journal")
