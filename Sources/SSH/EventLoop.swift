@@ -13,13 +13,18 @@ let libssh2Initialized: Bool = { libssh2_init(0) == 0 }()
 /// libssh2 handles are not thread-safe, so each session lives on exactly one loop and is only
 /// touched from that loop's thread. Work arrives as jobs through a locked inbox; a pipe wakes the
 /// thread from `poll(2)`. Results leave through continuations as Sendable values.
-final class EventLoop: Sendable {
+///
+/// A loop is also a `TaskExecutor`: a task that prefers it runs on the loop's thread between
+/// rounds of I/O, so a caller working through one host's commands one after another hands each
+/// command to the loop and gets its result back without waking another thread.
+final class EventLoop: TaskExecutor, Sendable {
     private let inbox = Mutex<[@Sendable (LoopState) -> Void]>([])
     private let wakeRead: Int32
     private let wakeWrite: Int32
+    /// The loop's thread, once it runs.
+    private let thread = Mutex<pthread_t?>(nil)
 
     init(name: String) {
-        _ = libssh2Initialized
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { fatalError("pipe failed: \(errno)") }
         for fd in fds {
@@ -29,19 +34,37 @@ final class EventLoop: Sendable {
         wakeRead = fds[0]
         wakeWrite = fds[1]
         let readFD = fds[0]
-        let thread = Thread { [self] in
+        // Only loop threads use libssh2, so the first one to start initialises it (OpenSSL's
+        // set-up, most of a millisecond) rather than the thread that made the group, which
+        // has the arguments to parse and the project to load.
+        let worker = Thread { [self] in
+            self.thread.withLock { $0 = pthread_self() }
+            _ = libssh2Initialized
             LoopState(loop: self, wakeFD: readFD).run()
         }
-        thread.name = name
-        thread.stackSize = 1 << 20
-        thread.start()
+        worker.name = name
+        worker.stackSize = 1 << 20
+        worker.start()
     }
 
-    /// Runs `job` on the loop's thread.
+    /// True on the loop's own thread.
+    private var onLoopThread: Bool {
+        thread.withLock { $0.map { pthread_equal($0, pthread_self()) != 0 } ?? false }
+    }
+
+    /// Runs `job` on the loop's thread. From that thread itself the job runs before the loop
+    /// next polls, so the loop is not woken.
     func execute(_ job: @escaping @Sendable (LoopState) -> Void) {
         inbox.withLock { $0.append(job) }
+        guard !onLoopThread else { return }
         var byte: UInt8 = 1
         _ = write(wakeWrite, &byte, 1)
+    }
+
+    /// Runs a job of a task that prefers this loop (`withTaskExecutorPreference`).
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        execute { [self] _ in job.runSynchronously(on: asUnownedTaskExecutor()) }
     }
 
     /// Takes every queued job.
@@ -125,6 +148,36 @@ class LoopOperation {
     func fail(_ error: SSHError) {}
 }
 
+/// Opens the spare channel of `prepareSpareChannel`.
+final class SpareChannelOperation: LoopOperation {
+    private var ended = false
+
+    override func advance(now: ContinuousClock.Instant) -> Advance {
+        guard !ended else { return .finished }
+        guard let raw = session.raw, !session.closing else { return done(nil) }
+        guard session.acquireOpenLock(self) else { return .blocked([]) }
+        guard let channel = rb_channel_open_session(raw) else {
+            if wouldBlock(raw) { return .blocked([.session(session)]) }
+            return done(nil)
+        }
+        return done(channel)
+    }
+
+    private func done(_ channel: OpaquePointer?) -> Advance {
+        ended = true
+        session.releaseOpenLock(self)
+        session.spareOpening = false
+        session.spareChannel = channel
+        return .finished
+    }
+
+    override func fail(_ error: SSHError) {
+        ended = true
+        session.releaseOpenLock(self)
+        session.spareOpening = false
+    }
+}
+
 /// The loop thread's private state: sessions and the operations running on them.
 final class LoopState {
     unowned let loop: EventLoop
@@ -178,6 +231,20 @@ final class LoopState {
             operation.session.becameBusy(now: .now)
         }
         operations.append(operation)
+    }
+
+    /// Opens a session channel on `session` for its next command, unless one is ready or on
+    /// its way, or the session is closing or dead. Commands run one after another on a host
+    /// then find their channel open: the round trip of opening it is no longer between two
+    /// steps. A refused open (sshd's MaxSessions) is not an error; the next command opens its own.
+    func prepareSpareChannel(for session: SessionState) {
+        guard session.spareChannel == nil, !session.spareOpening, !session.closing,
+              session.failure == nil, session.raw != nil else { return }
+        session.spareOpening = true
+        let operation = SpareChannelOperation(session: session)
+        start(operation)
+        // The request goes out now, not after whatever the ended command's caller does next.
+        _ = operation.advance(now: .now)
     }
 
     /// Ends every operation on `session` except `keep` with `error`, before the session is

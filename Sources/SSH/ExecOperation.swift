@@ -27,6 +27,9 @@ public struct CommandResult: Sendable {
     public var timedOut: Bool
     /// Wall time from sending the command to its channel closing.
     public var duration: Duration
+    /// True when the command ran on a channel opened ahead of it (after the previous command
+    /// on the connection ended) rather than one opened for it.
+    public var openedAhead: Bool = false
 
     /// stdout decoded as UTF-8, with invalid bytes replaced.
     public var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
@@ -56,6 +59,8 @@ final class ExecOperation: LoopOperation {
 
     private var state = State.opening
     private var channel: OpaquePointer?
+    /// The channel is the session's spare (see `LoopState.prepareSpareChannel`).
+    private var openedAhead = false
     private var stdinOffset = 0
     private var eofSent = false
     private var stdout: [UInt8] = []
@@ -114,6 +119,14 @@ final class ExecOperation: LoopOperation {
             switch state {
             case .opening:
                 if cancelled { finish(); return .finished }
+                if let spare = session.spareChannel {
+                    session.spareChannel = nil
+                    channel = spare
+                    openedAhead = true
+                    state = .starting
+                    progressed = true
+                    continue
+                }
                 guard session.acquireOpenLock(self) else { return .blocked([]) }
                 guard let ch = rb_channel_open_session(raw) else {
                     if wouldBlock(raw) { return .blocked([.session(session)]) }
@@ -143,6 +156,12 @@ final class ExecOperation: LoopOperation {
                 }
                 switch call(rc) {
                 case .again: return .blocked([.session(session)])
+                case .failed where openedAhead:
+                    // The spare channel went bad while it waited: drop it, open a fresh one.
+                    if call(libssh2_channel_free(channel)).isAgain { return .blocked([.session(session)]) }
+                    channel = nil
+                    openedAhead = false
+                    state = .opening
                 case .failed:
                     error = .libssh2(.channel, "\(session.label) refused to run the command", session: raw)
                     state = .freeing
@@ -312,6 +331,7 @@ final class ExecOperation: LoopOperation {
     private func finish() {
         state = .done
         session.releaseOpenLock(self)
+        loopState.prepareSpareChannel(for: session)
         guard let completion else { return }
         self.completion = nil
         if cancelled {
@@ -322,7 +342,7 @@ final class ExecOperation: LoopOperation {
             if let pending = markerBuffer { stderr += pending }
             completion(.success(CommandResult(
                 stdout: stdout, stderr: stderr, exitStatus: exitStatus, exitSignal: exitSignal,
-                timedOut: timedOut, duration: .now - started)))
+                timedOut: timedOut, duration: .now - started, openedAhead: openedAhead)))
         }
     }
 

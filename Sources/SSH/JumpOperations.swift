@@ -146,6 +146,7 @@ final class CloseOperation: LoopOperation {
         guard let raw = session.raw else { return finish() }
         if !detached {
             detached = true
+            session.closing = true
             loopState.detachOperations(of: session, except: self,
                                        error: SSHError(.closed, "the connection to \(session.label) was closed"))
         }
@@ -153,6 +154,10 @@ final class CloseOperation: LoopOperation {
         while true {
             switch step {
             case 0:
+                if let spare = session.spareChannel {
+                    if call(libssh2_channel_free(spare)).isAgain { return .blocked([.session(session)]) }
+                    session.spareChannel = nil
+                }
                 if let sftp = session.sftp {
                     if call(libssh2_sftp_shutdown(sftp)).isAgain { return .blocked([.session(session)]) }
                     session.sftp = nil

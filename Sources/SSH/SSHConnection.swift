@@ -208,6 +208,10 @@ public final class SSHConnection: Sendable {
         return StartedCommand(loop: loop, token: token)
     }
 
+    /// The executor of the thread that drives this connection: a task that prefers it
+    /// (`withTaskExecutorPreference`) gets each command's result without a thread switch.
+    public var taskExecutor: any TaskExecutor { loop }
+
     /// Reads a remote file over SFTP; nil when it does not exist.
     public func readFile(_ path: String) async throws -> [UInt8]? {
         try await submit { state, session, continuation in

@@ -20,6 +20,13 @@ final class SessionState {
     /// libssh2 keeps one state machine per session for opening channels and starting SFTP, so
     /// only one operation may be opening at a time: this is the one that is.
     var openLockHolder: ObjectIdentifier?
+    /// A session channel opened ahead of need (after a command ended), for the next command:
+    /// its open round trip then overlaps whatever the caller does between two commands.
+    var spareChannel: OpaquePointer?
+    /// Set while the spare channel is being opened.
+    var spareOpening = false
+    /// Set once the session is being closed: no spare channel is opened any more.
+    var closing = false
     /// The SFTP subsystem, started on first use.
     var sftp: OpaquePointer?
     /// SFTP requests share per-SFTP state in libssh2: they run one at a time, in arrival order.
@@ -81,6 +88,7 @@ final class SessionState {
     /// Drops the handles of a dead session without talking to the peer.
     func abandon() {
         sftp = nil
+        spareChannel = nil  // freed with the session
         if let raw {
             libssh2_session_set_blocking(raw, 0)
             _ = libssh2_session_free(raw)

@@ -155,6 +155,35 @@ struct ExecTests {
         #expect(value != 0, "TCP_NODELAY is not set on the session's socket")
     }
 
+    @Test("after a command ends, the next one on the connection runs on a channel already opened for it")
+    func channelOpenedAhead() async throws {
+        let c = try await hosts.connect(hosts.target())
+        defer { Task { await c.close() } }
+        let first = try await c.run("echo 1")
+        #expect(first.stdoutText == "1\n")
+        #expect(first.openedAhead == false)
+        // A failed command leaves a spare behind it too, and each spare serves one command.
+        let failed = try await c.run("echo 2; exit 3")
+        #expect(failed.exitStatus == 3 && failed.openedAhead)
+        for i in 3...5 {
+            let r = try await c.run("echo \(i)")
+            #expect(r.stdoutText == "\(i)\n")
+            #expect(r.openedAhead, "command \(i) opened its own channel")
+        }
+        // Commands at once: the first to open takes the spare, the others open their own (or a
+        // spare left by one that ended first); all run.
+        async let a = c.run("echo a")
+        async let b = c.run("echo b")
+        async let d = c.run("echo d")
+        let together = try await [a, b, d]
+        #expect(together.map(\.stdoutText) == ["a\n", "b\n", "d\n"])
+        #expect(together.filter(\.openedAhead).count >= 1)
+        // SFTP shares the connection with the spare.
+        try await c.writeFile("/tmp/rb-spare-\(getpid())", contents: Array("x".utf8))
+        #expect(try await c.readFile("/tmp/rb-spare-\(getpid())") == Array("x".utf8))
+        try await c.removeFile("/tmp/rb-spare-\(getpid())")
+    }
+
     @Test("a command killed by a signal reports the signal, not an exit status")
     func exitSignal() async throws {
         let c = try await hosts.connect(hosts.target())
