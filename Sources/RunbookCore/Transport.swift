@@ -133,6 +133,10 @@ public protocol Transport: Sendable {
     func exchange(address: String, port: Int, send: [UInt8], timeout: Duration) async throws(TransportError) -> ExchangeReply?
     /// Ends the connection.
     func close() async
+    /// Where work that waits on this host step after step is best run: the executor that
+    /// drives the connection, so that no thread is woken between a command's end and the
+    /// next command. nil: anywhere.
+    var preferredExecutor: (any TaskExecutor)? { get }
 }
 
 /// What a TCP exchange through a host brought back.
@@ -150,6 +154,9 @@ public struct ExchangeReply: Sendable, Equatable {
 }
 
 extension Transport {
+    /// No preference.
+    public var preferredExecutor: (any TaskExecutor)? { nil }
+
     /// Waits for `gate`, then runs the command.
     public func run(_ command: ShellCommand, stdin: [UInt8], timeout: Duration?,
                     onOutput: (@Sendable (OutputEvent) -> Void)?, startingAfter gate: CommandGate) async throws(TransportError) -> CommandOutput {

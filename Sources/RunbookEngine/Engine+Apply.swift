@@ -248,8 +248,13 @@ extension Engine {
         for start in stride(from: 0, to: prepared.hosts.count, by: batchSize) {
             let batch = Array(prepared.hosts[start..<min(start + batchSize, prepared.hosts.count)])
             let results = await boundedMap(batch, limit: settings.forks) { host in
-                await self.applyHost(host, transport: transports[host.name]!, plans: operations[host.name] ?? [],
-                                     prepared: prepared, journal: journal, runID: runID, isFirst: host.name == firstHost)
+                // A host's steps run on the thread that drives its connection (over SSH): each
+                // command's end resumes the next step there, without waking another thread.
+                let transport = transports[host.name]!
+                return await withTaskExecutorPreference(transport.preferredExecutor) {
+                    await self.applyHost(host, transport: transport, plans: operations[host.name] ?? [],
+                                         prepared: prepared, journal: journal, runID: runID, isFirst: host.name == firstHost)
+                }
             }
             outcomes += results
             failures += results.filter { $0.failure != nil }.count

@@ -67,6 +67,9 @@ public final class SSHTransport: Transport {
         return TransportError(host: host, message: "\(error)")
     }
 
+    /// The connection's event loop.
+    public var preferredExecutor: (any TaskExecutor)? { connection.taskExecutor }
+
     /// Opens the command's channel at once and sends the command when `gate` opens.
     public func run(_ command: ShellCommand, stdin: [UInt8], timeout: Duration?,
                     onOutput: (@Sendable (OutputEvent) -> Void)?, startingAfter gate: CommandGate) async throws(TransportError) -> CommandOutput {
