@@ -39,6 +39,8 @@ final class EventLoop: TaskExecutor, Sendable {
         // has the arguments to parse and the project to load.
         let worker = Thread { [self] in
             self.thread.withLock { $0 = pthread_self() }
+            // Named for ps, top -H and perf (Foundation leaves the creating thread's name).
+            rb_name_this_thread(name)
             _ = libssh2Initialized
             LoopState(loop: self, wakeFD: readFD).run()
         }

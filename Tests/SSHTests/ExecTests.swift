@@ -184,6 +184,22 @@ struct ExecTests {
         try await c.removeFile("/tmp/rb-spare-\(getpid())")
     }
 
+    @Test("a task that prefers the connection's executor resumes on the loop thread that drives it")
+    func loopExecutor() async throws {
+        let c = try await hosts.connect(hosts.target())
+        defer { Task { await c.close() } }
+        let threads = await withTaskExecutorPreference(c.taskExecutor) { () async -> [String] in
+            var names: [String] = []
+            for _ in 0..<3 {
+                _ = try? await c.run("true")
+                names.append(currentThreadName())
+            }
+            return names
+        }
+        #expect(threads.count == 3 && Set(threads).count == 1, "\(threads)")
+        #expect(threads.allSatisfy { $0.hasPrefix("ssh-loop-") }, "\(threads)")
+    }
+
     @Test("a command killed by a signal reports the signal, not an exit status")
     func exitSignal() async throws {
         let c = try await hosts.connect(hosts.target())
@@ -258,4 +274,10 @@ func openTCPSocket(localPort: UInt16) -> Int32? {
         if port == localPort { return fd }
     }
     return nil
+}
+
+/// The name of the thread this runs on, as the kernel has it.
+private func currentThreadName() -> String {
+    ((try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "")
+        .trimmingCharacters(in: .newlines)
 }
