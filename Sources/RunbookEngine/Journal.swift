@@ -61,7 +61,7 @@ public final class Journal: Sendable {
             for attempt in 0..<16 {
                 let id = r.id ?? Journal.makeRunID(date: r.startedAt)
                 do {
-                    try queue.write { db in
+                    try transaction { db in
                         try db.execute(sql: """
                             INSERT INTO runs (id, runbook, params_json, hosts_json, controller, pid, started_at, status, plan_digest, message)
                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -84,7 +84,7 @@ public final class Journal: Sendable {
     public func recordIntent(run: String, host: String, stepIndex: Int, stepName: String, kind: String, phase: Phase,
                              undo: Data?, irreversible: Bool, completing previous: StepOutcome? = nil) throws -> Int64 {
         try access("record the intent of step \(stepIndex) (\(stepName)) on \(host)") {
-            try queue.write { db in
+            try transaction { db in
                 if let previous { try Journal.write(previous, db, path: path) }
                 try db.cachedStatement(sql: """
                     INSERT INTO entries (run_id, host, step_index, step_name, kind, phase, status, undo_json, irreversible, changed, started_at)
@@ -106,7 +106,7 @@ public final class Journal: Sendable {
     /// Records how a step ended, at the time `outcome` was made.
     public func recordOutcome(_ outcome: StepOutcome) throws {
         try access("record the outcome of entry \(outcome.entry)") {
-            try queue.write { db in try Journal.write(outcome, db, path: path) }
+            try transaction { db in try Journal.write(outcome, db, path: path) }
         }
     }
 
@@ -126,7 +126,7 @@ public final class Journal: Sendable {
     /// Records how a run ended.
     public func finishRun(_ id: String, status: RunStatus, exitCode: Int32, message: String?) throws {
         try access("record the end of run \(id)") {
-            try queue.write { db in
+            try transaction { db in
                 try db.execute(sql: """
                     UPDATE runs SET status = ?, exit_code = ?, message = ?, finished_at = ? WHERE id = ?
                     """, arguments: [status.rawValue, Int64(exitCode), message, Journal.timestamp(), id])
@@ -152,7 +152,7 @@ public final class Journal: Sendable {
         var marked: [String] = []
         for candidate in candidates where !ControllerIdentity.processIsAlive(candidate.pid) {
             let changed = try access("mark run \(candidate.id) interrupted") {
-                try queue.write { db in
+                try transaction { db in
                     try db.execute(sql: """
                         UPDATE runs SET status = ?, message = COALESCE(message, ?) WHERE id = ? AND status = ?
                         """, arguments: [RunStatus.interrupted.rawValue,
@@ -367,14 +367,33 @@ extension Journal {
         return "\(error)"
     }
 
-    /// Runs `body`, turning database failures into `JournalError`s that say what was attempted.
-    func access<T>(_ what: String, _ body: () throws -> T) throws -> T {
+    /// Runs `body` in one write transaction (`BEGIN IMMEDIATE`: the write lock is taken, or
+    /// waited for, before anything is read). BEGIN and COMMIT come from the statement cache:
+    /// GRDB's `write` builds both from SQL literals each time, and each step commits once.
+    private func transaction<T>(_ body: (Database) throws -> T) throws -> T {
+        try queue.writeWithoutTransaction { db in
+            try db.cachedStatement(sql: "BEGIN IMMEDIATE").execute()
+            do {
+                let result = try body(db)
+                try db.cachedStatement(sql: "COMMIT").execute()
+                return result
+            } catch {
+                // After some errors SQLite has already rolled back; nothing is left to undo then.
+                if db.isInsideTransaction { try? db.cachedStatement(sql: "ROLLBACK").execute() }
+                throw error
+            }
+        }
+    }
+
+    /// Runs `body`, turning database failures into `JournalError`s that say what was attempted
+    /// (`what` is only built then: most calls are one per step, and succeed).
+    func access<T>(_ what: @autoclosure () -> String, _ body: () throws -> T) throws -> T {
         do {
             return try body()
         } catch let error as JournalError {
             throw error
         } catch {
-            throw JournalError(path: path, message: "cannot \(what): \(Journal.describe(error))")
+            throw JournalError(path: path, message: "cannot \(what()): \(Journal.describe(error))")
         }
     }
 
