@@ -154,8 +154,13 @@ final class CloseOperation: LoopOperation {
         while true {
             switch step {
             case 0:
+                // The spare channel's CLOSE goes out now and is not waited for: its answer comes
+                // back while SFTP shuts down, and the session frees the channel at the end.
                 if let spare = session.spareChannel {
-                    if call(libssh2_channel_free(spare)).isAgain { return .blocked([.session(session)]) }
+                    if call(libssh2_channel_close(spare)).isAgain,
+                       libssh2_session_block_directions(raw) & RB_BLOCK_OUTBOUND != 0 {
+                        return .blocked([.session(session)])
+                    }
                     session.spareChannel = nil
                 }
                 if let sftp = session.sftp {
