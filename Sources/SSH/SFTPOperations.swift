@@ -110,6 +110,10 @@ final class ReadFileOperation: SFTPOperation<[UInt8]?> {
     private var handle: OpaquePointer?
     private var contents: [UInt8] = []
     private var reachedEnd = false
+    /// How much one read asks for. libssh2 keeps four times a read's size requested ahead, so
+    /// the first reads ask for little: a small file (a lock, a config) is then one request,
+    /// not the nine a 64 KiB read sends. A read that fills it switches to the whole buffer.
+    private var readSize = 4096
 
     override func step(raw: OpaquePointer, sftp: OpaquePointer) -> Result<[UInt8]?, SSHError>? {
         if handle == nil {
@@ -121,11 +125,13 @@ final class ReadFileOperation: SFTPOperation<[UInt8]?> {
             handle = h
         }
         while !reachedEnd {
+            let size = min(readSize, loopState.readBuffer.count)
             let n = loopState.readBuffer.withUnsafeMutableBufferPointer { buf in
-                buf.withMemoryRebound(to: CChar.self) { libssh2_sftp_read(handle, $0.baseAddress, $0.count) }
+                buf.withMemoryRebound(to: CChar.self) { libssh2_sftp_read(handle, $0.baseAddress, size) }
             }
             if n > 0 {
                 contents += loopState.readBuffer[0..<Int(n)]
+                if n == size { readSize = loopState.readBuffer.count }
             } else if n == 0 {
                 reachedEnd = true
             } else if Int32(n) == RB_ERROR_EAGAIN {

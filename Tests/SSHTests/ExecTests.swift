@@ -238,6 +238,13 @@ struct ExecTests {
         try await c.removeFile(path)
         #expect(try await c.stat(path) == nil)
         try await c.removeFile(path)  // already gone: fine
+        // Reads start small and grow: sizes around the first read's come back whole.
+        for size in [0, 1, 4095, 4096, 4097, 16_384, 70_000] {
+            let bytes = (0..<size).map { UInt8(($0 * 7) % 256) }
+            try await c.writeFile(path, contents: bytes)
+            #expect(try await c.readFile(path) == bytes, "a file of \(size) bytes")
+        }
+        try await c.removeFile(path)
     }
 
     @Test("IPv6 and a second port")
