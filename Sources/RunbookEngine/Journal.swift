@@ -232,8 +232,7 @@ public final class Journal: Sendable {
     /// a few milliseconds and megabytes; SQLite's date functions read the same text.
     static func timestamp(_ date: Date = Date()) -> String {
         let (parts, milliseconds) = utc(date)
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2)) "
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(milliseconds, 3))"
+        return fields(parts, date: "-", between: " ", time: ":") + ".\(pad(milliseconds, 3))"
     }
 
     /// `yyyy-MM-ddTHH:mm:ssZ` in UTC, as `Date.formatted(.iso8601)` writes it (lock info, a
@@ -241,17 +240,19 @@ public final class Journal: Sendable {
     /// time zone, and ICU loads its time zone data to name it: on a cold page cache, tens of
     /// milliseconds of disk reads before the first host is locked.
     public static func iso8601(_ date: Date = Date()) -> String {
-        let (parts, _) = utc(date)
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2))Z"
+        fields(utc(date).0, date: "-", between: "T", time: ":") + "Z"
     }
 
     /// A fresh run id: `yyyyMMdd-HHmmss` in UTC, `-`, and 4 random hex digits.
     public static func makeRunID(date: Date = Date()) -> String {
-        let (parts, _) = utc(date)
-        let stamp = "\(parts.tm_year + 1900)\(pad(parts.tm_mon + 1, 2))\(pad(parts.tm_mday, 2))-"
-            + "\(pad(parts.tm_hour, 2))\(pad(parts.tm_min, 2))\(pad(parts.tm_sec, 2))"
-        return stamp + "-" + pad(String(UInt16.random(in: 0...UInt16.max), radix: 16), 4)
+        fields(utc(date).0, date: "", between: "-", time: "") + "-" + pad(String(UInt16.random(in: 0...UInt16.max), radix: 16), 4)
+    }
+
+    /// Year, month, day, `between`, hour, minute, second, each zero-padded, with `date` between
+    /// the date's fields and `time` between the time's.
+    private static func fields(_ parts: tm, date: String, between: String, time: String) -> String {
+        "\(pad(parts.tm_year + 1900, 4))\(date)\(pad(parts.tm_mon + 1, 2))\(date)\(pad(parts.tm_mday, 2))\(between)"
+            + "\(pad(parts.tm_hour, 2))\(time)\(pad(parts.tm_min, 2))\(time)\(pad(parts.tm_sec, 2))"
     }
 
     /// `date`'s calendar fields in UTC, and its milliseconds.
