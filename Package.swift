@@ -48,11 +48,21 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // Loading (YAML with locations), inventory resolution, running commands across hosts.
+        // The step kinds, one file each (schema, undo policy, planner), and what they share:
+        // compose, PostgreSQL, HTTP, diffs. Facts in, operations out; never touches a host itself.
+        .target(
+            name: "RunbookSteps",
+            dependencies: [
+                "RunbookCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        // The driver: the project (loader, inventory, secrets), templates, the run (planner,
+        // applier, rollback, locks) and the journal. Asks the step registry; never names a kind.
         .target(
             name: "RunbookEngine",
             dependencies: [
-                "RunbookCore", "RunbookTransport", "CSQLite",
+                "RunbookCore", "RunbookSteps", "RunbookTransport", "CSQLite",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Stencil", package: "Stencil"),
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -73,9 +83,10 @@ let package = Package(
         .executableTarget(name: "ssh-microbench", dependencies: ["SSH"], path: "bench/ssh-microbench"),
         .testTarget(name: "SSHTests", dependencies: ["SSH", "TestSupport"]),
         .testTarget(name: "RunbookCoreTests", dependencies: ["RunbookCore"]),
-        .testTarget(name: "RunbookEngineTests", dependencies: ["RunbookEngine", "RunbookTransport", "RunbookCore", "TestSupport"]),
+        .testTarget(name: "RunbookStepsTests", dependencies: ["RunbookSteps", "RunbookCore", "TestSupport"]),
+        .testTarget(name: "RunbookEngineTests", dependencies: ["RunbookEngine", "RunbookSteps", "RunbookTransport", "RunbookCore", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
         // Shared by test targets: locating the test hosts and the built binary.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["RunbookCore"], path: "Tests/TestSupport"),
     ]
 )

@@ -1,4 +1,5 @@
 import RunbookCore
+import RunbookSteps
 
 /// The outcome of `runbook exec` on one host.
 public struct AdHocResult: Sendable {

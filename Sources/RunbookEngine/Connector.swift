@@ -1,5 +1,6 @@
 import Logging
 import RunbookCore
+import RunbookSteps
 import RunbookTransport
 
 /// Opens the right transport for a host: SSH, or local for `connection: local`.

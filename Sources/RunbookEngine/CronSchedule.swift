@@ -1,5 +1,6 @@
 import Foundation
 import RunbookCore
+import RunbookSteps
 
 /// The crontab block `runbook schedule` manages for one project: one line per runbook with a
 /// `schedule:`, between marker comments naming the project root.

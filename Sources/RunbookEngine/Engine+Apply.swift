@@ -1,5 +1,7 @@
 import Foundation
 import RunbookCore
+import RunbookSteps
+import RunbookTransport
 
 /// How `apply` should behave.
 public struct ApplyOptions: Sendable {
@@ -55,7 +57,7 @@ struct Replay: Sendable {
     /// Phase 2 (service actions and reloads, in original order) or 3 (health checks).
     let phase: Int
     let step: Step
-    let operation: Operation
+    let operation: StepOperation
 }
 
 /// One host's lock at the start of an apply: taken, or refused with the reason.
@@ -370,7 +372,7 @@ extension Engine {
             var command: PendingCommand? = nil
             let gate = CommandGate()
             if case .run(let line, _) = plan.operation {
-                command = transport.start(Self.become(step, line), stdin: [], timeout: step.timeout, onOutput: nil, startingAfter: gate)
+                command = transport.start(Become.wrap(line, if: step.become), stdin: [], timeout: step.timeout, onOutput: nil, startingAfter: gate)
             }
             let entry: Int64
             do {
@@ -409,7 +411,7 @@ extension Engine {
                 outcome.changed = outcome.changed || changed
                 pendingOutcome = StepOutcome(entry: entry, status: .done, changed: changed, message: nil)
                 if let id = step.id { context.steps[id] = .map(outputs) }
-                if step.kind == "gather" {
+                if StepRegistry.kind(step.kind)?.outputsAreFacts == true {
                     context.facts.merge(outputs.filter { $0.key != "changed" }) { _, new in new }
                 }
                 finishStep(changed ? .changed : .ok, nil)
@@ -434,8 +436,8 @@ extension Engine {
     static func commandResult(_ output: CommandOutput, step: Step) -> StepResult {
         var outputs: [String: Value] = ["changed": true, "rc": .int(Int(output.exitStatus ?? -1)),
                                         "stdout": .string(output.stdoutText), "stderr": .string(output.stderrText)]
-        if output.succeeded, let parse = StepKinds.outputParsers[step.kind] {
-            outputs.merge(parse(output.stdoutText)) { _, new in new }
+        if output.succeeded, let kind = StepRegistry.kind(step.kind) {
+            outputs.merge(kind.outputs(stdout: output.stdoutText)) { _, new in new }
         }
         guard output.succeeded else {
             let tail = output.stderrText.split(separator: "\n").suffix(5).joined(separator: " | ")
@@ -513,43 +515,46 @@ extension Engine {
         }
     }
 
-    /// Kinds whose action is run again in rollback phase 2, after state is restored.
-    static let replayedInPhase2: Set<String> = ["service", "nginx_reload"]
-    /// Kinds run again in rollback phase 3.
-    static let replayedInPhase3: Set<String> = ["health", "wait_for"]
+    /// When rollback runs a step of `kind` again (never for an unknown kind).
+    static func replayPhase(_ kind: String) -> ReplayPhase { StepRegistry.kind(kind)?.replay ?? .never }
 
     /// Records why rollback cannot run `applied` (of `kind`) again, where it would have: a
     /// service action or reload that failed changed nothing, so it is not run again anyway.
     static func noteReplayProblem(_ problem: String, kind: String, on applied: inout AppliedStep) {
-        guard replayedInPhase3.contains(kind) || (replayedInPhase2.contains(kind) && applied.succeeded) else { return }
+        let phase = replayPhase(kind)
+        guard phase == .recheck || (phase == .afterRestore && applied.succeeded) else { return }
         applied.replayProblem = problem
     }
 
-    static func replay(_ step: Step, _ operation: Operation) -> Replay? {
+    static func replay(_ step: Step, _ operation: StepOperation) -> Replay? {
         // A service action with its own undo (gunicorn TTIN undone by TTOU) is undone in
         // phase 1; running it again in phase 2 would redo it.
         if case .run(_, let undo) = operation, undo != nil { return nil }
-        if replayedInPhase2.contains(step.kind) { return Replay(phase: 2, step: step, operation: operation) }
-        if replayedInPhase3.contains(step.kind) {
+        switch replayPhase(step.kind) {
+        case .never:
+            return nil
+        case .afterRestore:
+            return Replay(phase: 2, step: step, operation: operation)
+        case .recheck:
             // A check of the new state (`recheck: false`), such as "8 workers run", would fail
             // by design once rollback restored the old state.
             if case .bool(false) = step.arguments["recheck"] ?? .null { return nil }
             return Replay(phase: 3, step: step, operation: operation)
         }
-        return nil
     }
 
-    static func undoRecord(for operation: Operation, step: Step, runID: String) -> UndoRecord {
+    static func undoRecord(for operation: StepOperation, step: Step, runID: String) -> UndoRecord {
         switch operation {
         case .putFile(let path, let contents, _, _, _, _, let existed, let before):
             return .restoreFile(path: path, backup: existed ? backupPath(for: path, runID: runID) : nil,
                                 beforeDigest: before, afterDigest: sha256Hex(contents))
         case .run(_, let undo):
             // The undo runs as the step did: through sudo when the step has become.
-            if let undo { return .command(CommandRecord(become(step, undo))) }
-            switch StepSchema.undoBehavior(kind: step.kind, arguments: step.arguments) {
+            if let undo = operation.undoCommand(become: step.become) { return .command(CommandRecord(undo)) }
+            switch StepRegistry.undoBehavior(kind: step.kind, arguments: step.arguments) {
             case .rerun, .kept, .readOnly, .restore: return .nothing
-            case .irreversible: return .irreversible(step.kind == "command" ? "command without undo" : "\(step.kind) cannot be undone")
+            case .irreversible:
+                return .irreversible(StepRegistry.kind(step.kind)?.irreversibleReason(step.arguments) ?? "\(step.kind) cannot be undone")
             }
         case .assert, .sleep, .action, .nothing:
             return .nothing
@@ -558,21 +563,23 @@ extension Engine {
 
     /// Executes one planned operation (the only place a step changes a host).
     /// `gate`: a `.run` operation's command starts only once it opens (see `CommandGate`).
-    func execute(_ operation: Operation, step: Step, transport: any Transport, context: TemplateContext,
+    func execute(_ operation: StepOperation, step: Step, transport: any Transport, context: TemplateContext,
                  prepared: PreparedRun, runID: String) async -> StepResult {
         do throws(TransportError) {
             switch operation {
             case .putFile(let path, let contents, let mode, let owner, let group, let validate, let existed, _):
                 if existed {
                     let backup = Self.backupPath(for: path, runID: runID)
-                    let copy = try await transport.run(Self.become(step, "cp -p -- \(path) \(backup)"), stdin: [], timeout: step.timeout, onOutput: nil)
+                    let copy = try await transport.run(Become.wrap("cp -p -- \(path) \(backup)", if: step.become), stdin: [], timeout: step.timeout, onOutput: nil)
                     guard copy.succeeded else { return .failure("cannot back up \(path): \(copy.stderrText)") }
                 }
                 try await transport.writeFileAtomically(path, contents: contents, mode: mode, owner: owner, group: group,
                                                         validate: validate)
                 return .success(["changed": true, "path": .string(path)])
-            case .run(let command, _):
-                return Self.commandResult(try await transport.run(Self.become(step, command), stdin: [], timeout: step.timeout, onOutput: nil),
+            case .run:
+                // The command the plan showed (`StepOperation.commands`), as it was shown.
+                let commands = operation.commands(become: step.become)
+                return Self.commandResult(try await transport.run(commands[0], stdin: [], timeout: step.timeout, onOutput: nil),
                                           step: step)
             case .assert(let conditions, let message):
                 for condition in conditions {
@@ -589,7 +596,7 @@ extension Engine {
                 try? await Task.sleep(for: duration)
                 return .success(["changed": false])
             case .action(let action):
-                switch await action.perform(on: transport, step: step) {
+                switch await action.perform(on: transport, controller: LocalTransport(hostName: "controller"), step: step) {
                 case .success(let outputs):
                     var all = outputs
                     if all["changed"] == nil { all["changed"] = false }
@@ -604,36 +611,9 @@ extension Engine {
             return .failure(error.message)
         }
     }
-
-    /// `become: true` runs the command through `sudo -n` (keeping the secrets' environment).
-    static func become(_ step: Step, _ command: ShellCommand) -> ShellCommand {
-        guard step.become else { return command }
-        return "sudo -n -E -- sh -c \(command.commandLine)" + ShellCommand(parts: command.parts.filter {
-            if case .binding = $0 { return true }
-            if case .secret = $0 { return false }
-            return false
-        } + command.parts.compactMap {
-            if case .secret(let name, let value) = $0 { return .binding(name: name, value: value) }
-            return nil
-        })
-    }
 }
 
 extension RunbookCore.Host {
     /// Where this host's run lock lives: the host var `runbook_lock_path`, else `/tmp/runbook.lock`.
     public var lockPath: String { vars["runbook_lock_path"]?.stringValue ?? HostLock.defaultPath }
-}
-
-extension Value {
-    /// The value as `-p` would have typed it.
-    var plainText: String {
-        switch self {
-        case .string(let s): return s
-        case .int(let i): return String(i)
-        case .double(let d): return String(d)
-        case .bool(let b): return b ? "true" : "false"
-        case .null: return ""
-        default: return description
-        }
-    }
 }

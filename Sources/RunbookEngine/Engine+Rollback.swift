@@ -1,5 +1,6 @@
 import Foundation
 import RunbookCore
+import RunbookSteps
 
 /// What rolling back one host achieved.
 struct RollbackResult: Sendable {
@@ -291,7 +292,7 @@ extension Engine {
         }
         for (i, applied) in steps.enumerated() {
             guard let kind = kinds[applied.entry],
-                  Self.replayedInPhase2.contains(kind) || Self.replayedInPhase3.contains(kind) else { continue }
+                  Self.replayPhase(kind) != .never else { continue }
             guard let context else {
                 Self.noteReplayProblem("the host's variables do not render", kind: kind, on: &result[i])
                 continue

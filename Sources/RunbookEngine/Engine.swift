@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Logging
 import RunbookCore
+import RunbookSteps
 
 /// What to run: a runbook, its `-p` values, and an optional host limit.
 public struct RunRequest: Sendable {
@@ -135,15 +136,16 @@ public struct Engine: Sendable {
         for step in runbook.steps {
             if let when = step.when { problems += templates.check(condition: when, at: step.location, knownNames: known) }
             if case .map(let arguments) = step.arguments {
+                let schema = StepRegistry.schema(for: step.kind)
                 for (key, value) in arguments.sorted(by: { $0.key < $1.key }) {
                     let location = step.argumentLocations[key] ?? step.location
-                    if step.kind == "assert" && key == "that" {
+                    if schema?.argument(key)?.type == .expressionList {
                         for text in value.strings { problems += templates.check(condition: text, at: location, knownNames: known) }
                         continue
                     }
                     for text in value.strings { problems += templates.check(string: text, at: location, knownNames: known) }
                 }
-                if step.kind == "template", case .string(let src) = arguments["src"], !src.contains("{{") {
+                if StepRegistry.kind(step.kind)?.fileSource == .template, case .string(let src) = arguments["src"], !src.contains("{{") {
                     problems += templates.checkFile(src, knownNames: known)
                 }
             }
@@ -227,13 +229,12 @@ public struct Engine: Sendable {
         }
     }
 
-    /// Argument keys whose values are shell commands: rendered with secrets as references.
-    static let commandArguments: Set<String> = ["run", "unless", "undo", "validate"]
-
     /// Renders a step's arguments for one host.
     func renderArguments(_ step: Step, context: TemplateContext, prepared: PreparedRun) throws(DiagnosticError) -> RenderedArguments {
-        var rendered = RenderedArguments(strings: [:], commands: [:], raw: [:], fileContents: nil)
+        var rendered = RenderedArguments()
         let templates = prepared.templates
+        let kind = StepRegistry.kind(step.kind)
+        let schema = kind?.schema
         func location(_ key: String) -> SourceLocation { step.argumentLocations[key] ?? step.location }
         switch step.arguments {
         case .map(let map):
@@ -241,7 +242,7 @@ public struct Engine: Sendable {
                 rendered.raw[key] = value
                 // Lists of strings (tables, users) are rendered item by item; assert's
                 // expressions are not templates.
-                if case .list(let items) = value, step.kind != "assert" {
+                if case .list(let items) = value, schema?.argument(key)?.type != .expressionList {
                     var out: [Value] = []
                     for item in items {
                         if case .string(let text) = item {
@@ -254,7 +255,7 @@ public struct Engine: Sendable {
                     continue
                 }
                 guard case .string(let text) = value else { continue }
-                if Self.commandArguments.contains(key) {
+                if schema?.argument(key)?.type == .command {
                     let result = try templates.render(string: text, at: location(key), context: context, secrets: .references)
                     var parts: [ShellCommand.Part] = [.literal(result.text)]
                     for name in result.secretsUsed {
@@ -271,10 +272,13 @@ public struct Engine: Sendable {
         default:
             rendered.raw[""] = step.arguments
         }
-        if step.kind == "template", let src = rendered.strings["src"] {
+        switch (kind?.fileSource, rendered.strings["src"]) {
+        case (.template?, let src?):
             rendered.fileContents = Array(try templates.renderFile(src, context: context, secrets: .values).text.utf8)
-        } else if step.kind == "copy", let src = rendered.strings["src"] {
+        case (.copy?, let src?):
             rendered.fileContents = try templates.readFile(src)
+        default:
+            break
         }
         return rendered
     }
@@ -304,10 +308,10 @@ public struct Engine: Sendable {
                   prepared: PreparedRun, atApply: Bool) async throws -> HostStepPlan {
         if !atApply && Self.readsSteps(step) {
             var change = PlannedChange.make(step: step, host: host.name, action: .deferred,
-                                            reversible: !StepKindSchema.isIrreversible(kind: step.kind, arguments: step.arguments),
+                                            reversible: !StepRegistry.isIrreversible(kind: step.kind, arguments: step.arguments),
                                             summary: "decided at apply time")
             change.reason = "reads the results of earlier steps"
-            change.operationsDigest = sha256Hex("deferred")
+            change.operationsDigest = StepOperation.nothing.digest(become: false, extra: "deferred")
             return HostStepPlan(change: change, operation: .nothing, deferredUntilApply: true)
         }
         if let when = step.when {
@@ -315,17 +319,21 @@ public struct Engine: Sendable {
             if !holds {
                 var change = PlannedChange.make(step: step, host: host.name, action: .noop, reversible: true, summary: "skip: when is false")
                 change.reason = "when: \(when)"
-                change.operationsDigest = sha256Hex("when-false")
+                change.operationsDigest = StepOperation.nothing.digest(become: false)
                 return HostStepPlan(change: change, operation: .nothing, deferredUntilApply: false)
             }
         }
-        guard let kind = StepKinds.implemented[step.kind] else {
+        guard let kind = StepRegistry.kind(step.kind) else {
             throw DiagnosticError(.error("step kind \(step.kind) is not available in this version of runbook",
                                          at: step.location, field: "steps[\(step.index)].\(step.kind)"))
         }
         let arguments = try renderArguments(step, context: context, prepared: prepared)
         do {
-            return try await kind.plan(step: step, host: host, arguments: arguments, facts: FactReader(transport: transport))
+            var plan = try await kind.init().plan(step: step, host: host, arguments: arguments, facts: FactReader(transport: transport))
+            // What the plan shows and what identifies it come from the operation apply runs.
+            plan.change.commands = plan.operation.shownCommands(become: step.become)
+            plan.change.operationsDigest = plan.operation.digest(become: step.become, extra: plan.digestExtra)
+            return plan
         } catch let failure as StepFailure {
             throw DiagnosticError(.error(failure.description, at: step.location, field: "steps[\(step.index)].\(step.kind)"))
         }

@@ -1,5 +1,6 @@
 import Foundation
 import RunbookCore
+import RunbookSteps
 
 /// Foundation also has a `Host` class; inside this module `Host` means the inventory host.
 typealias Host = RunbookCore.Host

@@ -1,5 +1,6 @@
 import Foundation
 import RunbookCore
+import RunbookSteps
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,4 +1,5 @@
 import RunbookCore
+import RunbookSteps
 
 /// How a step ended on a host.
 public enum StepStatus: String, Sendable, Codable {

@@ -1,5 +1,6 @@
 import Foundation
 import RunbookCore
+import RunbookSteps
 
 /// Loads and validates `runbooks/NAME.yml` (SPEC §4, §5) into a `Runbook`, reporting every problem at once.
 ///
@@ -541,7 +542,7 @@ private struct RunbookValidator {
     }
 
     mutating func readStep(_ node: YAMLNode, context: inout StepContext) -> Step? {
-        let kindNames = StepSchema.kindNames
+        let kindNames = StepRegistry.names
         guard let map = node.mapping(
             &diagnostics, what: "a step: a mapping with one kind key (\(kindNames.joined(separator: ", ")))")
         else { return nil }
@@ -550,7 +551,7 @@ private struct RunbookValidator {
         var kindEntries: [YAMLEntry] = []
         var unknownKeys = 0
         for entry in map.entries where !StepSchema.commonKeys.contains(entry.key) {
-            if StepSchema.schema(for: entry.key) != nil {
+            if StepRegistry.schema(for: entry.key) != nil {
                 kindEntries.append(entry)
                 continue
             }
@@ -611,8 +612,9 @@ private struct RunbookValidator {
         var become = false
         if let node = map["become"] { become = node.bool(&diagnostics) ?? false }
 
-        guard kindEntries.count == 1, let kindEntry = kindEntries.first, let schema = StepSchema.schema(for: kindEntry.key) else { return nil }
-        if become, ["template", "copy"].contains(schema.name), let node = map["become"] {
+        guard kindEntries.count == 1, let kindEntry = kindEntries.first, let kind = StepRegistry.kind(kindEntry.key) else { return nil }
+        let schema = kind.schema
+        if become, !kind.supportsBecome, let node = map["become"] {
             node.error("\(schema.name) writes its file over SFTP as the login user, so it cannot become root",
                        hint: "log in as a user that may write \(schema.name)'s dest, or render to a writable path and install it with a `command` step that has become: true",
                        in: &diagnostics)
@@ -620,7 +622,7 @@ private struct RunbookValidator {
         }
         guard let (arguments, locations) = readArguments(kindEntry, schema: schema, step: context) else { return nil }
         return Step(
-            index: context.index, id: id, name: name ?? Self.defaultName(kind: schema.name, arguments: arguments),
+            index: context.index, id: id, name: name ?? kind.defaultName(arguments),
             kind: schema.name, arguments: .map(arguments), argumentLocations: locations, when: when, timeout: timeout,
             retries: retries, delay: delay, runOnce: runOnce, become: become, location: node.location)
     }
@@ -715,7 +717,7 @@ private struct RunbookValidator {
             }
         }
 
-        if schema.name == "template" || schema.name == "copy", let src = arguments["src"]?.stringValue,
+        if StepRegistry.kind(schema.name)?.fileSource != FileSource.none, let src = arguments["src"]?.stringValue,
            let srcNode = written.first(where: { $0.key == "src" })?.node
         {
             checkSource(src, node: srcNode)
@@ -908,39 +910,5 @@ private struct RunbookValidator {
             if let first = name.first, !first.isNumber { names.append(String(name)) }
         }
         return names
-    }
-
-    // MARK: Names
-
-    /// `template docker-compose.prod.yml.j2`, `command: uptime`, `service web restart`, …
-    static func defaultName(kind: String, arguments: [String: Value]) -> String {
-        func text(_ key: String) -> String? { arguments[key].map { $0.description } }
-        switch kind {
-        case "command":
-            let run = (text("run") ?? "").split(whereSeparator: \.isNewline).joined(separator: " ")
-            return "command: " + (run.count > 40 ? run.prefix(40).trimmingCharacters(in: .whitespaces) + "…" : run)
-        case "template":
-            return "template \(text("src") ?? "")"
-        case "copy":
-            if let src = text("src") { return "copy \(src)" }
-            return "copy to \(text("dest") ?? "")"
-        case "service":
-            return ["service", text("name"), text("action")].compactMap { $0 }.joined(separator: " ")
-        case "compose_scale":
-            return "compose_scale \(text("service") ?? "")=\(text("replicas") ?? "")"
-        case "sleep":
-            return "sleep \(text("duration") ?? "")"
-        case "health":
-            return "health \(text("url") ?? "")"
-        case "wait_for":
-            if let url = text("url") { return "wait_for \(url)" }
-            return "wait_for \(text("host") ?? "127.0.0.1"):\(text("port") ?? "")"
-        case "assert":
-            let that = arguments["that"]?.listValue?.map(\.description).joined(separator: " and ") ?? ""
-            return "assert " + (that.count > 40 ? that.prefix(40).trimmingCharacters(in: .whitespaces) + "…" : that)
-        default:
-            if let database = text("database") { return "\(kind) \(database)" }
-            return kind
-        }
     }
 }

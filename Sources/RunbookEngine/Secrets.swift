@@ -1,5 +1,6 @@
 import Foundation
 import RunbookCore
+import RunbookSteps
 
 /// Secret values by name: the controller's `RUNBOOK_SECRET_NAME` environment variables, then
 /// `NAME=value` lines of `.runbook/secrets.env` (which must be mode 0600).

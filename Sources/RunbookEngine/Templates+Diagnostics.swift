@@ -1,4 +1,5 @@
 import RunbookCore
+import RunbookSteps
 import Stencil
 
 // Stencil's errors become diagnostics with the user's file and line.

@@ -1,5 +1,6 @@
 import Foundation
 import RunbookCore
+import RunbookSteps
 import Stencil
 
 /// The filters and tags templates get besides Stencil's own.

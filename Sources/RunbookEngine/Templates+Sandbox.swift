@@ -1,5 +1,6 @@
 import Foundation
 import RunbookCore
+import RunbookSteps
 import Stencil
 
 #if canImport(Glibc)

@@ -1,4 +1,5 @@
 import RunbookCore
+import RunbookSteps
 
 // Our own reading of a template's text, independent of Stencil's lexer:
 // - exact line and column of every tag (Stencil finds a token's line by searching for the

@@ -1,5 +1,6 @@
 import Foundation
 import RunbookCore
+import RunbookSteps
 import Stencil
 
 // How `Value`s look to Stencil. Stencil resolves `a.b.c` one member at a time and gives up with

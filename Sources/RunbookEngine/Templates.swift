@@ -1,5 +1,6 @@
 import Foundation
 import RunbookCore
+import RunbookSteps
 import Stencil
 
 /// What templates and `{{ }}` in step arguments can read.

@@ -1,5 +1,6 @@
 import Foundation
 import RunbookCore
+import RunbookSteps
 
 extension Engine {
     /// Starts, in a background task, what a run does once per process before its first step:

@@ -1,5 +1,6 @@
 import Foundation
 import RunbookCore
+import RunbookSteps
 import Yams
 
 /// A parsed YAML file whose every node knows its file, line, column and dotted field path.

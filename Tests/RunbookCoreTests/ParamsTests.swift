@@ -91,23 +91,4 @@ private func problems(_ overrides: [String: String], specs: [ParamSpec] = specs,
         #expect(try ParamValues.parseAssignments(["a=1", "b=2", "a=3"]) == ["a": "3", "b": "2"])
         #expect(throws: DiagnosticError.self) { try ParamValues.parseAssignments(["oops"]) }
     }
-
-    @Test func schemaCoversEveryKindOfTheSpec() {
-        let kinds = ["command", "template", "copy", "service", "compose_scale", "nginx_reload", "pg_backup", "pg_vacuum",
-                     "pg_kill_queries", "pg_sql", "pg_slow_queries", "health", "wait_for", "docker_prune", "gather", "assert", "sleep"]
-        #expect(Set(StepKindSchema.all.keys) == Set(kinds))
-        #expect(StepKindSchema.all["sleep"]?.scalarForm == .duration)
-        #expect(StepKindSchema.all["template"]?.argument("dest")?.required == true)
-        #expect(StepKindSchema.all["pg_kill_queries"]?.argument("older_than")?.type == .duration)
-        #expect(StepSchema.isIrreversible(kind: "command", arguments: ["run": "x"]))
-        #expect(!StepSchema.isIrreversible(kind: "command", arguments: ["run": "x", "undo": "y"]))
-        #expect(StepSchema.isIrreversible(kind: "pg_sql", arguments: ["sql": "x"]))
-        #expect(!StepSchema.isIrreversible(kind: "pg_sql", arguments: ["sql": "x", "undo_sql": "y"]))
-        for kind in ["pg_kill_queries", "pg_vacuum", "docker_prune"] {
-            #expect(StepSchema.isIrreversible(kind: kind, arguments: [:]))
-        }
-        for kind in ["template", "copy", "compose_scale", "pg_backup", "health", "service"] {
-            #expect(!StepSchema.isIrreversible(kind: kind, arguments: [:]))
-        }
-    }
 }

@@ -3,6 +3,7 @@ import RunbookCore
 import Testing
 
 @testable import RunbookEngine
+@testable import RunbookSteps
 
 @Suite("gather: parsing the facts command's output")
 struct GatherParseTests {

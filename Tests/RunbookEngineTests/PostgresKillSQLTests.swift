@@ -3,6 +3,7 @@ import RunbookCore
 import Testing
 
 @testable import RunbookEngine
+@testable import RunbookSteps
 
 /// What pg_kill_queries asks PostgreSQL: the integration tests show it ending a real query;
 /// these pin down the safety conditions that a test host cannot easily provoke (autovacuum

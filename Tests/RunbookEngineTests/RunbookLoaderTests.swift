@@ -1,5 +1,6 @@
 import Foundation
 import RunbookCore
+import RunbookSteps
 import RunbookEngine
 import Testing
 import TestSupport
@@ -144,7 +145,7 @@ private let header = "hosts: web\nsteps:\n"
         #expect(health.kind == "health")
         #expect(health.arguments == ["url": "http://127.0.0.1:5000/health", "retries": 10, "delay": "2s"])
         #expect(health.argumentLocations["delay"]?.line == 19)
-        #expect(!StepSchema.isIrreversible(kind: health.kind, arguments: health.arguments))
+        #expect(!StepRegistry.isIrreversible(kind: health.kind, arguments: health.arguments))
     }
 
     @Test func commonKeysScalarFormsAndDefaultNames() throws {
@@ -195,7 +196,7 @@ private let header = "hosts: web\nsteps:\n"
         #expect(up.delay == .milliseconds(500))
         #expect(up.runOnce)
         #expect(up.become)
-        #expect(StepSchema.isIrreversible(kind: up.kind, arguments: up.arguments))
+        #expect(StepRegistry.isIrreversible(kind: up.kind, arguments: up.arguments))
 
         #expect(runbook.steps[1].arguments == ["duration": "{{ params.wait }}"])
         #expect(runbook.steps[1].name == "sleep {{ params.wait }}")
@@ -207,7 +208,7 @@ private let header = "hosts: web\nsteps:\n"
         #expect(runbook.steps[5].arguments["tables"] == ["users"])
         #expect(runbook.steps[6].arguments == ["port": 5432, "state": "up", "timeout": "1m"])
         #expect(runbook.steps[7].name == "command: echo this is a rather long command line…")
-        #expect(!StepSchema.isIrreversible(kind: "command", arguments: runbook.steps[7].arguments))
+        #expect(!StepRegistry.isIrreversible(kind: "command", arguments: runbook.steps[7].arguments))
     }
 
     @Test func unknownKindSuggestsTheClosest() throws {

@@ -3,6 +3,7 @@ import RunbookCore
 import Testing
 
 @testable import RunbookEngine
+@testable import RunbookSteps
 
 /// A project directory with a `templates/` folder, removed when the test ends.
 private final class TemplateDirectory {

@@ -1,5 +1,6 @@
 import Foundation
 @testable import RunbookEngine
+@testable import RunbookSteps
 import RunbookCore
 import Testing
 

@@ -19,10 +19,33 @@ import RunbookCore
 /// Nothing to undo: the state a service runs with is restored by the steps that changed
 /// it, and rollback phase 2 runs the action again afterwards. The exception is TTIN and
 /// TTOU, which change a worker count by one: each is undone by the other.
-struct ServiceStep: StepKind {
+package struct ServiceStep: StepKind {
+    package static let schema = StepKindSchema(
+        name: "service", summary: "restart, reload, start or stop a service",
+        arguments: [
+            ArgumentSpec("name", .string, required: true, "the service (compose service, systemd unit, or a label)"),
+            ArgumentSpec("action", .enumeration(["restart", "reload", "start", "stop"]), required: true, "what to do"),
+            ArgumentSpec("manager", .enumeration(["compose", "systemd", "signal", "command"]), default: "compose", "how the service is run"),
+            ArgumentSpec("compose_file", .string, "compose file (manager: compose)"),
+            ArgumentSpec("project_directory", .string, "compose project directory (manager: compose)"),
+            ArgumentSpec("pidfile", .string, "file holding the process id (manager: signal)"),
+            ArgumentSpec("signal", .string, "signal to send, e.g. HUP (manager: signal; default per action)"),
+            ArgumentSpec("run", .command, "command performing the action (manager: command)"),
+        ],
+        requirements: [
+            ArgumentRequirement(when: "manager", equals: "signal", requires: ["pidfile"]),
+            ArgumentRequirement(when: "manager", equals: "command", requires: ["run"]),
+        ])
+    package static func undoPolicy(_ arguments: Value) -> UndoBehavior { .rerun }
+    package static let replay = ReplayPhase.afterRestore
+    package static func defaultName(_ arguments: [String: Value]) -> String {
+        ["service", arguments["name"]?.description, arguments["action"]?.description].compactMap { $0 }.joined(separator: " ")
+    }
+    package init() {}
+
     static let actions = ["restart", "reload", "start", "stop"]
 
-    func plan(step: Step, host: RunbookCore.Host, arguments: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
+    package func plan(step: Step, host: RunbookCore.Host, arguments: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
         guard let name = WebStepArguments.string(arguments, "name") else { throw StepFailure("service needs name") }
         guard let action = WebStepArguments.string(arguments, "action"), Self.actions.contains(action) else {
             throw StepFailure("action: must be one of \(Self.actions.joined(separator: ", "))")
@@ -43,16 +66,12 @@ struct ServiceStep: StepKind {
         case "signal":
             guard let planned = try await signalCommand(name: name, action: action, arguments: arguments, facts: facts,
                                                         change: &change) else {
-                change.operationsDigest = sha256Hex("noop")
                 return HostStepPlan(change: change, operation: .nothing, deferredUntilApply: false)
             }
             (command, undo) = planned
         default:
             throw StepFailure("manager: \(manager) must be one of compose, systemd, signal, command")
         }
-        change.commands = [command.display]
-        if let undo { change.commands.append("undo: " + undo.display) }
-        change.operationsDigest = sha256Hex("service\u{0}" + command.commandLine + "\u{0}" + (undo?.commandLine ?? ""))
         return HostStepPlan(change: change, operation: .run(command, undo: undo), deferredUntilApply: false)
     }
 
@@ -168,61 +187,3 @@ struct ServiceStep: StepKind {
     }
 }
 
-/// `nginx_reload`: one command that runs `nginx -t` (with `-c config`) and only when the
-/// test passes `nginx -s reload`; a failing test fails the step with nginx's own message and
-/// nothing is reloaded. Nothing to undo: rollback restores the files and reloads again in
-/// phase 2.
-struct NginxReloadStep: StepKind {
-    func plan(step: Step, host: RunbookCore.Host, arguments: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
-        let config = WebStepArguments.string(arguments, "config")
-        let binary = WebStepArguments.string(arguments, "binary") ?? "nginx"
-        // nginx with these arguments, where it runs: on the host, in a compose service
-        // (`exec -T`, no terminal) or in a container.
-        let nginx: ([String]) -> ShellCommand
-        var place = ""
-        var fingerprints: [FactFingerprint] = []
-        switch WebStepArguments.string(arguments, "via") ?? "direct" {
-        case "compose":
-            guard let service = WebStepArguments.string(arguments, "service") else { throw StepFailure("via: compose needs service") }
-            let detected = try await ServiceStep.composeFlavor(facts: facts)
-            fingerprints.append(detected.fingerprint)
-            let flavor = detected.flavor
-            let compose = ComposeCommand(file: WebStepArguments.string(arguments, "compose_file"), flavor: flavor)
-            nginx = { compose(["exec", "-T", service, binary] + $0) }
-            place = " in compose service \(service)"
-        case "docker":
-            guard let container = WebStepArguments.string(arguments, "container") else { throw StepFailure("via: docker needs container") }
-            nginx = { ShellCommand(argv: ["docker", "exec", container, binary] + $0) }
-            place = " in container \(container)"
-        default:
-            let resolved = try await resolveBinary(binary, facts: facts)
-            nginx = { ShellCommand(argv: [resolved] + $0) }
-        }
-        let configWords = config.map { ["-c", $0] } ?? []
-        let command = nginx(configWords + ["-q", "-t"]) + " && " + nginx(configWords + ["-s", "reload"])
-        var change = PlannedChange.make(step: step, host: host.name, action: .run, reversible: true,
-                                        summary: "test the nginx configuration\(config.map { " \($0)" } ?? "")\(place), then reload")
-        change.fingerprints += fingerprints
-        change.commands = [command.display]
-        change.operationsDigest = sha256Hex("nginx_reload\u{0}" + command.commandLine)
-        return HostStepPlan(change: change, operation: .run(command, undo: nil), deferredUntilApply: false)
-    }
-
-    /// The binary as given when the login shell finds it; otherwise its path in an sbin
-    /// directory (often missing from a non-root user's PATH).
-    private func resolveBinary(_ binary: String, facts: FactReader) async throws -> String {
-        let host = facts.transport.hostName
-        if binary.contains("/") {
-            guard try await facts.check("test -x \(binary)", timeout: .seconds(30)).succeeded else {
-                throw StepFailure("\(binary) is not an executable on \(host)")
-            }
-            return binary
-        }
-        if try await facts.check("command -v \(binary) >/dev/null 2>&1", timeout: .seconds(30)).succeeded { return binary }
-        for directory in ["/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/local/nginx/sbin"] {
-            let path = directory + "/" + binary
-            if try await facts.check("test -x \(path)", timeout: .seconds(30)).succeeded { return path }
-        }
-        throw StepFailure("\(binary) not found on \(host): install nginx, or set binary: to its path")
-    }
-}

@@ -1,6 +1,6 @@
 /// Unified diffs of text, as `diff -u` prints them, from the standard library's Myers
 /// difference.
-enum UnifiedDiff {
+package enum UnifiedDiff {
     private enum Edit {
         case keep(String)
         case delete(String)
@@ -10,7 +10,7 @@ enum UnifiedDiff {
 
     /// The diff from `old` to `new` (nil `old`: the file is created), with `context` lines
     /// around each change. Empty when the texts are equal.
-    static func make(old: String?, new: String, path: String, context: Int = 3) -> String {
+    package static func make(old: String?, new: String, path: String, context: Int = 3) -> String {
         if old == new { return "" }
         let a = old.map(lines) ?? []
         let b = lines(new)

@@ -2,7 +2,7 @@ import RunbookCore
 
 /// `template` and `copy`: put a file in place with the wanted content, mode and owner.
 /// Plan: a unified diff against the file on the host. Undo: the previous content, or removal.
-struct FileStep: StepKind {
+struct FilePlanner {
     func plan(step: Step, host: RunbookCore.Host, arguments: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
         guard let dest = arguments.string("dest") else { throw StepFailure("\(step.kind) needs dest") }
         guard dest.hasPrefix("/") else { throw StepFailure("dest must be an absolute path, got \(dest)") }
@@ -39,7 +39,6 @@ struct FileStep: StepKind {
         if contentSame && modeSame && ownerSame {
             change.summary = "\(dest) is up to date"
             change.reason = "content, mode\(owner != nil || group != nil ? " and owner" : "") already as wanted"
-            change.operationsDigest = sha256Hex("noop")
             return HostStepPlan(change: change, operation: .nothing, deferredUntilApply: false)
         }
         change.action = current == nil ? .create : .update
@@ -54,10 +53,17 @@ struct FileStep: StepKind {
             change.diff = UnifiedDiff.make(old: old, new: String(decoding: wanted, as: UTF8.self), path: dest)
         }
         let validate = arguments.commands["validate"]
-        if let validate { change.commands = ["validate: " + validate.display] }
-        change.operationsDigest = sha256Hex(wanted + Array("\(dest) \(wantedMode) \(owner ?? "") \(group ?? "") \(validate?.commandLine ?? "")".utf8))
-        let op = Operation.putFile(path: dest, contents: wanted, mode: wantedMode, owner: owner, group: group,
+        let op = StepOperation.putFile(path: dest, contents: wanted, mode: wantedMode, owner: owner, group: group,
                                    validate: validate, existed: current != nil, beforeDigest: beforeDigest)
         return HostStepPlan(change: change, operation: op, deferredUntilApply: false)
     }
 }
+
+/// The arguments `template` and `copy` share.
+let fileArguments: [ArgumentSpec] = [
+    ArgumentSpec("dest", .string, required: true, "the file on the host"),
+    ArgumentSpec("mode", .fileMode, "permissions of the file, in octal (default: those of the file replaced, else 0644)"),
+    ArgumentSpec("owner", .string, "owner of the file"),
+    ArgumentSpec("group", .string, "group of the file"),
+    ArgumentSpec("validate", .command, "command that must pass on the candidate file before it is put in place; %s is its path"),
+]

@@ -5,8 +5,18 @@ import RunbookCore
 /// read in one remote command (two /proc/stat samples 0.5 s apart for CPU). Read-only: it
 /// runs at plan time, so later steps' `when`/`assert` can use the facts in the plan, and
 /// again at apply time for fresh values.
-struct GatherStep: StepKind {
-    func plan(step: Step, host: RunbookCore.Host, arguments: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
+package struct GatherStep: StepKind {
+    package static let schema = StepKindSchema(
+        name: "gather", summary: "capacity facts into facts: cpu, load, memory, swap, disk, PostgreSQL, docker",
+        arguments: pgConnection + [
+            ArgumentSpec("mounts", .stringOrList, "mount points for disk usage (default: every real filesystem)"),
+        ],
+        requirements: pgRequirements)
+    package static func undoPolicy(_ arguments: Value) -> UndoBehavior { .readOnly }
+    package static let outputsAreFacts = true
+    package init() {}
+
+    package func plan(step: Step, host: RunbookCore.Host, arguments: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
         let mounts: [String]
         switch arguments.raw["mounts"] {
         case .string(let s): mounts = [arguments.strings["mounts"] ?? s]
@@ -28,7 +38,6 @@ struct GatherStep: StepKind {
         let gathered = Self.parse(output.stdoutText)
         var change = PlannedChange.make(step: step, host: host.name, action: .check, reversible: true,
                                         summary: Self.summary(gathered))
-        change.operationsDigest = sha256Hex(command.commandLine)
         var plan = HostStepPlan(change: change, operation: .action(GatherAction(command: command)), deferredUntilApply: false)
         plan.facts = gathered
         return plan
@@ -121,8 +130,10 @@ struct GatherStep: StepKind {
 /// Gathers again at apply time; the facts become `facts.*` (and `steps.<id>.*`).
 struct GatherAction: StepAction {
     let command: ShellCommand
+    var canonical: String { command.commandLine }
+    var commands: [ShellCommand] { [command] }
 
-    func perform(on transport: any Transport, step: Step) async -> StepActionResult {
+    func perform(on transport: any Transport, controller: any Transport, step: Step) async -> StepActionResult {
         do throws(TransportError) {
             let output = try await transport.run(command, stdin: [], timeout: step.timeout ?? .seconds(30), onOutput: nil)
             guard output.succeeded else { return .failure("gather failed (\(output.statusText)): \(output.stderrText)") }
