@@ -84,7 +84,10 @@ let package = Package(
         .testTarget(name: "SSHTests", dependencies: ["SSH", "TestSupport"]),
         .testTarget(name: "RunbookCoreTests", dependencies: ["RunbookCore"]),
         .testTarget(name: "RunbookStepsTests", dependencies: ["RunbookSteps", "RunbookCore", "TestSupport"]),
-        .testTarget(name: "RunbookEngineTests", dependencies: ["RunbookEngine", "RunbookSteps", "RunbookTransport", "RunbookCore", "TestSupport"]),
+        .testTarget(name: "RunbookEngineTests", dependencies: [
+            "RunbookEngine", "RunbookSteps", "RunbookTransport", "RunbookCore", "TestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
         // Shared by test targets: locating the test hosts and the built binary.
         .target(name: "TestSupport", dependencies: ["RunbookCore"], path: "Tests/TestSupport"),

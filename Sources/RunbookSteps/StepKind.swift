@@ -132,21 +132,64 @@ package struct HostStepPlan: Sendable {
     }
 }
 
-/// Read-only access to a host while planning: files, stats, and check commands.
+/// Files that earlier steps of the same run will have written on a host, by path: a later
+/// step is planned against them, not against the host's state before the run.
+package struct PlannedFiles: Sendable {
+    /// One planned file.
+    package struct Entry: Sendable {
+        package var contents: [UInt8]
+        package var mode: UInt32
+        package var uid: UInt32
+        package var gid: UInt32
+        /// The step that writes it (1-based, as people count).
+        package var step: Int
+    }
+
+    /// By path.
+    package var entries: [String: Entry] = [:]
+
+    /// None yet.
+    package init() {}
+
+    /// Records what `operation` of step `index` (0-based) will write.
+    package mutating func record(_ operation: StepOperation, step index: Int) {
+        guard case .putFile(let path, let contents, let mode, let owner, let group, _, _, _) = operation else { return }
+        entries[path] = Entry(contents: contents, mode: mode, uid: owner.flatMap { UInt32($0) } ?? entries[path]?.uid ?? 0,
+                              gid: group.flatMap { UInt32($0) } ?? entries[path]?.gid ?? 0, step: index + 1)
+    }
+}
+
+/// Read-only access to a host while planning: files, stats, and check commands. Files an
+/// earlier step of the run writes are read as that step will leave them (`planned`).
 package struct FactReader: Sendable {
     package let transport: any Transport
+    /// What earlier steps of the run write.
+    package var planned: PlannedFiles
 
-    /// A reader of `transport`.
-    package init(transport: any Transport) { self.transport = transport }
+    /// A reader of `transport`, with what earlier steps write.
+    package init(transport: any Transport, planned: PlannedFiles = PlannedFiles()) {
+        self.transport = transport
+        self.planned = planned
+    }
 
-    /// A file's contents and mode, or nil when absent.
+    /// The step (1-based) that writes `path` earlier in this run, if one does.
+    package func plannedBy(_ path: String) -> Int? { planned.entries[path]?.step }
+
+    /// A file's contents, mode and owner, or nil when absent (as an earlier step leaves it, if one writes it).
     package func file(_ path: String) async throws(TransportError) -> (contents: [UInt8], mode: UInt32, uid: UInt32, gid: UInt32)? {
+        if let entry = planned.entries[path] { return (entry.contents, entry.mode, entry.uid, entry.gid) }
         guard let info = try await transport.stat(path) else { return nil }
         if info.isDirectory {
             throw TransportError(host: transport.hostName, message: "\(path) is a directory")
         }
         guard let contents = try await transport.readFile(path) else { return nil }
         return (contents, info.permissions, info.uid, info.gid)
+    }
+
+    /// Whether `path` exists (or an earlier step of the run creates it).
+    package func exists(_ path: String) async throws(TransportError) -> Bool {
+        if planned.entries[path] != nil { return true }
+        return try await transport.stat(path) != nil
     }
 
     /// Runs a read-only check (`creates`, `unless`).

@@ -121,12 +121,15 @@ extension Runbook {
         @Flag(help: "Roll back without asking.")
         var yes = false
 
+        @Flag(help: "Show what the rollback would do, and change nothing.")
+        var dryRun = false
+
         @OptionGroup var options: GlobalOptions
 
         func run() async throws {
             let context = Context(options)
-            try context.confirmOrRefuse("Roll back run \(runID)?", yes: yes, what: "roll back")
-            let outcome = await context.engine().rollback(runID: runID)
+            if !dryRun { try context.confirmOrRefuse("Roll back run \(runID)?", yes: yes, what: "roll back") }
+            let outcome = await context.engine().rollback(runID: runID, dryRun: dryRun)
             if outcome.exitCode != 0 {
                 context.err.write(context.err.paint("error: ", .red) + outcome.message + "\n")
                 throw ExitCode(outcome.exitCode)

@@ -42,6 +42,8 @@ final class Printer: EventSink {
             out.write(out.paint("\(host): rolling back", .magenta) + "\n")
         case .undoFinished(let host, let name, let ok, let message):
             out.write("\(host)  undo \(name)  \(ok ? out.paint("ok", .green) : out.paint("NOT UNDONE", .red))  \(message)\n")
+        case .rollbackPreview(let preview):
+            out.write(render(preview))
         case .runFinished(let id, let status, let code, let message):
             let style: Terminal.Style = code == 0 ? .green : (code == 3 ? .yellow : .red)
             out.write(out.paint("run \(id) \(status): \(message)", style) + "\n")
@@ -71,11 +73,8 @@ final class Printer: EventSink {
                         text += "      " + painted + "\n"
                     }
                 }
-                // Commands are shown for runs and checks, and for changes that have no diff to
-                // show (a replica count, a prune).
-                if change.action == .run || change.action == .check || change.diff == nil {
-                    for command in change.commands { text += "      $ " + command.replacingOccurrences(of: "\n", with: "\n        ") + "\n" }
-                }
+                // Every command the step runs is shown, a file's `validate` too (after its diff).
+                for command in change.commands { text += "      $ " + command.replacingOccurrences(of: "\n", with: "\n        ") + "\n" }
             }
         }
         let count = { (action: ChangeAction) in plan.changes.filter { $0.action == action }.count }
@@ -86,6 +85,24 @@ final class Printer: EventSink {
         parts.append("\(count(.check)) checks")
         parts.append("\(count(.noop)) unchanged")
         text += "\n" + out.paint("Plan:", .bold) + " " + parts.joined(separator: ", ") + ".\n"
+        return text
+    }
+
+    /// A rollback's dry run: per host, one line per action in the order it would run.
+    func render(_ preview: RollbackPreview) -> String {
+        var text = out.paint("Rollback of run \(preview.runID) (\(preview.runbook)), dry run: nothing is changed", .bold) + "\n"
+        var host = ""
+        for item in preview.items {
+            if item.host != host {
+                host = item.host
+                text += "\n" + out.paint(host, .bold) + "\n"
+            }
+            let mark = item.problem ? out.paint("!", .red) : out.paint("<", .magenta)
+            let step = item.step.isEmpty ? "" : item.step + "  "
+            text += "  \(mark) [phase \(item.phase)] \(step)" + out.paint(item.summary, item.problem ? .red : .dim) + "\n"
+            for command in item.commands { text += "      $ " + command.replacingOccurrences(of: "\n", with: "\n        ") + "\n" }
+        }
+        if preview.items.isEmpty { text += "\nnothing to undo\n" }
         return text
     }
 
@@ -120,6 +137,9 @@ final class Printer: EventSink {
             object = ["event": "rollback_started", "host": host]
         case .undoFinished(let host, let name, let ok, let message):
             object = ["event": "undo", "host": host, "name": name, "ok": ok, "message": message]
+        case .rollbackPreview(let preview):
+            let data = (try? JSONEncoder().encode(preview)) ?? Data()
+            object = ["event": "rollback_preview", "preview": (try? JSONSerialization.jsonObject(with: data)) ?? [:]]
         case .runFinished(let id, let status, let code, let message):
             object = ["event": "run_finished", "run_id": id, "status": status, "exit_code": code, "message": message]
         }

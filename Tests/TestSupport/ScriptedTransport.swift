@@ -8,7 +8,8 @@ import Synchronization
 ///
 /// Replies are matched in the order they were added, by a substring of the command line; an
 /// unscripted command exits 0 with no output. `atomic write`s (`Transport.writeFileAtomically`)
-/// work: their `chmod … && mv -fT -- TEMP PATH` is carried out on the fake filesystem.
+/// work: their `chmod … && mv -fT -- TEMP PATH` is carried out on the fake filesystem, as are
+/// a file step's backup (`cp -p -- PATH BACKUP`) and a rollback's restore (`mv -fT -- BACKUP PATH`).
 public final class ScriptedTransport: Transport, Sendable {
     /// A file of the fake filesystem.
     public struct File: Sendable, Equatable {
@@ -99,6 +100,9 @@ public final class ScriptedTransport: Transport, Sendable {
         let reply: Reply = state.withLock { state in
             state.ran.append(command)
             if let scripted = state.replies.first(where: { line.contains($0.match) })?.reply { return scripted }
+            if line.hasPrefix("cp -p -- "), let (from, to) = Self.twoPaths(after: "cp -p -- ", in: line), let file = state.files[from] {
+                state.files[to] = file
+            }
             if let (temp, path) = Self.atomicMove(line), let file = state.files[temp] {
                 state.files[path] = file
                 state.files[temp] = nil
@@ -143,8 +147,11 @@ public final class ScriptedTransport: Transport, Sendable {
     public var preferredExecutor: (any TaskExecutor)? { nil }
 
     /// `(TEMP, PATH)` of a command ending in `mv -fT -- TEMP PATH`.
-    static func atomicMove(_ line: String) -> (String, String)? {
-        guard let range = line.range(of: "mv -fT -- ", options: .backwards) else { return nil }
+    static func atomicMove(_ line: String) -> (String, String)? { twoPaths(after: "mv -fT -- ", in: line) }
+
+    /// The two paths after the last `prefix` in `line`, unquoted.
+    static func twoPaths(after prefix: String, in line: String) -> (String, String)? {
+        guard let range = line.range(of: prefix, options: .backwards) else { return nil }
         let words = line[range.upperBound...].split(separator: " ").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "'")) }
         return words.count == 2 ? (words[0], words[1]) : nil
     }

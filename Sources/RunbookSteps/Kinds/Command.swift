@@ -27,11 +27,13 @@ package struct CommandStep: StepKind {
         var change = PlannedChange.make(step: step, host: host.name, action: .run, reversible: undo != nil,
                                         summary: run.display.split(separator: "\n").first.map(String.init) ?? "")
         if let creates = arguments.string("creates") {
-            let exists = try await facts.transport.stat(creates) != nil
-            change.fingerprints.append(FactFingerprint(fact: "exists:\(creates)", digest: exists ? "present" : "absent"))
+            let exists = try await facts.exists(creates)
+            let plannedBy = facts.plannedBy(creates)
+            change.fingerprints.append(FactFingerprint(fact: "exists:\(creates)",
+                                                       digest: plannedBy.map { "written by step \($0)" } ?? (exists ? "present" : "absent")))
             if exists {
                 change.action = .noop
-                change.reason = "creates: \(creates) exists"
+                change.reason = "creates: \(creates) exists" + (plannedBy.map { " (written by step \($0) of this run)" } ?? "")
                 change.summary = "skip: \(creates) exists"
                 return HostStepPlan(change: change, operation: .nothing, deferredUntilApply: false)
             }

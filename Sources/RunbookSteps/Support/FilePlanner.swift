@@ -19,8 +19,10 @@ struct FilePlanner {
         let owner = arguments.string("owner")
         let group = arguments.string("group")
         let beforeDigest = current.map { sha256Hex($0.contents) } ?? "absent"
+        let plannedBy = facts.plannedBy(dest)
         let fingerprint = FactFingerprint(fact: "file:\(dest)",
-                                          digest: current.map { "\(sha256Hex($0.contents)) mode \(String($0.mode, radix: 8))" } ?? "absent")
+                                          digest: (plannedBy.map { "written by step \($0): " } ?? "")
+                                              + (current.map { "\(sha256Hex($0.contents)) mode \(String($0.mode, radix: 8)) owner \($0.uid):\($0.gid)" } ?? "absent"))
         var change = PlannedChange.make(step: step, host: host.name, action: .noop, reversible: true, summary: "")
         change.fingerprints = [fingerprint]
         let contentSame = current?.contents == wanted
@@ -47,15 +49,44 @@ struct FilePlanner {
         if current != nil && !contentSame { what.append("content") }
         if let current, !modeSame { what.append("mode \(String(current.mode, radix: 8)) → \(String(wantedMode, radix: 8))") }
         if !ownerSame { what.append("owner → \(owner ?? ""):\(group ?? "")") }
+        // The file is replaced by a new one (written as the login user): without owner/group,
+        // it gets the old file's owner and group back, by number, instead of the login user's.
+        var keptOwner = owner
+        var keptGroup = group
+        if let current {
+            if owner == nil { keptOwner = String(current.uid) }
+            if group == nil { keptGroup = String(current.gid) }
+            if owner == nil && group == nil && (current.uid != 0 || current.gid != 0) {
+                what.append("owner \(current.uid):\(current.gid) kept")
+            }
+        }
         change.summary = "\(dest): " + what.joined(separator: ", ")
+        if plannedBy != nil { change.summary += " (as step \(plannedBy!) leaves it)" }
         if !contentSame {
-            let old = current.map { String(decoding: $0.contents, as: UTF8.self) }
-            change.diff = UnifiedDiff.make(old: old, new: String(decoding: wanted, as: UTF8.self), path: dest)
+            change.diff = Self.diff(old: current?.contents, new: wanted, path: dest)
         }
         let validate = arguments.commands["validate"]
-        let op = StepOperation.putFile(path: dest, contents: wanted, mode: wantedMode, owner: owner, group: group,
-                                   validate: validate, existed: current != nil, beforeDigest: beforeDigest)
+        let op = StepOperation.putFile(path: dest, contents: wanted, mode: wantedMode, owner: keptOwner, group: keptGroup,
+                                       validate: validate, existed: current != nil, beforeDigest: beforeDigest)
         return HostStepPlan(change: change, operation: op, deferredUntilApply: false)
+    }
+}
+
+extension FilePlanner {
+    /// A unified diff for text; for binary content (a NUL byte, or not UTF-8), sizes and
+    /// digests instead, the same on every host and never raw bytes.
+    static func diff(old: [UInt8]?, new: [UInt8], path: String) -> String {
+        if isBinary(new) || old.map(isBinary) == true {
+            let before = old.map { "\($0.count) bytes" } ?? "absent"
+            return "binary file: \(before) → \(new.count) bytes\n"
+                + "sha256 \(old.map { String(sha256Hex($0).prefix(16)) } ?? "-") → \(String(sha256Hex(new).prefix(16)))\n"
+        }
+        return UnifiedDiff.make(old: old.map { String(decoding: $0, as: UTF8.self) }, new: String(decoding: new, as: UTF8.self), path: path)
+    }
+
+    /// True for content that is not text.
+    static func isBinary(_ bytes: [UInt8]) -> Bool {
+        bytes.contains(0) || String(validating: bytes, as: UTF8.self) == nil
     }
 }
 

@@ -53,9 +53,9 @@ package enum UnifiedDiff {
             var body = ""
             for entry in script[hunkStart..<hunkEnd] {
                 switch entry.edit {
-                case .keep(let line): aCount += 1; bCount += 1; body += " \(line)\n"
-                case .delete(let line): aCount += 1; body += "-\(line)\n"
-                case .add(let line): bCount += 1; body += "+\(line)\n"
+                case .keep(let line): aCount += 1; bCount += 1; body += show(" ", line)
+                case .delete(let line): aCount += 1; body += show("-", line)
+                case .add(let line): bCount += 1; body += show("+", line)
                 }
             }
             let aStart = script[hunkStart].aPos + (aCount == 0 ? 0 : 1)
@@ -67,9 +67,22 @@ package enum UnifiedDiff {
         return out
     }
 
+    /// Marks a last line that has no newline, so that it differs from the same text with one
+    /// (as in `diff -u`, whose output then patches onto the file).
+    private static let noNewline = "\u{0}"
+
     private static func lines(_ text: String) -> [String] {
         var result = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        if result.last == "" { result.removeLast() }
+        if result.last == "" {
+            result.removeLast()
+        } else if !result.isEmpty {
+            result[result.count - 1] += noNewline
+        }
         return result
+    }
+
+    private static func show(_ prefix: String, _ line: String) -> String {
+        guard line.hasSuffix(noNewline) else { return prefix + line + "\n" }
+        return prefix + line.dropLast() + "\n\\ No newline at end of file\n"
     }
 }

@@ -123,8 +123,7 @@ extension Engine {
                 guard let backup, try await transport.stat(backup) != nil else {
                     return .failed("cannot restore \(path): its backup is gone")
                 }
-                let move: ShellCommand = "mv -fT -- \(backup) \(path)"
-                let output = try await transport.run(move, stdin: [], timeout: .seconds(60), onOutput: nil)
+                let output = try await transport.run(Self.restoreCommand(backup: backup, path: path), stdin: [], timeout: .seconds(60), onOutput: nil)
                 guard output.succeeded else { return .failed("cannot restore \(path): \(output.stderrText)") }
                 return .undone("restored \(path)")
             }
@@ -133,8 +132,65 @@ extension Engine {
         }
     }
 
-    /// `runbook rollback RUN_ID`: undoes a finished or interrupted run from the journal.
-    public func rollback(runID prefix: String) async -> RunOutcome {
+    /// The command that puts a file's backup back in place.
+    static func restoreCommand(backup: String, path: String) -> ShellCommand { "mv -fT -- \(backup) \(path)" }
+
+    /// What rollback would do on one host for `steps` (already in reverse order), read from
+    /// the host without changing it: the same decisions `undo` and the replay phases make.
+    func preview(_ steps: [AppliedStep], host: String, transport: any Transport, secrets: SecretStore,
+                 replaysKnown: Bool) async -> [RollbackPreview.Item] {
+        var items: [RollbackPreview.Item] = []
+        let masker = secrets.masker
+        func add(_ step: String, _ phase: Int, _ summary: String, _ commands: [String] = [], problem: Bool = false) {
+            items.append(RollbackPreview.Item(host: host, step: step, phase: phase, summary: masker.mask(summary),
+                                              commands: commands.map(masker.mask), problem: problem))
+        }
+        for applied in steps {
+            switch applied.undo {
+            case .nothing:
+                continue
+            case .irreversible(let reason):
+                add(applied.name, 1, "not undone: \(reason)", problem: true)
+            case .command(let recorded):
+                add(applied.name, 1, "run its undo", [recorded.display])
+            case .restoreFile(let path, let backup, let before, let after):
+                let current: [UInt8]?
+                do { current = try await transport.readFile(path) } catch {
+                    add(applied.name, 1, "cannot read \(path): \(error.message)", problem: true)
+                    continue
+                }
+                let currentDigest = current.map(sha256Hex) ?? "absent"
+                let edited = currentDigest != after ? " (it changed since the run: those edits would be lost)" : ""
+                if currentDigest == before {
+                    add(applied.name, 1, "\(path) is as it was before the run: nothing to restore")
+                } else if before == "absent" {
+                    add(applied.name, 1, "remove \(path), which the run created\(edited)")
+                } else if let backup, (try? await transport.stat(backup)) != nil {
+                    add(applied.name, 1, "restore \(path) from \(backup)\(edited)",
+                        [Self.restoreCommand(backup: backup, path: path).display])
+                } else {
+                    add(applied.name, 1, "cannot restore \(path): its backup is gone", problem: true)
+                }
+            }
+        }
+        for applied in steps.reversed() {
+            if let problem = applied.replayProblem {
+                add(applied.name, 2, "not run again after the restore: \(problem)", problem: true)
+            } else if let replay = applied.replay, replay.phase == 3 || applied.succeeded {
+                add(applied.name, replay.phase, replay.phase == 2 ? "run again once state is restored" : "check again",
+                    replay.operation.shownCommands(become: replay.step.become))
+            }
+        }
+        if !replaysKnown && steps.contains(where: { $0.replay == nil && $0.replayProblem == nil && !$0.succeeded }) {
+            add("", 2, "the runbook does not load: service actions and checks would not run again", problem: true)
+        }
+        return items
+    }
+
+    /// `runbook rollback RUN_ID`: undoes a finished or interrupted run from the journal. With
+    /// `dryRun`, shows what it would do (`RunEvent.rollbackPreview`) and changes nothing: no
+    /// lock is taken and only reads reach the hosts.
+    public func rollback(runID prefix: String, dryRun: Bool = false) async -> RunOutcome {
         let journal: Journal
         do { journal = try Journal(path: journalPath) } catch {
             return RunOutcome(runID: nil, exitCode: 1, message: "cannot open the journal: \(error)")
@@ -187,11 +243,13 @@ extension Engine {
            holder.controller == ControllerIdentity.hostname, !LockInfo.processIsAlive(holder.pid) {
             try? LocalLock.forceRemove(stateDir: settings.stateDir)
         }
-        let localLock: LocalLock
-        do { localLock = try LocalLock.acquire(stateDir: settings.stateDir, info: info) } catch {
-            return RunOutcome(runID: runID, exitCode: 3, message: "\(error)")
+        var localLock: LocalLock? = nil
+        if !dryRun {
+            do { localLock = try LocalLock.acquire(stateDir: settings.stateDir, info: info) } catch {
+                return RunOutcome(runID: runID, exitCode: 3, message: "\(error)")
+            }
         }
-        defer { _ = try? localLock.release() }
+        defer { _ = try? localLock?.release() }
         // Phases 2 and 3 run the run's service actions and health checks again: they need the
         // runbook, loaded anew with the run's params. When it cannot be loaded (removed, now
         // invalid), phase 1 still runs and the outcome says what was not re-run.
@@ -215,6 +273,27 @@ extension Engine {
                 guard let transport = transports[host.name], let steps = byHost[host.name] else { continue }
                 byHost[host.name] = await replays(for: steps, kinds: kinds, host: host, transport: transport, prepared: prepared)
             }
+        }
+        if dryRun {
+            guard transports.count == hosts.count else {
+                await Self.closeAll(transports)
+                let errors = connections.compactMap { _, r -> String? in
+                    if case .failure(let e) = r { return e.description }
+                    return nil
+                }
+                return RunOutcome(runID: runID, exitCode: 1, message: "cannot reach: " + errors.sorted().joined(separator: "; "))
+            }
+            var items: [RollbackPreview.Item] = []
+            for host in hosts {
+                items += await preview((byHost[host.name] ?? []).reversed(), host: host.name, transport: transports[host.name]!,
+                                       secrets: secrets, replaysKnown: prepared != nil)
+            }
+            await Self.closeAll(transports)
+            events.emit(.rollbackPreview(RollbackPreview(runID: runID, runbook: run.runbook, items: items)))
+            let problems = items.filter(\.problem).count
+            return RunOutcome(runID: runID, exitCode: 0,
+                              message: "dry run: nothing was changed; rollback would take \(items.count) action\(items.count == 1 ? "" : "s")"
+                                  + (problems > 0 ? ", \(problems) of them not possible" : ""))
         }
         let outcome = await rollbackConnected(runID: runID, run: run, hosts: hosts, byHost: byHost, journal: journal, secrets: secrets,
                                               info: info, connections: connections, transports: transports, prepared: prepared)

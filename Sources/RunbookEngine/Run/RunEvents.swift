@@ -29,6 +29,8 @@ public enum RunEvent: Sendable {
     case rollbackStarted(host: String)
     /// One undo action on a host.
     case undoFinished(host: String, name: String, ok: Bool, message: String)
+    /// What `runbook rollback RUN_ID --dry-run` would do; nothing was changed.
+    case rollbackPreview(RollbackPreview)
     /// The run ended.
     case runFinished(id: String, status: String, exitCode: Int32, message: String)
 }
@@ -37,4 +39,29 @@ public enum RunEvent: Sendable {
 public protocol EventSink: Sendable {
     /// Handles one event (may be called from several hosts' tasks at once).
     func emit(_ event: RunEvent)
+}
+
+/// What a rollback of a run would do, host by host, in the order it would do it.
+public struct RollbackPreview: Sendable, Codable {
+    /// One action of the preview.
+    public struct Item: Sendable, Codable {
+        /// The host.
+        public var host: String
+        /// The step of the run it is about.
+        public var step: String
+        /// 1 (restore, in reverse order), 2 (service actions again) or 3 (checks again).
+        public var phase: Int
+        /// What would happen, for people.
+        public var summary: String
+        /// The commands that would run, secrets masked.
+        public var commands: [String]
+        /// True when it would not be done (irreversible, a backup gone, a step the runbook lost).
+        public var problem: Bool
+    }
+    /// The run.
+    public var runID: String
+    /// The runbook of the run.
+    public var runbook: String
+    /// The actions, host by host.
+    public var items: [Item]
 }

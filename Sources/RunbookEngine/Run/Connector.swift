@@ -3,6 +3,9 @@ import RunbookCore
 import RunbookSteps
 import RunbookTransport
 
+/// A transport for a host other than over SSH (an in-memory host in tests); nil: connect as usual.
+public typealias HostOpener = @Sendable (RunbookCore.Host) -> (any Transport)?
+
 /// Opens the right transport for a host: SSH, or local for `connection: local`.
 public struct Connector: Sendable {
     /// Where secrets named by the inventory come from.
@@ -10,14 +13,19 @@ public struct Connector: Sendable {
     /// For connection-level warnings (accept-new, host key checking off).
     public let logger: Logger
 
+    /// Opens a host's transport instead of SSH or local, when it returns one (an in-memory host in tests).
+    public let opener: HostOpener?
+
     /// Creates a connector.
-    public init(secrets: SecretStore, logger: Logger) {
+    public init(secrets: SecretStore, logger: Logger, opener: HostOpener? = nil) {
         self.secrets = secrets
         self.logger = logger
+        self.opener = opener
     }
 
     /// Connects to `host`.
     public func connect(_ host: RunbookCore.Host) async throws(TransportError) -> any Transport {
+        if let transport = opener?(host) { return transport }
         switch host.connection {
         case .local:
             return LocalTransport(hostName: host.name)

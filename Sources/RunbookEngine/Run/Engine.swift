@@ -33,6 +33,8 @@ public struct EngineSettings: Sendable {
     public var forks: Int
     /// Logger for connection warnings and debugging.
     public var logger: Logger
+    /// Opens hosts other than over SSH (tests: `ScriptedTransport`); nil: the inventory decides.
+    public var opener: HostOpener? = nil
 
     /// Creates settings.
     public init(root: String, stateDir: String, inventoryPath: String, forks: Int, logger: Logger) {
@@ -283,6 +285,18 @@ public struct Engine: Sendable {
         return rendered
     }
 
+    /// The step ids `text` reads as `steps.ID`.
+    static func stepReferences(in text: String) -> [String] {
+        var ids: [String] = []
+        var rest = Substring(text)
+        while let range = rest.range(of: "steps.") {
+            let id = rest[range.upperBound...].prefix { $0 == "_" || ($0.isASCII && ($0.isLetter || $0.isNumber)) }
+            if !id.isEmpty { ids.append(String(id)) }
+            rest = rest[range.upperBound...]
+        }
+        return ids
+    }
+
     /// True when a step's `when` or arguments read earlier steps' results.
     static func readsSteps(_ step: Step) -> Bool {
         if let when = step.when, when.contains("steps.") { return true }
@@ -291,34 +305,43 @@ public struct Engine: Sendable {
 
     // MARK: Planning
 
-    /// Plans every step on one host, reading facts only.
+    /// Plans every step on one host, reading facts only. Each step is planned against the
+    /// state the earlier steps of the run leave (the files they write), not the state before it.
     func planHost(_ host: RunbookCore.Host, transport: any Transport, prepared: PreparedRun) async throws -> [HostStepPlan] {
         var context = try context(for: host, prepared: prepared, steps: [:])
         var plans: [HostStepPlan] = []
+        var planned = PlannedFiles()
+        let firstHost = prepared.hosts.first?.name
         for step in prepared.runbook.steps {
-            let plan = try await planStep(step, host: host, transport: transport, context: context, prepared: prepared, atApply: false)
+            if step.runOnce, let firstHost, firstHost != host.name {
+                var change = PlannedChange.make(step: step, host: host.name, action: .noop, reversible: true,
+                                                summary: "skip: run_once, runs on \(firstHost)")
+                change.reason = "run_once: runs on \(firstHost) only"
+                change.operationsDigest = StepOperation.nothing.digest(become: false, extra: "run_once")
+                plans.append(HostStepPlan(change: change, operation: .nothing, deferredUntilApply: false))
+                continue
+            }
+            let plan = try await planStep(step, host: host, transport: transport, context: context, prepared: prepared,
+                                          atApply: false, planned: planned)
             if let facts = plan.facts { context.facts.merge(facts) { _, new in new } }
+            planned.record(plan.operation, step: step.index)
             plans.append(plan)
         }
         return plans
     }
 
-    /// Plans one step; at plan time a step that reads earlier steps' results is deferred.
+    /// Plans one step; at plan time a step that reads earlier steps' results is deferred, and
+    /// shows what it would run as written, with fingerprints of the files it would change.
     func planStep(_ step: Step, host: RunbookCore.Host, transport: any Transport, context: TemplateContext,
-                  prepared: PreparedRun, atApply: Bool) async throws -> HostStepPlan {
+                  prepared: PreparedRun, atApply: Bool, planned: PlannedFiles = PlannedFiles()) async throws -> HostStepPlan {
         if !atApply && Self.readsSteps(step) {
-            var change = PlannedChange.make(step: step, host: host.name, action: .deferred,
-                                            reversible: !StepRegistry.isIrreversible(kind: step.kind, arguments: step.arguments),
-                                            summary: "decided at apply time")
-            change.reason = "reads the results of earlier steps"
-            change.operationsDigest = StepOperation.nothing.digest(become: false, extra: "deferred")
-            return HostStepPlan(change: change, operation: .nothing, deferredUntilApply: true)
+            return try await deferredPlan(step, host: host, facts: FactReader(transport: transport, planned: planned))
         }
         if let when = step.when {
             let holds = try prepared.templates.evaluate(condition: when, at: step.location, context: context)
             if !holds {
                 var change = PlannedChange.make(step: step, host: host.name, action: .noop, reversible: true, summary: "skip: when is false")
-                change.reason = "when: \(when)"
+                change.reason = (atApply ? "when is false at apply time: " : "when: ") + when
                 change.operationsDigest = StepOperation.nothing.digest(become: false)
                 return HostStepPlan(change: change, operation: .nothing, deferredUntilApply: false)
             }
@@ -329,7 +352,8 @@ public struct Engine: Sendable {
         }
         let arguments = try renderArguments(step, context: context, prepared: prepared)
         do {
-            var plan = try await kind.init().plan(step: step, host: host, arguments: arguments, facts: FactReader(transport: transport))
+            var plan = try await kind.init().plan(step: step, host: host, arguments: arguments,
+                                                  facts: FactReader(transport: transport, planned: planned))
             // What the plan shows and what identifies it come from the operation apply runs.
             plan.change.commands = plan.operation.shownCommands(become: step.become)
             plan.change.operationsDigest = plan.operation.digest(become: step.become, extra: plan.digestExtra)
@@ -337,6 +361,34 @@ public struct Engine: Sendable {
         } catch let failure as StepFailure {
             throw DiagnosticError(.error(failure.description, at: step.location, field: "steps[\(step.index)].\(step.kind)"))
         }
+    }
+
+    /// A step decided at apply time: its commands as written (they read earlier steps'
+    /// results), and fingerprints of the file it would change, so a hand edit made after the
+    /// plan makes a saved plan stale instead of being overwritten unseen.
+    func deferredPlan(_ step: Step, host: RunbookCore.Host, facts: FactReader) async throws -> HostStepPlan {
+        let reads = Set(([step.when].compactMap { $0 } + step.arguments.strings).flatMap { Self.stepReferences(in: $0) }).sorted()
+        var change = PlannedChange.make(step: step, host: host.name, action: .deferred,
+                                        reversible: !StepRegistry.isIrreversible(kind: step.kind, arguments: step.arguments),
+                                        summary: "decided at apply time: reads " + reads.map { "steps.\($0)" }.joined(separator: ", "))
+        change.reason = "reads the results of earlier steps"
+        let schema = StepRegistry.schema(for: step.kind)
+        for key in (schema?.argumentNames ?? []) {
+            guard case .string(let text)? = step.arguments[key] else { continue }
+            switch schema?.argument(key)?.type {
+            case .command?: change.commands.append((key == "run" ? "" : key + ": ") + text + "   (as written; rendered at apply)")
+            default: if key == "dest" || key == "src" || key == "sql" { change.commands.append("\(key): \(text)") }
+            }
+        }
+        if let when = step.when { change.commands.append("when: \(when)") }
+        if case .string(let dest)? = step.arguments["dest"], !dest.contains("{{") {
+            let current = try await facts.file(dest)
+            change.fingerprints.append(FactFingerprint(fact: "file:\(dest)", digest: current.map {
+                "\(sha256Hex($0.contents)) mode \(String($0.mode, radix: 8)) owner \($0.uid):\($0.gid)" } ?? "absent"))
+        }
+        change.operationsDigest = sha256Hex("deferred\u{0}" + step.kind + "\u{0}" + Self.canonicalJSON(["arguments": step.arguments])
+                                            + "\u{0}" + (step.when ?? "") + "\u{0}" + String(step.become))
+        return HostStepPlan(change: change, operation: .nothing, deferredUntilApply: true)
     }
 
     /// Connects to every host (at most `forks` at once); unreachable hosts are errors.

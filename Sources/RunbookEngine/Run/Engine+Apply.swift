@@ -60,25 +60,6 @@ struct Replay: Sendable {
     let operation: StepOperation
 }
 
-/// One host's lock at the start of an apply: taken, or refused with the reason.
-struct HostLockAttempt: Sendable {
-    let transport: any Transport
-    let path: String
-    /// Why the lock was not taken (held by another run, or an error); nil when it was.
-    let refusal: String?
-}
-
-/// A host's connection at the start of an apply, and its lock when one was attempted.
-struct ConnectedHost: Sendable {
-    let connection: Result<any Transport, TransportError>
-    let lock: HostLockAttempt?
-}
-
-/// Why the host locks of a run were not taken.
-struct HostLockRefusal: Error, Sendable {
-    let message: String
-}
-
 /// What happened on one host.
 struct HostOutcome: Sendable {
     let host: String
@@ -352,8 +333,11 @@ extension Engine {
             do {
                 if plan.deferredUntilApply {
                     plan = try await planStep(step, host: host, transport: transport, context: context, prepared: prepared, atApply: true)
-                } else if let when = step.when, !(try prepared.templates.evaluate(condition: when, at: step.location, context: context)) {
+                } else if plan.change.action != .noop, let when = step.when,
+                          !(try prepared.templates.evaluate(condition: when, at: step.location, context: context)) {
+                    // Planned to run, but what the condition reads (gathered facts) says no now.
                     plan.change.action = .noop
+                    plan.change.reason = "when is false at apply time: \(when)"
                     plan.operation = .nothing
                 }
             } catch {
@@ -363,6 +347,15 @@ extension Engine {
             }
             if plan.change.action == .noop {
                 if let id = step.id { context.steps[id] = ["changed": false, "rc": 0, "stdout": "", "stderr": ""] }
+                if plans[index].change.action != .noop {
+                    // The plan showed it would run: the journal keeps why it did not.
+                    if let entry = try? journal.recordIntent(run: runID, host: host.name, stepIndex: index, stepName: step.name,
+                                                             kind: step.kind, phase: .apply, undo: nil, irreversible: false,
+                                                             completing: pendingOutcome) {
+                        pendingOutcome = StepOutcome(entry: entry, status: .skipped, changed: false,
+                                                     message: plan.change.reason.map(masker.mask))
+                    }
+                }
                 finishStep(.skipped, plan.change.reason)
                 continue
             }
@@ -451,68 +444,6 @@ extension Engine {
         let directory = (path as NSString).deletingLastPathComponent
         let base = (path as NSString).lastPathComponent
         return (directory == "/" ? "" : directory) + "/.\(base).runbook-bak-\(runID)"
-    }
-
-    /// Host locks, all or nothing: taken on every host at once (up to --forks), one command
-    /// each. When any host refuses, the ones taken are released again and the first refusal
-    /// in inventory order is returned.
-    func lockHosts(_ hosts: [RunbookCore.Host], transports: [String: any Transport],
-                   info: LockInfo) async -> Result<[HostLockAttempt], HostLockRefusal> {
-        let attempts = await boundedMap(hosts, limit: settings.forks) { host in
-            await Self.lock(host, transport: transports[host.name]!, info: info)
-        }
-        return await allOrNothing(attempts, info: info)
-    }
-
-    /// Takes one host's lock.
-    static func lock(_ host: RunbookCore.Host, transport: any Transport, info: LockInfo) async -> HostLockAttempt {
-        do {
-            try await HostLock.acquire(on: transport, info: info, path: host.lockPath)
-            return HostLockAttempt(transport: transport, path: host.lockPath, refusal: nil)
-        } catch {
-            return HostLockAttempt(transport: transport, path: host.lockPath, refusal: "\(error)")
-        }
-    }
-
-    /// The locks taken, when every attempt took one; else releases those taken and returns
-    /// the first refusal (attempts are in inventory order).
-    func allOrNothing(_ attempts: [HostLockAttempt], info: LockInfo) async -> Result<[HostLockAttempt], HostLockRefusal> {
-        let locked = attempts.filter { $0.refusal == nil }
-        if let refusal = attempts.lazy.compactMap(\.refusal).first {
-            await releaseHostLocks(locked, info: info)
-            return .failure(HostLockRefusal(message: refusal))
-        }
-        return .success(locked)
-    }
-
-    /// Connects to every host (up to --forks at once) and takes each one's lock as soon as it
-    /// is connected and `info` is known; no lock is taken without `info` or when it comes
-    /// back nil.
-    func connectAndLockAll(_ hosts: [RunbookCore.Host], secrets: SecretStore,
-                           info: Task<LockInfo?, Never>?) async -> [String: ConnectedHost] {
-        let connector = Connector(secrets: secrets, logger: settings.logger)
-        let results = await boundedMap(hosts, limit: settings.forks) { host -> (String, ConnectedHost) in
-            let transport: any Transport
-            do throws(TransportError) {
-                transport = try await connector.connect(host)
-            } catch {
-                return (host.name, ConnectedHost(connection: .failure(error), lock: nil))
-            }
-            guard let info = await info?.value else {
-                return (host.name, ConnectedHost(connection: .success(transport), lock: nil))
-            }
-            return (host.name, ConnectedHost(connection: .success(transport), lock: await Self.lock(host, transport: transport, info: info)))
-        }
-        return Dictionary(uniqueKeysWithValues: results)
-    }
-
-    /// Releases the host locks `lockHosts` took with `info`, on every host at once; with
-    /// `thenClose`, each host's connection is closed right after its lock is released.
-    func releaseHostLocks(_ locked: [HostLockAttempt], info: LockInfo, thenClose: Bool = false) async {
-        _ = await boundedMap(locked, limit: settings.forks) { lock in
-            _ = try? await HostLock.release(on: lock.transport, info: info, path: lock.path)
-            if thenClose { await lock.transport.close() }
-        }
     }
 
     /// When rollback runs a step of `kind` again (never for an unknown kind).

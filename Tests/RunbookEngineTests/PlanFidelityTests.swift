@@ -1,0 +1,289 @@
+import Foundation
+import Logging
+import RunbookCore
+import Synchronization
+import Testing
+import TestSupport
+
+@testable import RunbookEngine
+@testable import RunbookSteps
+
+/// Collects the engine's events; remembers how many commands a host had run when the run
+/// started, so apply's commands can be told from planning's.
+final class EventLog: EventSink, Sendable {
+    let events = Mutex<[RunEvent]>([])
+    let host: ScriptedTransport
+    let ranBeforeApply = Mutex<Int?>(nil)
+
+    init(host: ScriptedTransport) { self.host = host }
+
+    func emit(_ event: RunEvent) {
+        if case .runStarted = event { ranBeforeApply.withLock { $0 = host.ran.count } }
+        events.withLock { $0.append(event) }
+    }
+
+    var plan: Plan? {
+        events.withLock { $0.compactMap { if case .planned(let plan) = $0 { return plan } else { return nil } }.last }
+    }
+
+    var preview: RollbackPreview? {
+        events.withLock { $0.compactMap { if case .rollbackPreview(let p) = $0 { return p } else { return nil } }.last }
+    }
+
+    /// What apply ran (commands after the run started), as displayed.
+    var appliedLines: [String] {
+        let start = ranBeforeApply.withLock { $0 } ?? host.ran.count
+        return host.ran.dropFirst(start).map(\.display)
+    }
+
+    var skippedMessages: [String] {
+        events.withLock {
+            $0.compactMap {
+                if case .stepFinished(_, _, _, _, .skipped, _, let message) = $0 { return message ?? "" } else { return nil }
+            }
+        }
+    }
+}
+
+/// A throwaway project whose one host is a `ScriptedTransport`.
+final class ScriptedProject: Sendable {
+    let root: String
+    let host: ScriptedTransport
+    let second: ScriptedTransport
+
+    init(files: [String: ScriptedTransport.File] = [:]) throws {
+        root = FileManager.default.temporaryDirectory.appendingPathComponent("rb-fidelity-\(UUID().uuidString)").path
+        for dir in ["runbooks", "templates", "inventory", ".runbook"] {
+            try FileManager.default.createDirectory(atPath: root + "/" + dir, withIntermediateDirectories: true)
+        }
+        try """
+            hosts:
+              h1: { address: 127.0.0.1 }
+              h2: { address: 127.0.0.2 }
+            groups:
+              web: { hosts: [h1] }
+              both: { hosts: [h1, h2] }
+            """.write(toFile: root + "/inventory/hosts.yml", atomically: true, encoding: .utf8)
+        host = ScriptedTransport(hostName: "h1", files: files)
+        second = ScriptedTransport(hostName: "h2", files: files)
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: root) }
+
+    func write(_ path: String, _ text: String) throws {
+        try text.write(toFile: root + "/" + path, atomically: true, encoding: .utf8)
+    }
+
+    /// An engine whose hosts are the scripted ones, reporting to a fresh log of `host`.
+    func engine() -> (Engine, EventLog) {
+        let log = EventLog(host: host)
+        var settings = EngineSettings(root: root, stateDir: root + "/.runbook", inventoryPath: root + "/inventory/hosts.yml",
+                                      forks: 4, logger: Logger(label: "test"))
+        let (one, two) = (host, second)
+        settings.opener = { $0.name == "h1" ? one : two }
+        return (Engine(settings: settings, events: log), log)
+    }
+}
+
+/// JSON is YAML: a step's arguments written as a flow mapping.
+func json(_ value: Value) -> String {
+    let data = try! JSONEncoder().encode(value)
+    return String(decoding: data, as: UTF8.self)
+}
+
+@Suite struct PlanFidelityTests {
+    /// For every kind, each command the plan shows is a command apply executes, byte for byte
+    /// as displayed: become, validate and undo included.
+    @Test(arguments: stepCases.filter { $0.action != .noop }) func shownCommandRuns(_ testCase: StepCase) async throws {
+        let project = try ScriptedProject(files: testCase.files)
+        for (match, reply) in testCase.replies { project.host.reply(to: match, reply) }
+        project.host.answer(address: "127.0.0.1", port: 80, with: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        project.host.answer(address: "127.0.0.1", port: 5432, with: "")
+        if let contents = testCase.fileContents { try project.write("templates/a.j2", contents) }
+        try project.write("runbooks/t.yml", """
+            hosts: web
+            steps:
+              - name: the step
+                become: \(testCase.become)
+                \(testCase.kind): \(json(.map(testCase.arguments)))
+            """)
+        let (engine, log) = project.engine()
+        let outcome = try await engine.apply(RunRequest(runbook: "t"), options: ApplyOptions(yes: true, rollback: true, planFile: nil, confirm: nil))
+        let change = try #require(log.plan?.changes.first, "\(testCase): no plan (\(outcome.message))")
+        #expect(change.action == testCase.action, "\(testCase)")
+        let applied = log.appliedLines
+        for shown in change.commands {
+            if shown.hasPrefix("undo: ") { continue }
+            if shown.hasPrefix("validate: ") {
+                // Run against the candidate file: %s is its temp path.
+                let prefix = String(shown.dropFirst("validate: ".count).prefix { $0 != "%" })
+                #expect(applied.contains { $0.hasPrefix(prefix) && $0.contains(".runbook-") }, "\(testCase): \(shown) not in \(applied)")
+                continue
+            }
+            #expect(applied.contains(shown), "\(testCase): shown `\(shown)` was not executed; apply ran \(applied)")
+        }
+    }
+
+    /// The undo a plan shows is the command rollback runs, through sudo when the step had become.
+    @Test func shownUndoRuns() async throws {
+        let project = try ScriptedProject()
+        project.host.reply(to: "false-step", status: 1)
+        try project.write("runbooks/t.yml", """
+            hosts: web
+            steps:
+              - name: change
+                become: true
+                command: { run: "touch /srv/flag", undo: "rm -f /srv/flag" }
+              - name: fail
+                command: "echo false-step; exit 1"
+            """)
+        let (engine, log) = project.engine()
+        let outcome = try await engine.apply(RunRequest(runbook: "t"), options: ApplyOptions(yes: true, rollback: true, planFile: nil, confirm: nil))
+        #expect(outcome.exitCode == 1)
+        let shown = try #require(log.plan?.changes.first?.commands)
+        #expect(shown == ["sudo -n -E -- sh -c 'touch /srv/flag'", "undo: sudo -n -E -- sh -c 'rm -f /srv/flag'"])
+        #expect(log.appliedLines.contains("sudo -n -E -- sh -c 'rm -f /srv/flag'"))
+    }
+
+    /// A template without `owner` keeps the file's owner and group: the plan says so, and the
+    /// file is put back with the same numeric ids.
+    @Test func templateKeepsOwner() async throws {
+        let project = try ScriptedProject(files: ["/etc/app.conf": .init("a=0\n", mode: 0o640, uid: 65534, gid: 65534)])
+        try project.write("templates/app.conf.j2", "a=1\n")
+        try project.write("runbooks/t.yml", """
+            hosts: web
+            steps:
+              - template: { src: app.conf.j2, dest: /etc/app.conf }
+            """)
+        let (engine, log) = project.engine()
+        let outcome = try await engine.apply(RunRequest(runbook: "t"), options: ApplyOptions(yes: true, rollback: true, planFile: nil, confirm: nil))
+        #expect(outcome.exitCode == 0, "\(outcome.message)")
+        let change = try #require(log.plan?.changes.first)
+        #expect(change.summary.contains("owner 65534:65534 kept"), "\(change.summary)")
+        #expect(log.appliedLines.contains { $0.hasPrefix("chmod 640 -- ") && $0.contains("chown -- 65534:65534 ") }, "\(log.appliedLines)")
+        #expect(project.host.files["/etc/app.conf"]?.mode == 0o640)
+    }
+
+    /// `run_once` is planned as a change on the first host only; the others show why not.
+    @Test func runOncePlannedOnOneHost() async throws {
+        let project = try ScriptedProject()
+        try project.write("runbooks/t.yml", """
+            hosts: both
+            steps:
+              - name: migrate
+                run_once: true
+                command: "echo migrate"
+            """)
+        let (engine, log) = project.engine()
+        _ = try await engine.plan(RunRequest(runbook: "t"), saveTo: nil)
+        let changes = try #require(log.plan?.changes)
+        #expect(changes.map(\.action) == [.run, .noop])
+        #expect(changes[1].reason?.contains("run_once: runs on h1") == true, "\(changes[1])")
+    }
+
+    /// A file without a final newline gets a diff that says so, and so patches onto it.
+    @Test func diffMarksMissingNewline() {
+        let diff = UnifiedDiff.make(old: "a\nb", new: "a\nc\n", path: "/f")
+        #expect(diff.contains("-b\n\\ No newline at end of file\n+c\n"), "\(diff)")
+        let added = UnifiedDiff.make(old: "a\n", new: "a\nb", path: "/f")
+        #expect(added.hasSuffix("+b\n\\ No newline at end of file\n"), "\(added)")
+    }
+
+    /// A binary copy shows sizes and digests, never raw bytes, the same on every host.
+    @Test func binaryCopyShownAsBinary() async throws {
+        let old: [UInt8] = [0x7f, 0x45, 0x4c, 0x46, 0x00, 0x01, 0xff]
+        let project = try ScriptedProject(files: ["/usr/local/bin/tool": .init(old, mode: 0o755)])
+        try Data([0x7f, 0x45, 0x4c, 0x46, 0x00, 0x02, 0xfe, 0x10]).write(to: URL(fileURLWithPath: project.root + "/templates/tool"))
+        try project.write("runbooks/t.yml", """
+            hosts: web
+            steps:
+              - copy: { src: tool, dest: /usr/local/bin/tool }
+            """)
+        let (engine, log) = project.engine()
+        _ = try await engine.plan(RunRequest(runbook: "t"), saveTo: nil)
+        let diff = try #require(log.plan?.changes.first?.diff)
+        #expect(diff.contains("binary file: 7 bytes → 8 bytes"), "\(diff)")
+        #expect(diff.contains("sha256 "), "\(diff)")
+        #expect(!diff.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" })
+    }
+
+    /// A step skipped at apply because its `when:` turned false says why.
+    @Test func whenFalseAtApplySaysWhy() async throws {
+        let project = try ScriptedProject()
+        project.host.reply(to: "cat /proc/loadavg", stdout: "")
+        try project.write("runbooks/t.yml", """
+            hosts: web
+            steps:
+              - id: probe
+                command: "echo 1"
+              - name: only when probe said 2
+                when: "steps.probe.stdout == '2'"
+                command: "echo never"
+            """)
+        let (engine, log) = project.engine()
+        let outcome = try await engine.apply(RunRequest(runbook: "t"), options: ApplyOptions(yes: true, rollback: true, planFile: nil, confirm: nil))
+        #expect(outcome.exitCode == 0, "\(outcome.message)")
+        #expect(log.skippedMessages.contains { $0.contains("when is false at apply time") }, "\(log.skippedMessages)")
+        #expect(!log.appliedLines.contains("echo never"))
+    }
+
+    /// A step that reads a file an earlier step of the same run writes is planned against
+    /// the planned content, not the host's state before the run.
+    @Test func laterStepSeesEarlierPlannedFile() async throws {
+        let project = try ScriptedProject(files: ["/srv/maintenance": .init("on\n")])
+        try project.write("runbooks/t.yml", """
+            hosts: web
+            steps:
+              - name: maintenance off
+                copy: { content: "off\\n", dest: /srv/maintenance }
+              - name: maintenance on
+                copy: { content: "on\\n", dest: /srv/maintenance }
+              - name: marker
+                command: { run: "echo go", creates: /srv/marker }
+              - name: write marker
+                copy: { content: "x\\n", dest: /srv/marker }
+              - name: marker again
+                command: { run: "echo again", creates: /srv/marker }
+            """)
+        let (engine, log) = project.engine()
+        _ = try await engine.plan(RunRequest(runbook: "t"), saveTo: nil)
+        let changes = try #require(log.plan?.changes)
+        #expect(changes.map(\.action) == [.update, .update, .run, .create, .noop], "\(changes.map(\.summary))")
+        #expect(changes[1].diff?.contains("-off") == true, "\(changes[1].diff ?? "")")
+        #expect(changes[4].reason?.contains("step 4") == true, "\(changes[4].reason ?? "")")
+    }
+
+    /// `rollback RUN_ID --dry-run` shows the restore and the commands, and changes nothing.
+    @Test func rollbackDryRunChangesNothing() async throws {
+        let project = try ScriptedProject(files: ["/etc/app.conf": .init("a=0\n")])
+        try project.write("templates/app.conf.j2", "a=1\n")
+        try project.write("runbooks/t.yml", """
+            hosts: web
+            steps:
+              - template: { src: app.conf.j2, dest: /etc/app.conf }
+              - command: { run: "echo hi", undo: "echo undo" }
+              - service: { name: nginx, action: reload, manager: systemd }
+            """)
+        let (engine, _) = project.engine()
+        let outcome = try await engine.apply(RunRequest(runbook: "t"), options: ApplyOptions(yes: true, rollback: true, planFile: nil, confirm: nil))
+        let runID = try #require(outcome.runID)
+        #expect(outcome.exitCode == 0, "\(outcome.message)")
+        let before = project.host.files
+        let ranBefore = project.host.ran.count
+        let (again, log) = project.engine()
+        let dry = await again.rollback(runID: runID, dryRun: true)
+        #expect(dry.exitCode == 0, "\(dry.message)")
+        let preview = try #require(log.preview)
+        let summaries = preview.items.map(\.summary)
+        #expect(summaries.contains { $0.hasPrefix("restore /etc/app.conf from /etc/.app.conf.runbook-bak-") }, "\(summaries)")
+        #expect(preview.items.contains { $0.commands == ["echo undo"] })
+        #expect(preview.items.contains { $0.phase == 2 && $0.commands == ["systemctl reload nginx"] })
+        #expect(project.host.files == before)
+        // Only reads: the file, the backup's stat; no command ran.
+        #expect(project.host.ran.count == ranBefore)
+        // A real rollback afterwards still works.
+        let real = await again.rollback(runID: runID)
+        #expect(real.exitCode == 0, "\(real.message)")
+        #expect(project.host.files["/etc/app.conf"]?.contents == Array("a=0\n".utf8))
+    }
+}
