@@ -218,7 +218,6 @@ package struct RenderedArguments: Sendable {
         self.fileContents = fileContents
     }
 
-    package func string(_ key: String) -> String? { strings[key] }
 }
 
 /// A step kind, self-described: its schema, what rollback does about it, and its planner.

@@ -21,8 +21,8 @@ package struct DockerPruneStep: StepKind {
     package init() {}
 
     package func plan(step: Step, host: RunbookCore.Host, arguments: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
-        let all = try Self.flag(arguments, "all")
-        let volumes = try Self.flag(arguments, "volumes")
+        let all = try arguments.bool("all", default: false)
+        let volumes = try arguments.bool("volumes", default: false)
         let output = try await facts.check(Self.factsCommand, timeout: step.timeout)
         guard output.succeeded, let usage = DockerUsage.parse(output.stdoutText) else {
             let reason = output.stderrText.split(separator: "\n").suffix(3).joined(separator: " | ")
@@ -59,20 +59,6 @@ package struct DockerPruneStep: StepKind {
         docker images -f dangling=true --format 'Dangling image|{{.ID}}|{{.Size}}' && \
         printf 'Unused networks|%s\\n' "$(docker network ls -q -f dangling=true | wc -l)"
         """
-
-    /// A boolean argument (default false), literal or rendered from a template.
-    static func flag(_ arguments: RenderedArguments, _ key: String) throws(StepFailure) -> Bool {
-        switch arguments.raw[key] {
-        case nil, .null?: return false
-        case .bool(let b)?: return b
-        default:
-            switch arguments.string(key)?.trimmingCharacters(in: .whitespaces).lowercased() {
-            case "true", "yes", "1": return true
-            case "false", "no", "0", "": return false
-            default: throw StepFailure("docker_prune: \(key) must be true or false")
-            }
-        }
-    }
 }
 
 /// What `docker system df` and the dangling filters report: a pure parser and the plan text.

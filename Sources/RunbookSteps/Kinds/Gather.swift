@@ -26,7 +26,7 @@ package struct GatherStep: StepKind {
         var command = Self.command(mounts: mounts)
         // PostgreSQL facts when a connection is described (any pg connection argument).
         if ["database", "user", "host", "port", "via", "password", "container", "service"].contains(where: { arguments.raw[$0] != nil }) {
-            let client = try PostgresClient(PostgresArguments(arguments))
+            let client = try PostgresClient(arguments)
             // A brace group: the psql heredoc's delimiter must end its own line.
             command = command + "\n{ " + client.command(client.psql(Self.postgresSQL, tuples: true)) + "\n} || exit $?"
         }

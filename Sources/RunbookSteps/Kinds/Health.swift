@@ -30,21 +30,21 @@ package struct HealthStep: StepKind {
     package init() {}
 
     package func plan(step: Step, host: RunbookCore.Host, arguments: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
-        guard let urlText = WebStepArguments.string(arguments, "url") else { throw StepFailure("health needs url") }
+        guard let urlText = arguments.string("url") else { throw StepFailure("health needs url") }
         let url = try HTTPURL.parse(urlText)
-        let fromText = WebStepArguments.string(arguments, "from") ?? "host"
+        let fromText = arguments.string("from") ?? "host"
         guard let origin = ProbeOrigin(rawValue: fromText) else {
             throw StepFailure("from: \(fromText) must be host or controller")
         }
-        let expect = try WebStepArguments.int(arguments, "expect_status") ?? 200
+        let expect = try arguments.int("expect_status") ?? 200
         guard (100...599).contains(expect) else { throw StepFailure("expect_status: \(expect) is not an HTTP status") }
-        let retries = try WebStepArguments.int(arguments, "retries") ?? 0
+        let retries = try arguments.int("retries") ?? 0
         guard retries >= 0 else { throw StepFailure("retries: \(retries) must not be negative") }
-        let delay = try WebStepArguments.duration(arguments, "delay") ?? .seconds(1)
-        let timeout = try WebStepArguments.duration(arguments, "timeout") ?? .seconds(10)
+        let delay = try arguments.duration("delay") ?? .seconds(1)
+        let timeout = try arguments.duration("timeout") ?? .seconds(10)
         guard timeout > .zero else { throw StepFailure("timeout must be longer than 0s") }
-        let p95Under = try WebStepArguments.duration(arguments, "p95_under")
-        var samples = try WebStepArguments.int(arguments, "samples")
+        let p95Under = try arguments.duration("p95_under")
+        var samples = try arguments.int("samples")
         if let n = samples, n < 1 { throw StepFailure("samples: \(n) must be at least 1") }
         if let p95Under, p95Under <= .zero { throw StepFailure("p95_under must be longer than 0s") }
         if p95Under != nil && samples == nil { samples = HealthAction.defaultSamples }
@@ -82,19 +82,19 @@ struct HealthAction: StepAction {
         var parts = ["\(target): expect \(expectStatus)"]
         if let contains { parts[0] += ", body contains \"\(contains)\"" }
         if let p95Under {
-            parts.append("p95 under \(WebStepArguments.text(p95Under)) over \(samples) requests")
+            parts.append("p95 under \(Durations.text(p95Under)) over \(samples) requests")
         } else if samples > 1 {
             parts.append("\(samples) requests")
         }
-        if retries > 0 { parts.append("\(retries) retr\(retries == 1 ? "y" : "ies") \(WebStepArguments.text(delay)) apart") }
-        parts.append("timeout \(WebStepArguments.text(timeout)) per request")
+        if retries > 0 { parts.append("\(retries) retr\(retries == 1 ? "y" : "ies") \(Durations.text(delay)) apart") }
+        parts.append("timeout \(Durations.text(timeout)) per request")
         return parts.joined(separator: "; ")
     }
 
     /// Everything that decides what the probe does, for the plan's operations digest.
     var canonical: String {
-        [url.text, origin.rawValue, String(expectStatus), contains ?? "\u{1}", String(retries), WebStepArguments.text(delay),
-         WebStepArguments.text(timeout), String(samples), p95Under.map(WebStepArguments.text) ?? "-"].joined(separator: "\u{0}")
+        [url.text, origin.rawValue, String(expectStatus), contains ?? "\u{1}", String(retries), Durations.text(delay),
+         Durations.text(timeout), String(samples), p95Under.map(Durations.text) ?? "-"].joined(separator: "\u{0}")
     }
 
     func perform(on transport: any Transport, controller: any Transport, step: Step) async -> StepActionResult {
@@ -117,7 +117,7 @@ struct HealthAction: StepAction {
                 last = message
             }
         }
-        let tries = attempts == 1 ? "1 attempt" : "\(attempts) attempts, \(WebStepArguments.text(delay)) apart"
+        let tries = attempts == 1 ? "1 attempt" : "\(attempts) attempts, \(Durations.text(delay)) apart"
         return .failure("\(target) failed (\(tries)): \(last)")
     }
 
@@ -149,7 +149,7 @@ struct HealthAction: StepAction {
         let p95 = Self.percentile95(latencies)
         if let p95Under, p95 >= p95Under {
             let sorted = latencies.sorted()
-            return .failure("p95 latency \(DurationText.format(p95)) is not under \(WebStepArguments.text(p95Under))"
+            return .failure("p95 latency \(DurationText.format(p95)) is not under \(Durations.text(p95Under))"
                 + " (\(latencies.count) requests, min \(DurationText.format(sorted.first ?? .zero)), max \(DurationText.format(sorted.last ?? .zero)),"
                 + " status \(lastResponse?.status ?? 0))")
         }
@@ -160,8 +160,8 @@ struct HealthAction: StepAction {
             "changed": false,
             "status": .int(response.status),
             "body": .string(body),
-            "latency_ms": .double(WebStepArguments.milliseconds(latencies.last ?? .zero)),
-            "p95_ms": .double(WebStepArguments.milliseconds(p95)),
+            "latency_ms": .double(Durations.milliseconds(latencies.last ?? .zero)),
+            "p95_ms": .double(Durations.milliseconds(p95)),
             "samples": .int(latencies.count),
         ])
     }

@@ -26,24 +26,24 @@ package struct NginxReloadStep: StepKind {
     package init() {}
 
     package func plan(step: Step, host: RunbookCore.Host, arguments: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
-        let config = WebStepArguments.string(arguments, "config")
-        let binary = WebStepArguments.string(arguments, "binary") ?? "nginx"
+        let config = arguments.string("config")
+        let binary = arguments.string("binary") ?? "nginx"
         // nginx with these arguments, where it runs: on the host, in a compose service
         // (`exec -T`, no terminal) or in a container.
         let nginx: ([String]) -> ShellCommand
         var place = ""
         var fingerprints: [FactFingerprint] = []
-        switch WebStepArguments.string(arguments, "via") ?? "direct" {
+        switch arguments.string("via") ?? "direct" {
         case "compose":
-            guard let service = WebStepArguments.string(arguments, "service") else { throw StepFailure("via: compose needs service") }
-            let detected = try await ServiceStep.composeFlavor(facts: facts)
+            guard let service = arguments.string("service") else { throw StepFailure("via: compose needs service") }
+            let detected = try await ComposeCommand.detect(facts: facts)
             fingerprints.append(detected.fingerprint)
             let flavor = detected.flavor
-            let compose = ComposeCommand(file: WebStepArguments.string(arguments, "compose_file"), flavor: flavor)
+            let compose = ComposeCommand(file: arguments.string("compose_file"), flavor: flavor)
             nginx = { compose(["exec", "-T", service, binary] + $0) }
             place = " in compose service \(service)"
         case "docker":
-            guard let container = WebStepArguments.string(arguments, "container") else { throw StepFailure("via: docker needs container") }
+            guard let container = arguments.string("container") else { throw StepFailure("via: docker needs container") }
             nginx = { ShellCommand(argv: ["docker", "exec", container, binary] + $0) }
             place = " in container \(container)"
         default:

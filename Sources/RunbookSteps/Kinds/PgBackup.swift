@@ -23,7 +23,7 @@ package struct PostgresBackupStep: StepKind {
     static let stampGlob = "-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]-[0-9][0-9][0-9][0-9][0-9][0-9].dump"
 
     package func plan(step: Step, host: RunbookCore.Host, arguments rendered: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
-        let arguments = PostgresArguments(rendered)
+        let arguments = rendered
         let client = try PostgresClient(arguments)
         guard let database = client.database else { throw StepFailure("pg_backup needs database: the database to dump") }
         guard let dir = arguments.string("dir") else { throw StepFailure("pg_backup needs dir") }

@@ -33,7 +33,7 @@ package struct PostgresKillQueriesStep: StepKind {
     }
 
     package func plan(step: Step, host: RunbookCore.Host, arguments rendered: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
-        let arguments = PostgresArguments(rendered)
+        let arguments = rendered
         let client = try PostgresClient(arguments)
         guard let olderThanText = arguments.string("older_than") else { throw StepFailure("pg_kill_queries needs older_than, e.g. 1m") }
         guard let olderThan = DurationText.parse(olderThanText) else { throw StepFailure("older_than: \(olderThanText) is not a duration") }

@@ -16,7 +16,7 @@ package struct PostgresSQLStep: StepKind {
     package init() {}
 
     package func plan(step: Step, host: RunbookCore.Host, arguments rendered: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
-        let arguments = PostgresArguments(rendered)
+        let arguments = rendered
         let client = try PostgresClient(arguments)
         guard let sql = arguments.string("sql"), !PostgresSQL.trim(sql).isEmpty else { throw StepFailure("pg_sql needs sql") }
         let undoSQL = arguments.string("undo_sql").flatMap { PostgresSQL.trim($0).isEmpty ? nil : $0 }

@@ -19,7 +19,7 @@ package struct PostgresSlowQueriesStep: StepKind {
     package init() {}
 
     package func plan(step: Step, host: RunbookCore.Host, arguments rendered: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
-        let arguments = PostgresArguments(rendered)
+        let arguments = rendered
         let client = try PostgresClient(arguments)
         let limit = try arguments.int("limit") ?? 10
         guard limit > 0 else { throw StepFailure("limit must be at least 1, got \(limit)") }

@@ -19,7 +19,7 @@ package struct PostgresVacuumStep: StepKind {
     package init() {}
 
     package func plan(step: Step, host: RunbookCore.Host, arguments rendered: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
-        let arguments = PostgresArguments(rendered)
+        let arguments = rendered
         let client = try PostgresClient(arguments)
         let tables = try arguments.list("tables")
         for table in tables where !PostgresSQL.isTableName(table) {

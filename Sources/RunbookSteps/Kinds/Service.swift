@@ -46,11 +46,11 @@ package struct ServiceStep: StepKind {
     static let actions = ["restart", "reload", "start", "stop"]
 
     package func plan(step: Step, host: RunbookCore.Host, arguments: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
-        guard let name = WebStepArguments.string(arguments, "name") else { throw StepFailure("service needs name") }
-        guard let action = WebStepArguments.string(arguments, "action"), Self.actions.contains(action) else {
+        guard let name = arguments.string("name") else { throw StepFailure("service needs name") }
+        guard let action = arguments.string("action"), Self.actions.contains(action) else {
             throw StepFailure("action: must be one of \(Self.actions.joined(separator: ", "))")
         }
-        let manager = WebStepArguments.string(arguments, "manager") ?? "compose"
+        let manager = arguments.string("manager") ?? "compose"
         var change = PlannedChange.make(step: step, host: host.name, action: .run, reversible: true, summary: "\(action) \(name)")
         let command: ShellCommand
         var undo: ShellCommand? = nil
@@ -80,33 +80,15 @@ package struct ServiceStep: StepKind {
     @inline(never)  // inlined into `plan`, it crashed Swift 6.3's release build (coroutine splitting)
     private func composeCommand(name: String, action: String, arguments: RenderedArguments, facts: FactReader,
                                 change: inout PlannedChange) async throws -> ShellCommand {
-        let detected = try await Self.composeFlavor(facts: facts)
+        let detected = try await ComposeCommand.detect(facts: facts)
         change.fingerprints.append(detected.fingerprint)
         let flavor = detected.flavor
-        let compose = ComposeCommand(file: WebStepArguments.string(arguments, "compose_file"),
-                                     projectDirectory: WebStepArguments.string(arguments, "project_directory"),
+        let compose = ComposeCommand(file: arguments.string("compose_file"),
+                                     projectDirectory: arguments.string("project_directory"),
                                      flavor: flavor)
-        let command = try compose.serviceAction(action, service: name, signal: WebStepArguments.string(arguments, "signal"))
+        let command = try compose.serviceAction(action, service: name, signal: arguments.string("signal"))
         change.summary += " (\(flavor.program))"
         return command
-    }
-
-    /// Which compose the host has (v2 preferred), read at plan time and fingerprinted, so a
-    /// saved plan is refused if it changes.
-    struct DetectedCompose: Sendable {
-        let flavor: ComposeFlavor
-        let fingerprint: FactFingerprint
-    }
-
-    static func composeFlavor(facts: FactReader) async throws -> DetectedCompose {
-        let v2 = try await facts.check("docker compose version >/dev/null 2>&1", timeout: .seconds(30)).succeeded
-        var v1 = false
-        if !v2 { v1 = try await facts.check("docker-compose version >/dev/null 2>&1", timeout: .seconds(30)).succeeded }
-        guard v2 || v1 else {
-            throw StepFailure("neither `docker compose` (v2) nor `docker-compose` (v1) works on \(facts.transport.hostName)")
-        }
-        return DetectedCompose(flavor: v2 ? .v2 : .v1,
-                               fingerprint: FactFingerprint(fact: "compose:cli", digest: v2 ? "docker compose" : "docker-compose"))
     }
 
     // MARK: signal
@@ -140,11 +122,11 @@ package struct ServiceStep: StepKind {
     private func signalCommand(name: String, action: String, arguments: RenderedArguments, facts: FactReader,
                                change: inout PlannedChange) async throws -> (ShellCommand, ShellCommand?)? {
         let host = facts.transport.hostName
-        guard let pidfile = WebStepArguments.string(arguments, "pidfile") else { throw StepFailure("manager: signal needs pidfile") }
+        guard let pidfile = arguments.string("pidfile") else { throw StepFailure("manager: signal needs pidfile") }
         if action == "start" {
             throw StepFailure("manager: signal cannot start \(name): there is no process to signal yet; use manager: command with the command that starts it")
         }
-        let signal = try Self.signalName(WebStepArguments.string(arguments, "signal") ?? (action == "stop" ? "TERM" : "HUP"))
+        let signal = try Self.signalName(arguments.string("signal") ?? (action == "stop" ? "TERM" : "HUP"))
         let fact = "pidfile:\(pidfile)"
         func notRunning(_ why: String) throws -> (ShellCommand, ShellCommand?)? {
             guard action == "stop" else { throw StepFailure("cannot \(action) \(name) on \(host): \(why)") }

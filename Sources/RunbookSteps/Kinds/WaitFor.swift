@@ -27,13 +27,13 @@ package struct WaitForStep: StepKind {
     package init() {}
 
     package func plan(step: Step, host: RunbookCore.Host, arguments: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
-        let port = try WebStepArguments.int(arguments, "port")
-        let urlText = WebStepArguments.string(arguments, "url")
+        let port = try arguments.int("port")
+        let urlText = arguments.string("url")
         let target: WaitForAction.Target
         switch (port, urlText) {
         case (let port?, nil):
             guard (1...65535).contains(port) else { throw StepFailure("port: \(port) must be from 1 to 65535") }
-            var address = WebStepArguments.string(arguments, "host") ?? "127.0.0.1"
+            var address = arguments.string("host") ?? "127.0.0.1"
             if address.hasPrefix("[") && address.hasSuffix("]") { address = String(address.dropFirst().dropLast()) }
             target = .port(address: address, port: port)
         case (nil, let text?):
@@ -41,10 +41,10 @@ package struct WaitForStep: StepKind {
         default:
             throw StepFailure("wait_for takes either port or url")
         }
-        let stateText = WebStepArguments.string(arguments, "state") ?? "up"
+        let stateText = arguments.string("state") ?? "up"
         guard stateText == "up" || stateText == "down" else { throw StepFailure("state: \(stateText) must be up or down") }
-        let timeout = try WebStepArguments.duration(arguments, "timeout") ?? .seconds(60)
-        let delay = try WebStepArguments.duration(arguments, "delay") ?? .seconds(1)
+        let timeout = try arguments.duration("timeout") ?? .seconds(60)
+        let delay = try arguments.duration("delay") ?? .seconds(1)
         let action = WaitForAction(target: target, up: stateText == "up", hostName: host.name, timeout: timeout, delay: delay)
         var change = PlannedChange.make(step: step, host: host.name, action: .check, reversible: true, summary: action.summary)
         return HostStepPlan(change: change, operation: .action(action), deferredUntilApply: false)
@@ -81,7 +81,7 @@ struct WaitForAction: StepAction {
     }
 
     var summary: String {
-        "wait until \(what) is \(up ? "up" : "down"): every \(WebStepArguments.text(delay)), at most \(WebStepArguments.text(timeout))"
+        "wait until \(what) is \(up ? "up" : "down"): every \(Durations.text(delay)), at most \(Durations.text(timeout))"
     }
 
     var canonical: String {
@@ -90,7 +90,7 @@ struct WaitForAction: StepAction {
         case .port(let address, let port): target = "port \(address) \(port)"
         case .url(let url): target = "url \(url.text)"
         }
-        return [target, up ? "up" : "down", WebStepArguments.text(timeout), WebStepArguments.text(delay)].joined(separator: "\u{0}")
+        return [target, up ? "up" : "down", Durations.text(timeout), Durations.text(delay)].joined(separator: "\u{0}")
     }
 
     func perform(on transport: any Transport, controller: any Transport, step: Step) async -> StepActionResult {
@@ -106,7 +106,7 @@ struct WaitForAction: StepAction {
             if observed == wanted {
                 var outputs: [String: Value] = [
                     "changed": false, "checks": .int(checks),
-                    "elapsed_ms": .double(WebStepArguments.milliseconds(.now - started)),
+                    "elapsed_ms": .double(Durations.milliseconds(.now - started)),
                 ]
                 if let status { outputs["status"] = .int(status) }
                 return .success(outputs)
@@ -119,9 +119,9 @@ struct WaitForAction: StepAction {
         let elapsed = DurationText.format(.now - started)
         let checked = "\(checks) check\(checks == 1 ? "" : "s") in \(elapsed)"
         if up {
-            return .failure("\(what) did not come up within \(WebStepArguments.text(timeout)) (\(checked); last: \(last))")
+            return .failure("\(what) did not come up within \(Durations.text(timeout)) (\(checked); last: \(last))")
         }
-        return .failure("\(what) was still up after \(WebStepArguments.text(timeout)) (\(checked); last: \(last))")
+        return .failure("\(what) was still up after \(Durations.text(timeout)) (\(checked); last: \(last))")
     }
 
     /// What one check saw.

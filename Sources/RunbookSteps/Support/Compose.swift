@@ -45,8 +45,30 @@ struct ComposeCommand: Sendable, Hashable {
         self.flavor = flavor
     }
 
-    /// The shell test that succeeds when the host has compose v2.
+    /// The shell test that succeeds when the host has compose v2. Every kind and every
+    /// generated command asks this one test (v2 preferred, else v1), here or in the shell.
     static let v2Probe: ShellCommand = "docker compose version >/dev/null 2>&1"
+    /// The shell test that succeeds when the host has compose v1.
+    static let v1Probe: ShellCommand = "docker-compose version >/dev/null 2>&1"
+
+    /// Which compose the host has (v2 preferred), read at plan time and fingerprinted, so a
+    /// saved plan is refused if it changes.
+    struct Detected: Sendable {
+        let flavor: ComposeFlavor
+        let fingerprint: FactFingerprint
+    }
+
+    /// Reads which compose the host has; neither is a `StepFailure`.
+    static func detect(facts: FactReader) async throws -> Detected {
+        let v2 = try await facts.check(v2Probe, timeout: .seconds(30)).succeeded
+        var v1 = false
+        if !v2 { v1 = try await facts.check(v1Probe, timeout: .seconds(30)).succeeded }
+        guard v2 || v1 else {
+            throw StepFailure("neither `docker compose` (v2) nor `docker-compose` (v1) works on \(facts.transport.hostName)")
+        }
+        return Detected(flavor: v2 ? .v2 : .v1,
+                        fingerprint: FactFingerprint(fact: "compose:cli", digest: v2 ? "docker compose" : "docker-compose"))
+    }
 
     /// The same project with a concrete flavor.
     func with(_ flavor: ComposeFlavor) -> ComposeCommand {

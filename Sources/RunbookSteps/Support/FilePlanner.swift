@@ -9,7 +9,7 @@ struct FilePlanner {
         let wanted: [UInt8]
         if let contents = arguments.fileContents {
             wanted = contents
-        } else if let content = arguments.string("content") {
+        } else if let content = arguments.strings["content"] {
             wanted = Array(content.utf8)
         } else {
             throw StepFailure("\(step.kind) needs src or content")

@@ -50,12 +50,12 @@ struct PostgresClient: Sendable {
     static let composeFunction = "runbook_compose"
 
     /// Reads the connection arguments every `pg_*` kind shares (SPEC §5).
-    init(_ arguments: PostgresArguments) throws(StepFailure) {
+    init(_ arguments: RenderedArguments) throws(StepFailure) {
         database = arguments.string("database")
         user = arguments.string("user")
         host = arguments.string("host")
         port = try arguments.int("port")
-        password = try Self.password(arguments.rendered)
+        password = try Self.password(arguments)
         switch arguments.string("via") ?? "direct" {
         case "direct":
             via = .direct
@@ -125,7 +125,7 @@ struct PostgresClient: Sendable {
         parts.insert(.literal(assignments + "; export " + exported.joined(separator: " ") + "\n"), at: 0)
         if case .compose = via {
             parts.append(.literal("""
-                \(Self.composeFunction)() { if docker compose version >/dev/null 2>&1; then docker compose "$@"; \
+                \(Self.composeFunction)() { if \(ComposeCommand.v2Probe.commandLine); then docker compose "$@"; \
                 elif command -v docker-compose >/dev/null 2>&1; then docker-compose "$@"; \
                 else echo "neither docker compose nor docker-compose is installed" >&2; return 127; fi; }
 
@@ -213,59 +213,6 @@ struct PostgresClient: Sendable {
         case .docker(let container): text += " (container \(container))"
         }
         return text
-    }
-}
-
-/// A `pg_*` step's rendered arguments, read with their types.
-struct PostgresArguments: Sendable {
-    let rendered: RenderedArguments
-
-    init(_ rendered: RenderedArguments) { self.rendered = rendered }
-
-    /// A rendered string argument; empty counts as absent.
-    func string(_ key: String) -> String? {
-        if let text = rendered.strings[key] { return text.isEmpty ? nil : text }
-        switch rendered.raw[key] {
-        case .string(let s): return s.isEmpty ? nil : s
-        case .int(let i): return String(i)
-        default: return nil
-        }
-    }
-
-    /// An integer argument (written as a number or rendered from a template).
-    func int(_ key: String) throws(StepFailure) -> Int? {
-        if case .int(let i) = rendered.raw[key] { return i }
-        guard let text = string(key) else { return nil }
-        guard let value = Int(PostgresSQL.trim(text)) else { throw StepFailure("\(key) must be a whole number, got \(text)") }
-        return value
-    }
-
-    /// A boolean argument.
-    func bool(_ key: String, default fallback: Bool) throws(StepFailure) -> Bool {
-        if case .bool(let b) = rendered.raw[key] { return b }
-        guard let text = string(key)?.lowercased() else { return fallback }
-        switch text {
-        case "true", "yes", "on": return true
-        case "false", "no", "off": return false
-        default: throw StepFailure("\(key) must be true or false, got \(text)")
-        }
-    }
-
-    /// A string-or-list argument (the loader stores a list either way).
-    func list(_ key: String) throws(StepFailure) -> [String] {
-        switch rendered.raw[key] {
-        case .none, .some(.null): return []
-        case .string:
-            return string(key).map { [$0] } ?? []
-        case .list(let items):
-            let strings = items.compactMap(\.stringValue)
-            if strings.contains(where: { $0.contains("{{") }) {
-                throw StepFailure("\(key): templates inside a list are not rendered; write the values themselves")
-            }
-            return strings.filter { !$0.isEmpty }
-        default:
-            throw StepFailure("\(key) must be a string or a list of strings")
-        }
     }
 }
 
