@@ -313,6 +313,7 @@ package enum StepRegistry {
         CommandStep.self,
         TemplateStep.self,
         CopyStep.self,
+        EnvSetStep.self,
         ServiceStep.self,
         ComposeScaleStep.self,
         NginxReloadStep.self,

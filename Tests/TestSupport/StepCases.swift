@@ -73,6 +73,15 @@ public let stepCases: [StepCase] = [
              summary: "/etc/x: create", undo: .restore),
     StepCase(name: "unchanged", kind: "copy", arguments: ["content": "x\n", "dest": "/etc/x"], files: ["/etc/x": .init("x\n")],
              action: .noop, undo: .restore),
+    // env_set
+    StepCase(name: "one variable in place", kind: "env_set",
+             arguments: ["file": "/srv/app/.env.prod", "vars": .map(["WEB_CONCURRENCY": .int(8)])],
+             files: ["/srv/app/.env.prod": .init("# app\nWEB_CONCURRENCY=4\nSECRET_KEY=x\n", mode: 0o600)],
+             action: .update, summary: "/srv/app/.env.prod: content", undo: .restore),
+    StepCase(name: "already set", kind: "env_set", arguments: ["file": "/srv/app/.env.prod", "vars": .map(["A": "1"])],
+             files: ["/srv/app/.env.prod": .init("A=1\n")], action: .noop, undo: .restore),
+    StepCase(name: "new file", kind: "env_set", arguments: ["file": "/srv/app/.env", "vars": .map(["A": "1"])],
+             action: .create, summary: "create (mode 600)", undo: .restore),
     // service
     StepCase(name: "systemd", kind: "service", arguments: ["name": "nginx", "action": "reload", "manager": "systemd"],
              action: .run, summary: "reload nginx (systemd)", commands: ["systemctl reload nginx"], undo: .rerun),

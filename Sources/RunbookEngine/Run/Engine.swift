@@ -256,6 +256,19 @@ public struct Engine: Sendable {
                     rendered.raw[key] = .list(out)
                     continue
                 }
+                if case .map(let entries) = value {
+                    // A mapping's string values are rendered (env_set's vars).
+                    var out: [String: Value] = [:]
+                    for (name, item) in entries {
+                        if case .string(let text) = item {
+                            out[name] = .string(try templates.render(string: text, at: location(key), context: context, secrets: .values).text)
+                        } else {
+                            out[name] = item
+                        }
+                    }
+                    rendered.raw[key] = .map(out)
+                    continue
+                }
                 guard case .string(let text) = value else { continue }
                 if schema?.argument(key)?.type == .command {
                     let result = try templates.render(string: text, at: location(key), context: context, secrets: .references)
