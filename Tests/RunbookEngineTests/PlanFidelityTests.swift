@@ -225,6 +225,40 @@ func json(_ value: Value) -> String {
         #expect(outcome.exitCode == 0, "\(outcome.message)")
         #expect(log.skippedMessages.contains { $0.contains("when is false at apply time") }, "\(log.skippedMessages)")
         #expect(!log.appliedLines.contains("echo never"))
+        // `runbook show` lists it: the journal has the skip and its reason.
+        let journal = try Journal(path: project.root + "/.runbook/journal.sqlite")
+        let entries = try journal.entries(run: try #require(outcome.runID))
+        let skipped = try #require(entries.first { $0.stepName == "only when probe said 2" })
+        #expect(skipped.status == .skipped)
+        #expect(skipped.message?.contains("when is false at apply time") == true)
+    }
+
+    /// A step decided at apply time fingerprints the file it would change: a hand edit made
+    /// after `plan --out` makes the saved plan stale (exit 3) instead of being overwritten unseen.
+    @Test func deferredFileStepIsFingerprinted() async throws {
+        let project = try ScriptedProject(files: ["/srv/app.conf": .init("v=1\n")])
+        try project.write("runbooks/t.yml", """
+            hosts: web
+            steps:
+              - id: probe
+                command: "echo 2"
+              - name: write the probed value
+                copy: { content: "v={{ steps.probe.stdout }}", dest: /srv/app.conf }
+            """)
+        let (engine, log) = project.engine()
+        let path = project.root + "/plan.json"
+        _ = try await engine.plan(RunRequest(runbook: "t"), saveTo: path)
+        let deferred = try #require(log.plan?.changes.last)
+        #expect(deferred.action == .deferred)
+        #expect(deferred.summary == "decided at apply time: reads steps.probe")
+        #expect(deferred.commands.contains("dest: /srv/app.conf"), "\(deferred.commands)")
+        #expect(deferred.fingerprints.contains { $0.fact == "file:/srv/app.conf" })
+        project.host.put("/srv/app.conf", .init("v=1\n# hand edit\n"))
+        let (again, _) = project.engine()
+        let outcome = try await again.apply(nil, options: ApplyOptions(yes: true, rollback: true, planFile: path, confirm: nil))
+        #expect(outcome.exitCode == 3, "\(outcome.message)")
+        #expect(outcome.message.contains("file:/srv/app.conf changed"), "\(outcome.message)")
+        #expect(project.host.files["/srv/app.conf"]?.contents == Array("v=1\n# hand edit\n".utf8))
     }
 
     /// A step that reads a file an earlier step of the same run writes is planned against

@@ -1,0 +1,88 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// The human plan and rollback preview as printed, against a `connection: local` host (the
+/// controller itself), so no test host is needed.
+@Suite("plan output", .serialized)
+struct PlanOutputTests {
+    /// A project in a temporary folder whose one host is the controller; files go under `work`.
+    struct LocalProject {
+        let root: String
+        var work: String { root + "/work" }
+
+        init() throws {
+            root = FileManager.default.temporaryDirectory.appendingPathComponent("rb-plan-out-\(UUID().uuidString)").path
+            for dir in ["runbooks", "templates", "inventory", "work"] {
+                try FileManager.default.createDirectory(atPath: root + "/" + dir, withIntermediateDirectories: true)
+            }
+            try "hosts:\n  ctl: { connection: local }\n".write(toFile: root + "/inventory/hosts.yml", atomically: true, encoding: .utf8)
+        }
+
+        func write(_ path: String, _ text: String) throws {
+            try text.write(toFile: root + "/" + path, atomically: true, encoding: .utf8)
+        }
+
+        func runbook(_ arguments: String...) throws -> ProcessOutput {
+            try runBuiltRunbook(Array(arguments) + ["--root", root, "-i", root + "/inventory/hosts.yml"])
+        }
+
+        func cleanUp() { try? FileManager.default.removeItem(atPath: root) }
+    }
+
+    @Test("a template's validate and a become step's sudo are in the printed plan")
+    func validateAndSudoShown() throws {
+        let project = try LocalProject()
+        defer { project.cleanUp() }
+        try project.write("work/app.conf", "workers = 2\n")
+        try project.write("templates/app.conf.j2", "workers = 8\n")
+        try project.write("runbooks/t.yml", """
+            hosts: ctl
+            steps:
+              - name: Render app.conf
+                template: { src: app.conf.j2, dest: \(project.work)/app.conf, validate: "grep -q workers %s" }
+              - name: As root
+                become: true
+                command: { run: "id -u", undo: "true" }
+            """)
+        let r = try project.runbook("plan", "t")
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("+workers = 8"), "\(r.stdout)")
+        #expect(r.stdout.contains("$ validate: grep -q workers %s"), "\(r.stdout)")
+        #expect(r.stdout.contains("$ sudo -n -E -- sh -c 'id -u'"), "\(r.stdout)")
+        #expect(r.stdout.contains("$ undo: sudo -n -E -- sh -c true"), "\(r.stdout)")
+        // The printed plan changed nothing.
+        #expect(try String(contentsOfFile: project.work + "/app.conf", encoding: .utf8) == "workers = 2\n")
+    }
+
+    @Test("rollback --dry-run prints the restore and changes nothing; the real rollback then restores")
+    func rollbackDryRun() throws {
+        let project = try LocalProject()
+        defer { project.cleanUp() }
+        try project.write("work/app.conf", "workers = 2\n")
+        try project.write("templates/app.conf.j2", "workers = 8\n")
+        try project.write("runbooks/t.yml", """
+            hosts: ctl
+            steps:
+              - name: Render app.conf
+                template: { src: app.conf.j2, dest: \(project.work)/app.conf }
+              - name: Mark
+                command: { run: "touch \(project.work)/mark", undo: "rm -f \(project.work)/mark" }
+            """)
+        let apply = try project.runbook("apply", "t", "--yes")
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        let runID = try #require(apply.stdout.split(separator: "\n").first { $0.hasPrefix("run ") && $0.contains("succeeded") }?
+            .split(separator: " ")[1])
+        let dry = try project.runbook("rollback", String(runID), "--dry-run")
+        #expect(dry.status == 0, "\(dry.stderr)")
+        #expect(dry.stdout.contains("dry run: nothing is changed"), "\(dry.stdout)")
+        #expect(dry.stdout.contains("restore \(project.work)/app.conf from \(project.work)/.app.conf.runbook-bak-\(runID)"), "\(dry.stdout)")
+        #expect(dry.stdout.contains("$ rm -f \(project.work)/mark"), "\(dry.stdout)")
+        #expect(try String(contentsOfFile: project.work + "/app.conf", encoding: .utf8) == "workers = 8\n")
+        #expect(FileManager.default.fileExists(atPath: project.work + "/mark"))
+        let real = try project.runbook("rollback", String(runID), "--yes")
+        #expect(real.status == 0, "\(real.stdout)\(real.stderr)")
+        #expect(try String(contentsOfFile: project.work + "/app.conf", encoding: .utf8) == "workers = 2\n")
+        #expect(!FileManager.default.fileExists(atPath: project.work + "/mark"))
+    }
+}
