@@ -4,7 +4,8 @@ rotating order, checks every run's result, and writes the report. Run by bench/c
 bench/.out/venv. See bench/README.md.
 
 `python compare.py --memwatch OUT -- ARGV...` is the memory sampler used for one untimed run
-per tool and workload: it runs ARGV as a child subreaper and samples the whole process tree.
+per tool and workload: it runs ARGV as a child subreaper and samples the whole process tree
+(and the peak threads and open descriptors of ARGV's own process).
 """
 
 import ctypes
@@ -13,6 +14,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -58,19 +60,82 @@ def kill_tree(root):
             pass
 
 
+SAMPLE_INTERVAL = 0.02  # seconds between two samples of /proc
+
+
+class ProcPeaks:
+    """The peak thread count (`Threads:` in /proc/PID/status) and number of open descriptors
+    (entries of /proc/PID/fd) of one process, sampled.
+
+    /proc/PID is opened once, as a directory, and read relative to that descriptor: once the
+    process is reaped every read fails (ESRCH), so a PID reused by another process is never
+    sampled. Between the exit and the reaping a zombie shows one thread and no descriptors,
+    which leaves the peaks alone.
+    """
+
+    def __init__(self, pid):
+        self.threads = self.fds = 0
+        try:
+            self.dir = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            self.dir = None
+
+    def sample(self):
+        if self.dir is None:
+            return
+        try:
+            fd = os.open("status", os.O_RDONLY, dir_fd=self.dir)
+            try:
+                status = os.read(fd, 65536)
+            finally:
+                os.close(fd)
+            fd = os.open("fd", os.O_RDONLY | os.O_DIRECTORY, dir_fd=self.dir)
+            try:
+                fds = len(os.listdir(fd))
+            finally:
+                os.close(fd)
+        except OSError:
+            return
+        m = re.search(rb"^Threads:\s+(\d+)", status, re.M)
+        if m:
+            self.threads = max(self.threads, int(m.group(1)))
+        self.fds = max(self.fds, fds)
+
+    def watch(self, stop):
+        """Samples every SAMPLE_INTERVAL until `stop` (a threading.Event) is set."""
+        while True:
+            self.sample()
+            if stop.wait(SAMPLE_INTERVAL):
+                break
+
+    def close(self):
+        if self.dir is not None:
+            os.close(self.dir)
+            self.dir = None
+
+
+def raise_nofile(n):
+    """Raises this process's descriptor limit (RLIMIT_NOFILE) to at least n, the hard limit
+    too if it is lower (root may). Run between fork and exec, so only the tool gets it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < n:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard if hard == resource.RLIM_INFINITY or hard >= n else n))
+
+
 def memwatch(out_path, argv):
     """Runs argv, sampling the summed RSS and PSS of it and every descendant every 20 ms.
 
     The process becomes a child subreaper (prctl PR_SET_CHILD_SUBREAPER), so processes that
     detach (Ansible's ControlPersist ssh masters) stay in the tree while the tool runs. Writes
-    JSON: exit status, ru_maxrss of the tool's own wait4 (what GNU time's %M prints), and the
-    tree's peaks.
+    JSON: exit status, ru_maxrss of the tool's own wait4 (what GNU time's %M prints), the
+    tree's peaks, and the peak threads and open descriptors of argv's own process.
     """
     libc = ctypes.CDLL(None, use_errno=True)
     PR_SET_CHILD_SUBREAPER = 36
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     me = os.getpid()
     child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    own = ProcPeaks(child.pid)
     peak_rss = peak_pss = peak_procs = 0
     page_kb = os.sysconf("SC_PAGE_SIZE") // 1024
     status = None
@@ -80,6 +145,7 @@ def memwatch(out_path, argv):
         if pid == child.pid:
             status, rusage = st, ru
             break
+        own.sample()
         tree = descendants(me)
         rss = pss = 0
         for p in tree:
@@ -94,7 +160,8 @@ def memwatch(out_path, argv):
             except (OSError, ValueError, IndexError):
                 continue
         peak_rss, peak_pss, peak_procs = max(peak_rss, rss), max(peak_pss, pss), max(peak_procs, len(tree))
-        time.sleep(0.02)
+        time.sleep(SAMPLE_INTERVAL)
+    own.close()
     child.returncode = os.waitstatus_to_exitcode(status)
     # Reap whatever orphans exited meanwhile (the rest are re-parented when we exit).
     try:
@@ -104,7 +171,7 @@ def memwatch(out_path, argv):
         pass
     with open(out_path, "w") as f:
         json.dump({"exit": child.returncode, "maxrss_kb": rusage.ru_maxrss, "tree_rss_kb": peak_rss,
-                   "tree_pss_kb": peak_pss, "tree_procs": peak_procs}, f)
+                   "tree_pss_kb": peak_pss, "tree_procs": peak_procs, "threads": own.threads, "fds": own.fds}, f)
     return child.returncode
 
 
@@ -119,7 +186,8 @@ STATE = E["BENCH_STATE"]
 RUN_DIR = E["BENCH_RUN_DIR"]
 HOME = E["BENCH_HOME"]
 KEY = E["BENCH_KEY"]
-KNOWN_HOSTS = E["BENCH_KNOWN_HOSTS"]
+KNOWN_HOSTS = E["BENCH_KNOWN_HOSTS"]          # the first 100 hosts: W1-W6
+KNOWN_HOSTS_ALL = E["BENCH_KNOWN_HOSTS_ALL"]  # every host started: W7
 PORT = int(E["BENCH_PORT"])
 USER = E["BENCH_USER"]
 NHOSTS = int(E["BENCH_NHOSTS"])
@@ -156,7 +224,9 @@ def host_name(i):
 
 
 def address(i):
-    return f"127.0.1.{i}"
+    """Host i's address (from 1): 127.0.1.1 … 127.0.1.254, then 127.0.2.1 …, skipping .0 and
+    .255, so host 500 is 127.0.2.246. bench/compare's addr() is the same function."""
+    return f"127.0.{1 + (i - 1) // 254}.{(i - 1) % 254 + 1}"
 
 
 def log(msg):
@@ -171,9 +241,14 @@ def write(path, text, mode=0o644):
 
 
 # ---------------------------------------------------------------------------------- projects
-# The same work for each tool. Host sets: W1 and W3 one host, W2 twenty, W4 a hundred.
-HOST_SETS = {"w1": 1, "w2": 20, "w4": 100}
-STEPS = {"w1": 20, "w2": 5, "w4": 3}
+# The same work for each tool. Host sets: W1 and W3 one host, W2 twenty, W4 a hundred, W7
+# five hundred (its own known_hosts: the others keep reading a file of 100 entries).
+HOST_SETS = {"w1": 1, "w2": 20, "w4": 100, "w7": 500}
+STEPS = {"w1": 20, "w2": 5, "w4": 3, "w7": 3}
+
+
+def known_hosts_for(host_set):
+    return KNOWN_HOSTS_ALL if HOST_SETS[host_set] > 100 else KNOWN_HOSTS
 
 W3_DEST = os.path.join(HOME, "w3", "app.conf")
 W3_OLD_WORKERS, W3_NEW_WORKERS = 4, 8
@@ -207,9 +282,9 @@ def w3_reset():
 
 
 def make_runbook_project():
-    inv_defaults = (f"defaults: {{ user: {USER}, port: {PORT}, identity_file: {KEY}, known_hosts: {KNOWN_HOSTS}, "
-                    "host_key_checking: strict }\n")
     for name, n in HOST_SETS.items():
+        inv_defaults = (f"defaults: {{ user: {USER}, port: {PORT}, identity_file: {KEY}, "
+                        f"known_hosts: {known_hosts_for(name)}, host_key_checking: strict }}\n")
         lines = [inv_defaults, "hosts:\n"]
         for i in range(1, n + 1):
             # Every host is this machine, so each gets its own lock path (the default,
@@ -253,9 +328,9 @@ pipelining = True
 ssh_args = -o ControlMaster=auto -o ControlPersist=60s -o PreferredAuthentications=publickey -o IdentitiesOnly=yes
 control_path_dir = {AN}/cp
 """)
-    common = (f"ansible_port={PORT}\nansible_user={USER}\nansible_ssh_private_key_file={KEY}\n"
-              f"ansible_ssh_common_args=-o UserKnownHostsFile={KNOWN_HOSTS} -o StrictHostKeyChecking=yes\n")
     for name, n in HOST_SETS.items():
+        common = (f"ansible_port={PORT}\nansible_user={USER}\nansible_ssh_private_key_file={KEY}\n"
+                  f"ansible_ssh_common_args=-o UserKnownHostsFile={known_hosts_for(name)} -o StrictHostKeyChecking=yes\n")
         hosts = "".join(f"{host_name(i)} ansible_host={address(i)}\n" for i in range(1, n + 1))
         write(os.path.join(AN, f"inventory-{name}.ini"), f"[bench]\n{hosts}\n[bench:vars]\n{common}")
     for name, steps in STEPS.items():
@@ -273,9 +348,9 @@ control_path_dir = {AN}/cp
 
 
 def make_pyinfra_project():
-    data = (f'"ssh_port": {PORT}, "ssh_user": "{USER}", "ssh_key": "{KEY}", '
-            f'"ssh_known_hosts_file": "{KNOWN_HOSTS}", "ssh_strict_host_key_checking": "yes"')
     for name, n in HOST_SETS.items():
+        data = (f'"ssh_port": {PORT}, "ssh_user": "{USER}", "ssh_key": "{KEY}", '
+                f'"ssh_known_hosts_file": "{known_hosts_for(name)}", "ssh_strict_host_key_checking": "yes"')
         hosts = "".join(f'    ("{host_name(i)}", {{"ssh_hostname": "{address(i)}", {data}}}),\n' for i in range(1, n + 1))
         write(os.path.join(PY, f"inventory_{name}.py"), f"hosts = [\n{hosts}]\n")
     for name, steps in STEPS.items():
@@ -500,17 +575,19 @@ def w3_apply_check(inner):
 class Invocation:
     """One tool's command line for one case, with what runs around it and how it is judged."""
 
-    def __init__(self, argv, check, cwd=None, env=None, before=None, after=None):
+    def __init__(self, argv, check, cwd=None, env=None, before=None, after=None, nofile=None):
         self.argv, self.check, self.cwd, self.env = argv, check, cwd, env
         self.before, self.after = before, after
+        self.nofile = nofile        # the descriptor limit the tool needs at least (None: as inherited)
 
 
 class Case:
-    def __init__(self, key, title, what, tools, na=None, hosts=None):
+    def __init__(self, key, title, what, tools, na=None, hosts=None, watch=False):
         self.key, self.title, self.what = key, title, what
         self.tools = tools          # tool -> Invocation
         self.na = na or {}          # tool -> why it is not measured
         self.hosts = hosts          # hosts the workload must reach (None: not a host workload)
+        self.watch = watch          # sample the tool's threads and open descriptors in every run
 
 
 def close_ansible_masters():
@@ -530,8 +607,8 @@ def runbook_argv(*args, inventory=None, forks=None):
     return argv
 
 
-def c_loop_argv(n_hosts, n_steps):
-    return [C_LOOP, address(1), str(PORT), USER, KEY, KNOWN_HOSTS, str(n_steps),
+def c_loop_argv(n_hosts, n_steps, known_hosts=KNOWN_HOSTS):
+    return [C_LOOP, address(1), str(PORT), USER, KEY, known_hosts, str(n_steps),
             *[address(i) for i in range(2, n_hosts + 1)]]
 
 
@@ -551,18 +628,43 @@ def pyinfra(deploy, inventory, parallel, check, extra=("-y",)):
 
 
 def host_case(key, title, n_hosts, n_steps):
-    inv = {1: "w1", 20: "w2", 100: "w4"}[n_hosts]
+    inv = {1: "w1", 20: "w2", 100: "w4", 500: "w7"}[n_hosts]
     forks = max(n_hosts, 10)
     what = (f"{n_hosts} host{'s' if n_hosts > 1 else ''} × {n_steps} steps running `true`"
             + ("" if n_hosts == 1 else f", all hosts at once ({n_hosts} forks / threads)"))
     tools = {
         "runbook": Invocation(runbook_argv("apply", inv, "--yes", inventory=inv, forks=forks if n_hosts > 1 else None),
                               check_runbook_apply(n_hosts, n_steps)),
-        "libssh2-loop": Invocation(c_loop_argv(n_hosts, n_steps), check_c_loop(n_hosts)),
+        "libssh2-loop": Invocation(c_loop_argv(n_hosts, n_steps, known_hosts_for(inv)), check_c_loop(n_hosts)),
         "ansible": ansible(f"{inv}.yml", inv, forks, check_ansible(n_hosts, n_steps)),
         "pyinfra": pyinfra(f"{inv}.py", inv, n_hosts, check_pyinfra(n_hosts, n_steps)),
     }
     return Case(key, title, what, tools, hosts=n_hosts)
+
+
+# W7's descriptor limit for each tool: a socket per host, and in the C loop, while its threads
+# connect, each thread's known_hosts and key file open at once: more than the usual soft limit
+# of 1024 for 500 hosts. Raised for W7's tools only (between fork and exec); a higher limit
+# already in place is kept.
+W7_NOFILE = 8192
+
+W7_ANSIBLE_NA = ("not run: a worker process per host (`-f 500`), each with its own ssh client and ControlPersist master; "
+                 "W4's 100 hosts already take it tens of seconds and hundreds of processes, and 500 take minutes per run "
+                 "(see bench/README.md)")
+
+
+def fan_out_case():
+    """W7: W4's three `true` steps on 500 hosts at once. Every run also samples the tool's
+    peak threads and open descriptors; a run that does not reach all 500 hosts fails."""
+    case = host_case("W7", "W7: 500 hosts × 3 steps, all at once (fan-out)", 500, 3)
+    case.what += (f"; {address(1)}–{address(500)}. Every run also samples the peak threads and open descriptors of the "
+                  "tool's own process, and fails unless every one of the 500 hosts completed every step")
+    del case.tools["ansible"]
+    case.na["ansible"] = W7_ANSIBLE_NA
+    for inv in case.tools.values():
+        inv.nofile = W7_NOFILE
+    case.watch = True
+    return case
 
 
 def make_cases(w6_state):
@@ -632,6 +734,8 @@ def make_cases(w6_state):
                                "pyinfra": Invocation([PYINFRA, "--dry", "--diff", "inventory_w6.py", "w6.py"],
                                                      check_exit, cwd=PY, env=PYINFRA_ENV)},
                               na=na_c))
+    if "W7" in WORKLOADS:
+        cases.append(fan_out_case())
     return cases
 
 
@@ -651,6 +755,7 @@ def run_once(case, tool, inv, label, sample_memory=False):
     if sample_memory:
         argv = [sys.executable, os.path.abspath(__file__), "--memwatch", mem_path, "--", *argv]
     timed_out = []
+    preexec = (lambda: raise_nofile(inv.nofile)) if inv.nofile else None
 
     def kill(pid):
         timed_out.append(True)
@@ -659,15 +764,26 @@ def run_once(case, tool, inv, label, sample_memory=False):
     with open(out_path, "w") as out:
         t0 = time.perf_counter_ns()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                cwd=inv.cwd, env=env, start_new_session=True)
+                                cwd=inv.cwd, env=env, start_new_session=True, preexec_fn=preexec)
         RUNNING[:] = [proc.pid]
         timer = threading.Timer(RUN_TIMEOUT, kill, args=(proc.pid,))
         timer.daemon = True
         timer.start()
+        # The tool's threads and descriptors, sampled on another thread while this one waits
+        # (under memwatch, memwatch samples them: proc is memwatch's own process then).
+        watcher = None
+        if case.watch and not sample_memory:
+            watcher, stop_watching = ProcPeaks(proc.pid), threading.Event()
+            watching = threading.Thread(target=watcher.watch, args=(stop_watching,), daemon=True)
+            watching.start()
         _, status, rusage = os.wait4(proc.pid, 0)
         t1 = time.perf_counter_ns()
         RUNNING.clear()
         timer.cancel()
+        if watcher:
+            stop_watching.set()
+            watching.join()
+            watcher.close()
     proc.returncode = rc = os.waitstatus_to_exitcode(status)
     if inv.after:
         inv.after()
@@ -678,13 +794,17 @@ def run_once(case, tool, inv, label, sample_memory=False):
         ok, note = False, f"killed after {RUN_TIMEOUT} s"
     result = {"case": case.key, "tool": tool, "label": label, "ok": ok, "exit": rc, "reached": reached,
               "failed": failed, "note": note, "seconds": (t1 - t0) / 1e9, "maxrss_kb": rusage.ru_maxrss,
-              "log": out_path, "sampled": sample_memory}
+              "log": out_path, "sampled": sample_memory, "threads": None, "fds": None}
+    if watcher:
+        result["threads"], result["fds"] = watcher.threads, watcher.fds
     if sample_memory:
         try:
             with open(mem_path) as f:
                 result["memory"] = json.load(f)
         except (OSError, ValueError):
             result["memory"] = None
+        if case.watch and result["memory"]:
+            result["threads"], result["fds"] = result["memory"].get("threads"), result["memory"].get("fds")
     if not ok:
         log(f"{case.key} {tool} ({label}) FAILED: {note}; output in {out_path}")
     return result
@@ -787,6 +907,9 @@ def summarize(cases, results):
                 "tree_pss_kb": max(m["tree_pss_kb"] for m in mem) if mem else None,
                 "tree_rss_kb": max(m["tree_rss_kb"] for m in mem) if mem else None,
                 "tree_procs": max(m["tree_procs"] for m in mem) if mem else None,
+                # The peaks of every run, the warm-up's included.
+                "threads": max((x["threads"] for x in runs if x.get("threads") is not None), default=None),
+                "fds": max((x["fds"] for x in runs if x.get("fds") is not None), default=None),
                 "reached": min((x["reached"] for x in timed if x["reached"] is not None), default=None),
                 "unreached": max((x["failed"] for x in timed if x["failed"] is not None), default=None),
                 "notes": sorted({x["note"] for x in runs if x["note"]}),
@@ -890,7 +1013,7 @@ def report_text(cases, s, load_before, load_after, n_timed):
           f"- Ansible: {v['ansible']} (ssh: {v['openssh']})",
           f"- pyinfra: {v['pyinfra']} (paramiko {v['paramiko']}); Python {v['python']} (Debian's, in bench/.out/venv)",
           f"- libssh2 loop: `bench/libssh2-loop.c` built with `cc -O2` against libssh2 {v['libssh2']}",
-          f"- hosts: OpenSSH sshd {v['sshd']} on 127.0.1.1–127.0.1.{NHOSTS}, port {PORT}, user `{USER}` (shell /bin/sh, no rc),"
+          f"- hosts: OpenSSH sshd {v['sshd']} on {address(1)}–{address(NHOSTS)}, port {PORT}, user `{USER}` (shell /bin/sh, no rc),"
           f" ed25519 keys, strict host key checking by every tool"
           + ("; loopback route with `quickack 1`" if QUICKACK else ""),
           ""]
@@ -946,8 +1069,18 @@ def report_text(cases, s, load_before, load_after, n_timed):
     if ("W5", "runbook") in s:
         t = med("W5", "runbook")
         verdict(f"W5 `runbook --version` < 20 ms: {fmt_s(t)}", None if t is None else t < 0.020)
-    L += ["| target | |", "|---|---|", *verdicts, "",
-          "Not measured here: the 500-host fan-out (W4 has 100 hosts; sshd allows 16 listen sockets per daemon).", ""]
+    if ("W7", "runbook") in s:
+        info_ratio("W7", "runbook", "libssh2-loop", "W7 runbook / libssh2 loop")
+        info_ratio("W7", "pyinfra", "runbook", "W7 pyinfra / runbook")
+        for tool in ("runbook", "libssh2-loop", "pyinfra"):
+            x = s.get(("W7", tool))
+            if x:
+                verdict(f"W7 every one of 500 hosts reached ({NAMES[tool]}): "
+                        f"{'—' if x['reached'] is None else x['reached']}/500 in every run, {x['failed_runs']} failed run(s)",
+                        x["reached"] == 500 and x["failed_runs"] == 0)
+    L += ["| target | |", "|---|---|", *verdicts, ""]
+    if not any(c.key == "W7" for c in cases):
+        L += ["Not measured in this run: the 500-host fan-out (W7; `--workloads W7`).", ""]
 
     L += ["## Results", "",
           f"Wall time of the whole process, exec to exit, timed from outside; median, min and max of the successful runs",
@@ -955,11 +1088,18 @@ def report_text(cases, s, load_before, load_after, n_timed):
           "tools in every round). **peak RSS**: the largest resident set of any one process of the tool's tree, as GNU time's",
           "`%M` reports it (wait4's ru_maxrss; median over the runs). **tree PSS**: the peak of the summed proportional set",
           "size of every process of the tree (Ansible's forked workers and ssh processes included), sampled every 20 ms in",
-          "one untimed warm-up run per tool. Ratios are each tool's median over runbook's.", ""]
+          "one untimed warm-up run per tool. **peak threads**, **peak fds** (W7): the most threads (`Threads:` in",
+          "/proc/PID/status) and open descriptors (entries of /proc/PID/fd) of the tool's own process, sampled every 20 ms",
+          "in every run; the largest over the runs. Ratios are each tool's median over runbook's.", ""]
     for case in cases:
         L += [f"### {case.title}", "", case.what, ""]
-        head = "| tool | median | min | max | peak RSS | tree PSS (procs) | runs ok |"
-        sep = "|---|---:|---:|---:|---:|---:|---:|"
+        head = "| tool | median | min | max | peak RSS | tree PSS (procs) |"
+        sep = "|---|---:|---:|---:|---:|---:|"
+        if case.watch:
+            head += " peak threads | peak fds |"
+            sep += "---:|---:|"
+        head += " runs ok |"
+        sep += "---:|"
         if case.hosts:
             head += " hosts reached / not |"
             sep += "---:|"
@@ -971,11 +1111,14 @@ def report_text(cases, s, load_before, load_after, n_timed):
             x = s.get((case.key, tool))
             if not x:
                 reason = case.na.get(tool, "not run")
-                L.append(f"| {NAMES[tool]} | n/a: {reason} |" + " |" * (6 + (1 if case.hosts else 0)))
+                L.append(f"| {NAMES[tool]} | n/a: {reason} |" + " |" * (6 + (1 if case.hosts else 0) + (2 if case.watch else 0)))
                 continue
             tree = "—" if x["tree_pss_kb"] is None else f"{fmt_mib(x['tree_pss_kb'])} ({x['tree_procs']})"
             row = (f"| {NAMES[tool]} | {fmt_s(x['median'])} | {fmt_s(x['min'])} | {fmt_s(x['max'])} | "
-                   f"{fmt_mib(x['maxrss_kb'])} | {tree} | {x['ok']}/{x['runs']} |")
+                   f"{fmt_mib(x['maxrss_kb'])} | {tree} |")
+            if case.watch:
+                row += f" {'—' if x['threads'] is None else x['threads']} | {'—' if x['fds'] is None else x['fds']} |"
+            row += f" {x['ok']}/{x['runs']} |"
             if case.hosts:
                 row += f" {'—' if x['reached'] is None else x['reached']} / {'—' if x['unreached'] is None else x['unreached']} |"
             row += f" {fmt_ratio(ratio(x['median'], base))} |"
@@ -987,8 +1130,8 @@ def report_text(cases, s, load_before, load_after, n_timed):
         L.append("")
     L += ["## Notes", "",
           "- The machine has 2 cores and may have been shared with other work: compare figures within one run, and",
-          "  regenerate them on an idle machine before quoting them. (W4's hundreds of processes raise the load",
-          "  average by themselves.)",
+          "  regenerate them on an idle machine before quoting them. (W4's and W7's hundreds of processes raise the",
+          "  load average by themselves.)",
           "- runbook's peak RSS is mostly pages of the binary and the shared libraries it maps (Swift runtime,",
           "  Foundation with ICU data, libcrypto); its heap is a few MiB. A lone process's PSS approaches its RSS when",
           "  no other process maps the same libraries, so tree PSS is comparable across tools within a run, not across",

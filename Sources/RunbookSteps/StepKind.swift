@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import RunbookCore
+import Synchronization
 
 /// What apply will do for one planned change: exactly what the plan showed, executed by the
 /// engine (kinds never write to a host themselves). The commands a plan displays and its
@@ -159,17 +160,42 @@ package struct PlannedFiles: Sendable {
     }
 }
 
-/// Read-only access to a host while planning: files, stats, and check commands. Files an
-/// earlier step of the run writes are read as that step will leave them (`planned`).
+/// Named facts of one host, read once per plan and shared by its steps (which compose the
+/// host has, say): a second step asking gets the first answer without another round trip.
+package final class FactCache: Sendable {
+    private let values = Mutex<[String: any Sendable]>([:])
+
+    /// An empty cache.
+    package init() {}
+
+    /// The fact `name`, read with `read` the first time it is asked for.
+    package func value<T: Sendable>(_ name: String, read: () async throws -> T) async throws -> T {
+        if let known = values.withLock({ $0[name] }) as? T { return known }
+        let value = try await read()
+        values.withLock { $0[name] = value }
+        return value
+    }
+}
+
+/// Read-only access to a host while planning: files, stats, check commands and named facts.
+/// Files an earlier step of the run writes are read as that step will leave them (`planned`).
 package struct FactReader: Sendable {
     package let transport: any Transport
     /// What earlier steps of the run write.
     package var planned: PlannedFiles
+    /// The host's named facts, shared by the steps of one plan.
+    package let cache: FactCache
 
-    /// A reader of `transport`, with what earlier steps write.
-    package init(transport: any Transport, planned: PlannedFiles = PlannedFiles()) {
+    /// A reader of `transport`, with what earlier steps write and the host's fact cache.
+    package init(transport: any Transport, planned: PlannedFiles = PlannedFiles(), cache: FactCache = FactCache()) {
         self.transport = transport
         self.planned = planned
+        self.cache = cache
+    }
+
+    /// A named fact, read once per plan (see `FactCache`).
+    package func fact<T: Sendable>(_ name: String, read: () async throws -> T) async throws -> T {
+        try await cache.value(name, read: read)
     }
 
     /// The step (1-based) that writes `path` earlier in this run, if one does.

@@ -287,6 +287,22 @@ func json(_ value: Value) -> String {
         #expect(changes[4].reason?.contains("step 4") == true, "\(changes[4].reason ?? "")")
     }
 
+    /// A named fact is read once per plan: two compose steps ask the host which compose it
+    /// has with one probe.
+    @Test func namedFactsAreReadOnce() async throws {
+        let project = try ScriptedProject()
+        try project.write("runbooks/t.yml", """
+            hosts: web
+            steps:
+              - service: { name: web, action: restart, compose_file: /srv/c.yml }
+              - nginx_reload: { via: compose, service: nginx, compose_file: /srv/c.yml }
+            """)
+        let (engine, log) = project.engine()
+        _ = try await engine.plan(RunRequest(runbook: "t"), saveTo: nil)
+        #expect(log.plan?.changes.count == 2)
+        #expect(project.host.ranLines.filter { $0 == "docker compose version >/dev/null 2>&1" }.count == 1, "\(project.host.ranLines)")
+    }
+
     /// `rollback RUN_ID --dry-run` shows the restore and the commands, and changes nothing.
     @Test func rollbackDryRunChangesNothing() async throws {
         let project = try ScriptedProject(files: ["/etc/app.conf": .init("a=0\n")])

@@ -324,6 +324,7 @@ public struct Engine: Sendable {
         var context = try context(for: host, prepared: prepared, steps: [:])
         var plans: [HostStepPlan] = []
         var planned = PlannedFiles()
+        let cache = FactCache()
         let firstHost = prepared.hosts.first?.name
         for step in prepared.runbook.steps {
             if step.runOnce, let firstHost, firstHost != host.name {
@@ -335,7 +336,7 @@ public struct Engine: Sendable {
                 continue
             }
             let plan = try await planStep(step, host: host, transport: transport, context: context, prepared: prepared,
-                                          atApply: false, planned: planned)
+                                          atApply: false, planned: planned, cache: cache)
             if let facts = plan.facts { context.facts.merge(facts) { _, new in new } }
             planned.record(plan.operation, step: step.index)
             plans.append(plan)
@@ -346,9 +347,10 @@ public struct Engine: Sendable {
     /// Plans one step; at plan time a step that reads earlier steps' results is deferred, and
     /// shows what it would run as written, with fingerprints of the files it would change.
     func planStep(_ step: Step, host: RunbookCore.Host, transport: any Transport, context: TemplateContext,
-                  prepared: PreparedRun, atApply: Bool, planned: PlannedFiles = PlannedFiles()) async throws -> HostStepPlan {
+                  prepared: PreparedRun, atApply: Bool, planned: PlannedFiles = PlannedFiles(),
+                  cache: FactCache = FactCache()) async throws -> HostStepPlan {
         if !atApply && Self.readsSteps(step) {
-            return try await deferredPlan(step, host: host, facts: FactReader(transport: transport, planned: planned))
+            return try await deferredPlan(step, host: host, facts: FactReader(transport: transport, planned: planned, cache: cache))
         }
         if let when = step.when {
             let holds = try prepared.templates.evaluate(condition: when, at: step.location, context: context)
@@ -366,7 +368,7 @@ public struct Engine: Sendable {
         let arguments = try renderArguments(step, context: context, prepared: prepared)
         do {
             var plan = try await kind.init().plan(step: step, host: host, arguments: arguments,
-                                                  facts: FactReader(transport: transport, planned: planned))
+                                                  facts: FactReader(transport: transport, planned: planned, cache: cache))
             // What the plan shows and what identifies it come from the operation apply runs.
             plan.change.commands = plan.operation.shownCommands(become: step.become)
             plan.change.operationsDigest = plan.operation.digest(become: step.become, extra: plan.digestExtra)

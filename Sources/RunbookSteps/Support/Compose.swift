@@ -60,6 +60,10 @@ struct ComposeCommand: Sendable, Hashable {
 
     /// Reads which compose the host has; neither is a `StepFailure`.
     static func detect(facts: FactReader) async throws -> Detected {
+        try await facts.fact("compose:cli") { try await probe(facts) }
+    }
+
+    private static func probe(_ facts: FactReader) async throws -> Detected {
         let v2 = try await facts.check(v2Probe, timeout: .seconds(30)).succeeded
         var v1 = false
         if !v2 { v1 = try await facts.check(v1Probe, timeout: .seconds(30)).succeeded }
