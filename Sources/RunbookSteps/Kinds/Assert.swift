@@ -26,7 +26,7 @@ package struct AssertStep: StepKind {
         default: throw StepFailure("assert needs that: an expression or a list of them")
         }
         let message = arguments.string("message")
-        var change = PlannedChange.make(step: step, host: host.name, action: .check, reversible: true,
+        let change = PlannedChange.make(step: step, host: host.name, action: .check, reversible: true,
                                         summary: "assert " + conditions.joined(separator: " and "))
         return HostStepPlan(change: change, operation: .assert(conditions: conditions, message: message), deferredUntilApply: false)
     }

@@ -36,7 +36,7 @@ package struct GatherStep: StepKind {
             throw StepFailure("gather failed on \(host.name) (\(output.statusText)): \(output.stderrText)")
         }
         let gathered = Self.parse(output.stdoutText)
-        var change = PlannedChange.make(step: step, host: host.name, action: .check, reversible: true,
+        let change = PlannedChange.make(step: step, host: host.name, action: .check, reversible: true,
                                         summary: Self.summary(gathered))
         var plan = HostStepPlan(change: change, operation: .action(GatherAction(command: command)), deferredUntilApply: false)
         plan.facts = gathered

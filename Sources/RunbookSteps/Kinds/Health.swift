@@ -51,7 +51,7 @@ package struct HealthStep: StepKind {
         let action = HealthAction(url: url, origin: origin, hostName: host.name, expectStatus: expect,
                                   contains: arguments.strings["contains"], retries: retries, delay: delay, timeout: timeout,
                                   samples: samples ?? 1, p95Under: p95Under, stepTimeout: step.timeout)
-        var change = PlannedChange.make(step: step, host: host.name, action: .check, reversible: true, summary: action.summary)
+        let change = PlannedChange.make(step: step, host: host.name, action: .check, reversible: true, summary: action.summary)
         return HostStepPlan(change: change, operation: .action(action), deferredUntilApply: false)
     }
 }

@@ -21,7 +21,7 @@ package struct SleepStep: StepKind {
         default: throw StepFailure("sleep takes a duration, e.g. sleep: 5s")
         }
         guard let duration = DurationText.parse(text) else { throw StepFailure("sleep: \(text) is not a duration") }
-        var change = PlannedChange.make(step: step, host: host.name, action: .check, reversible: true, summary: "sleep \(text)")
+        let change = PlannedChange.make(step: step, host: host.name, action: .check, reversible: true, summary: "sleep \(text)")
         return HostStepPlan(change: change, operation: .sleep(duration), deferredUntilApply: false)
     }
 }

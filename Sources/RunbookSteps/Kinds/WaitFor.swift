@@ -46,7 +46,7 @@ package struct WaitForStep: StepKind {
         let timeout = try arguments.duration("timeout") ?? .seconds(60)
         let delay = try arguments.duration("delay") ?? .seconds(1)
         let action = WaitForAction(target: target, up: stateText == "up", hostName: host.name, timeout: timeout, delay: delay)
-        var change = PlannedChange.make(step: step, host: host.name, action: .check, reversible: true, summary: action.summary)
+        let change = PlannedChange.make(step: step, host: host.name, action: .check, reversible: true, summary: action.summary)
         return HostStepPlan(change: change, operation: .action(action), deferredUntilApply: false)
     }
 }
