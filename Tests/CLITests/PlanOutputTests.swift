@@ -16,7 +16,9 @@ struct PlanOutputTests {
             for dir in ["runbooks", "templates", "inventory", "work"] {
                 try FileManager.default.createDirectory(atPath: root + "/" + dir, withIntermediateDirectories: true)
             }
-            try "hosts:\n  ctl: { connection: local }\n".write(toFile: root + "/inventory/hosts.yml", atomically: true, encoding: .utf8)
+            // The host lock in the project, not the controller's shared /tmp.
+            try "hosts:\n  ctl: { connection: local, vars: { runbook_lock_path: \(root)/host.lock } }\n"
+                .write(toFile: root + "/inventory/hosts.yml", atomically: true, encoding: .utf8)
         }
 
         func write(_ path: String, _ text: String) throws {

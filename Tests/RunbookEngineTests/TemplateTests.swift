@@ -473,8 +473,9 @@ struct TemplateSecretTests {
         #expect(values.text == "password=s3cr3t pass token=tok-123 again=s3cr3t pass")
         #expect(values.secretsUsed == ["API_TOKEN", "DB_PASSWORD"])
         let references = try engine.render(string: text, at: here, context: context, secrets: .references)
+        // In a command each reference is double-quoted: a secret is never split or globbed.
         #expect(references.text
-                == "password=${RUNBOOK_SECRET_DB_PASSWORD} token=${RUNBOOK_SECRET_API_TOKEN} again=${RUNBOOK_SECRET_DB_PASSWORD}")
+                == "password=\"${RUNBOOK_SECRET_DB_PASSWORD}\" token=\"${RUNBOOK_SECRET_API_TOKEN}\" again=\"${RUNBOOK_SECRET_DB_PASSWORD}\"")
         #expect(references.secretsUsed == ["API_TOKEN", "DB_PASSWORD"])
         let quoted = try engine.render(string: "psql -W {{ secrets.db_password|quote }}", at: here, context: context, secrets: .references)
         #expect(quoted.text == "psql -W \"${RUNBOOK_SECRET_DB_PASSWORD}\"")

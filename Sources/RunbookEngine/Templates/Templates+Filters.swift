@@ -85,6 +85,18 @@ final class RunbookTemplateExtension: Extension {
                 throw session.fail(error)
             }
         }
+        // A command's `{{ }}` as data in its place (see `TemplateSource.prepare(shell:)`).
+        registerFilter(TemplateSource.shellFilter) { [unowned session] (value: Any?, arguments: [Any?]) throws -> Any? in
+            let quoting = (arguments.first as? String).flatMap(ShellQuoting.init(rawValue:)) ?? .none
+            do throws(TemplateProblem) {
+                return try shellText(value, quoting: quoting)
+            } catch {
+                throw session.fail(error)
+            }
+        }
+        // The author's opt-out of a command's quoting: the value is pasted as shell code.
+        // `runbook validate` lists every use in a command.
+        registerFilter("raw") { (value: Any?) -> Any? in value }
         registerSimpleTag(TemplateSource.commentTag) { _ in "" }
         registerTag(TemplateSource.rawTag) { [unowned session] _, token in
             guard token.components.count == 2, let index = Int(token.components[1]),
@@ -125,6 +137,40 @@ private func quoteWord(_ value: Any?) throws(TemplateProblem) -> String {
         throw TemplateProblem(summary: "`quote` makes shell words of strings, numbers and lists, not of \(kindDescription(value))",
                               hint: "quote the members you need, e.g. `x.name|quote`")
     default: return Shell.quote(templateText(value))
+    }
+}
+
+/// `value` as data where a command puts it: one shell word outside quotes (a list: one word
+/// each), escaped for the quotes it sits in otherwise. A secret stays a reference the remote
+/// shell expands, double-quoted so it is never split or globbed.
+func shellText(_ value: Any?, quoting: ShellQuoting) throws(TemplateProblem) -> String {
+    switch value {
+    case let reference as SecretReference:
+        switch quoting {
+        case .none: return "\"\(reference.description)\""
+        case .double: return reference.description
+        case .single: return "'\"\(reference.description)\"'"
+        }
+    case is MapEntry, is MapValue, is ListValue:
+        throw TemplateProblem(summary: "a command cannot hold \(kindDescription(value)) as a value",
+                              hint: "use the members you need, e.g. `x.name`, or `|raw` to paste it as shell code")
+    case let list as [Any]:
+        var parts: [String] = []
+        for element in list { parts.append(try shellText(element, quoting: quoting)) }
+        return parts.joined(separator: " ")
+    default:
+        let text = templateText(value)
+        switch quoting {
+        case .none: return Shell.quote(text)
+        case .single: return text.replacingOccurrences(of: "'", with: "'\\''")
+        case .double:
+            var escaped = ""
+            for character in text.unicodeScalars {
+                if character == "\\" || character == "\"" || character == "$" || character == "`" { escaped.append("\\") }
+                escaped.unicodeScalars.append(character)
+            }
+            return escaped
+        }
     }
 }
 

@@ -9,6 +9,9 @@ final class TemplateSource {
     static let commentTag = "__runbook_comment__"
     /// The tag that a `{% raw %}…{% endraw %}` section becomes: it prints the section's text.
     static let rawTag = "__runbook_raw__"
+    /// The filter added to every `{{ }}` of a shell command (see `prepare(shell:)`); its argument
+    /// names the quoting the value lands in: `none`, `single` or `double`.
+    static let shellFilter = "__runbook_shell__"
     /// The filter added to the list of a `for` loop: looping over a string or number is an error.
     static let iterableFilter = "__runbook_iterable__"
 
@@ -68,9 +71,15 @@ final class TemplateSource {
     /// - `a.b|default:x` becomes `a.b?|default:x`: the last member may be missing (so `default`
     ///   applies) while every other undefined name stays an error;
     /// - `for x in a.b` becomes `for x in a.b|__runbook_iterable__:"a.b"`, so that looping over a
-    ///   string or number is an error instead of no iteration.
+    ///   string or number is an error instead of no iteration;
+    /// - with `shell` (a command), every `{{ x }}` becomes `{{ x|__runbook_shell__:"CONTEXT" }}`,
+    ///   where CONTEXT is the shell quoting the author's text puts the tag in (`none`, `single`
+    ///   or `double`, read from the literal text before it): the value renders as data in that
+    ///   place, one word outside quotes, escaped inside them, and can never become code. A tag
+    ///   whose last filter is `raw` is left as written (the author's opt-out); one ending in
+    ///   `quote` outside quotes is a shell word already.
     static func prepare(_ original: String, name: String?, file: String, firstLine: Int, firstColumn: Int,
-                        prefixLength: Int = 0) -> Result<TemplateSource, TemplateProblem>
+                        prefixLength: Int = 0, shell: Bool = false) -> Result<TemplateSource, TemplateProblem>
     {
         let source = Array(original.unicodeScalars)
         var lineStarts = [0]
@@ -106,10 +115,13 @@ final class TemplateSource {
                 offsets.append(offset)
             }
         }
+        var quoting = ShellQuoting.none
         for (index, token) in tokens.enumerated() {
             switch token.kind {
             case .text:
-                copy(kept[index] ?? token.start..<token.end)
+                let range = kept[index] ?? token.start..<token.end
+                if shell { quoting.advance(over: source[range]) }
+                copy(range)
             case .comment, .raw:
                 // An empty tag (a comment) or one that prints a stored text; either keeps the newlines.
                 if token.kind == .raw {
@@ -141,6 +153,15 @@ final class TemplateSource {
                     let list = words[inIndex + 1]
                     insertions.append((list.end, "|\(iterableFilter):\"\(list.text)\""))
                 }
+                if shell, token.kind == .variable {
+                    let pipes = words.indices.filter { words[$0].text == "|" }
+                    let lastFilter = pipes.last.flatMap { $0 + 1 < words.count ? words[$0 + 1].text : nil }
+                    if lastFilter != "raw" && !(lastFilter == "quote" && quoting == .none),
+                       let end = token.inner.last(where: { !source[$0].properties.isWhitespace }) {
+                        insertions.append((end + 1, "|\(shellFilter):\"\(quoting.rawValue)\""))
+                    }
+                }
+                insertions.sort { $0.offset < $1.offset }
                 var cursor = token.start
                 for (insertion, added) in insertions {
                     copy(cursor..<insertion)
@@ -333,5 +354,28 @@ final class TemplateSource {
     /// The inside of the tag at `index`.
     func contents(of index: Int) -> String {
         TemplateScanner.string(scalars, tokens[index].inner)
+    }
+}
+
+/// Where the author's shell text puts a `{{ }}`: outside quotes, or inside single or double
+/// quotes. Read from the literal text only, as POSIX sh reads it (a backslash escapes the
+/// next character outside single quotes).
+enum ShellQuoting: String, Sendable {
+    case none, single, double
+
+    /// The quoting after `text`.
+    mutating func advance<C: Collection>(over text: C) where C.Element == Unicode.Scalar {
+        var escaped = false
+        for scalar in text {
+            if escaped { escaped = false; continue }
+            switch (self, scalar) {
+            case (.none, "\\"), (.double, "\\"): escaped = true
+            case (.none, "'"): self = .single
+            case (.none, "\""): self = .double
+            case (.single, "'"): self = .none
+            case (.double, "\""): self = .none
+            default: break
+            }
+        }
     }
 }

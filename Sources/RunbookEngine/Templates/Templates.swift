@@ -95,8 +95,9 @@ public struct TemplateEngine: Sendable {
     public func render(string: String, at location: SourceLocation, context: TemplateContext,
                        secrets: SecretRendering) throws(DiagnosticError) -> RenderResult
     {
+        // A command (secrets as references) quotes each `{{ }}` as data where it stands.
         let prepared = TemplateSource.prepare(string, name: nil, file: location.file, firstLine: location.line,
-                                              firstColumn: max(1, location.column))
+                                              firstColumn: max(1, location.column), shell: secrets == .references)
         return try render(prepared, original: string, fallback: location, context: context, secrets: secrets)
     }
 
