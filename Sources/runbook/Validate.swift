@@ -80,6 +80,7 @@ extension Runbook {
                     let runbook = try target.load()
                     var problems = inventory.map { loader.checkHosts(runbook, against: $0) } ?? []
                     problems += loader.checkSchedule(runbook)
+                    problems += Engine.rawWarnings(runbook)
                     // The same template checks apply runs before contacting any host.
                     do throws(DiagnosticError) {
                         try Engine.checkTemplates(runbook, templates: TemplateEngine(templatesDirectory: loader.templatesDirectory))

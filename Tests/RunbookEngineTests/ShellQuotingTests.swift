@@ -59,4 +59,25 @@ import Testing
         let context = TemplateContext(params: ["x": .string("a b")], secrets: try SecretStore(file: "/nonexistent/secrets.env"))
         #expect(try engine.render(string: "x = {{ params.x }}", at: here, context: context, secrets: .values).text == "x = a b")
     }
+
+    @Test func sqlFilters() throws {
+        #expect(try command("psql -c \"DROP INDEX {{ params.x|sql_ident }}\"", x: "idx\"; DROP TABLE t; --")
+                == "psql -c \"DROP INDEX \\\"idx\\\"\\\"; DROP TABLE t; --\\\"\"")
+        let rendered = try command("printf '%s\\n' {{ params.x|sql_literal }}", x: "it's")
+        #expect(try shell(rendered) == "'it''s'\n")
+    }
+
+    @Test func validateListsRaw() throws {
+        let runbook = try RunbookLoader(root: "/nonexistent").load(text: """
+            hosts: all
+            params: { flags: { type: string, default: "-v" } }
+            steps:
+              - command: { run: "ls {{ params.flags|raw }} {{ params.flags }}" }
+            """, file: "runbooks/t.yml", name: "t")
+        let warnings = Engine.rawWarnings(runbook)
+        #expect(warnings.count == 1)
+        #expect(warnings.first?.severity == .warning)
+        #expect(warnings.first?.field == "steps[0].command.run")
+        #expect(warnings.first?.location?.line == 4)
+    }
 }

@@ -157,6 +157,41 @@ public struct Engine: Sendable {
         if !errors.isEmpty { throw DiagnosticError(errors) }
     }
 
+    /// A warning for each `|raw` in a command argument: the value is pasted as shell code
+    /// there, which only the author's own text should be (`runbook validate` lists them).
+    public static func rawWarnings(_ runbook: Runbook) -> [Diagnostic] {
+        var warnings: [Diagnostic] = []
+        for step in runbook.steps {
+            guard case .map(let arguments) = step.arguments, let schema = StepRegistry.schema(for: step.kind) else { continue }
+            for key in arguments.keys.sorted() where schema.argument(key)?.type == .command {
+                for text in arguments[key]!.strings {
+                    for expression in Self.expressions(in: text) {
+                        let filters = expression.split(separator: "|").dropFirst().map {
+                            $0.split(separator: ":").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+                        }
+                        guard filters.last == "raw" else { continue }
+                        warnings.append(.warning(
+                            "`{{\(expression)}}` is pasted into the command as shell code (raw): a value there can run commands",
+                            at: step.argumentLocations[key] ?? step.location, field: "steps[\(step.index)].\(step.kind).\(key)",
+                            hint: "drop `|raw` unless the value is shell code you wrote yourself; without it the value is quoted as data"))
+                    }
+                }
+            }
+        }
+        return warnings
+    }
+
+    /// The insides of the `{{ … }}` tags of `text`.
+    static func expressions(in text: String) -> [String] {
+        var found: [String] = []
+        var rest = Substring(text)
+        while let open = rest.range(of: "{{"), let close = rest[open.upperBound...].range(of: "}}") {
+            found.append(String(rest[open.upperBound..<close.lowerBound]))
+            rest = rest[close.upperBound...]
+        }
+        return found
+    }
+
     static func fileDigest(_ path: String) -> String {
         FileManager.default.contents(atPath: path).map { sha256Hex(Array($0)) } ?? "absent"
     }

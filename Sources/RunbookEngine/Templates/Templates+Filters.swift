@@ -97,6 +97,14 @@ final class RunbookTemplateExtension: Extension {
         // The author's opt-out of a command's quoting: the value is pasted as shell code.
         // `runbook validate` lists every use in a command.
         registerFilter("raw") { (value: Any?) -> Any? in value }
+        // SQL built from values: an identifier (`"name"`, quotes doubled) or a string literal
+        // (`'text'`, quotes doubled; standard_conforming_strings, PostgreSQL's default).
+        registerFilter("sql_ident") { (value: Any?) -> Any? in
+            "\"" + templateText(value).replacingOccurrences(of: "\"", with: "\"\"") + "\""
+        }
+        registerFilter("sql_literal") { (value: Any?) -> Any? in
+            "'" + templateText(value).replacingOccurrences(of: "'", with: "''") + "'"
+        }
         registerSimpleTag(TemplateSource.commentTag) { _ in "" }
         registerTag(TemplateSource.rawTag) { [unowned session] _, token in
             guard token.components.count == 2, let index = Int(token.components[1]),
