@@ -279,10 +279,28 @@ public struct SecretMasker: Sendable {
     private let secrets: [[UInt8]]
 
     /// A masker for `secrets`; empty values are ignored, longer values are replaced first.
+    ///
+    /// A value is also masked in the forms it takes on its way: without surrounding blanks (a
+    /// file's trailing newline), each line of a multi-line value (a PEM key in a diff, where
+    /// every line gets a prefix) and each blank-separated piece (a value the shell split),
+    /// upper- and lower-cased (filters), when such a form has at least `minimumPiece` characters.
     public init(secrets: [String]) {
-        let unique = Set(secrets.filter { !$0.isEmpty })
-        self.secrets = unique.map { Array($0.utf8) }.sorted { $0.count > $1.count }
+        var forms = Set<String>()
+        for secret in secrets where !secret.isEmpty {
+            forms.insert(secret)
+            let trimmed = secret.trimmingWhitespace()
+            var derived = [trimmed]
+            derived += trimmed.split(whereSeparator: { $0.isNewline }).map { String($0).trimmingWhitespace() }
+            derived += trimmed.split(whereSeparator: { $0.isWhitespace })
+                .map(String.init)
+            derived += [trimmed.uppercased(), trimmed.lowercased()]
+            for form in derived where form.count >= Self.minimumPiece || form == trimmed && !form.isEmpty { forms.insert(form) }
+        }
+        self.secrets = forms.map { Array($0.utf8) }.sorted { $0.count > $1.count }
     }
+
+    /// The shortest piece of a secret masked on its own (shorter pieces would mask ordinary words).
+    public static let minimumPiece = 4
 
     /// Whether there is nothing to mask.
     public var isEmpty: Bool { secrets.isEmpty }

@@ -134,6 +134,21 @@ private func sh(_ script: String, environment: [String: String] = [:]) throws ->
         #expect(masker.mask("pässwördpässwörd") == "****************")
     }
 
+    @Test func secretsAreMaskedInTheFormsTheyTravelIn() {
+        let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----\n"
+        let masker = SecretMasker(secrets: [pem, "tok-123\n", "pa ss * word"])
+        // A diff prefixes every line of a multi-line value.
+        let diff = "+key: |\n+  MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n+  BKcwggSjAgEAAoIBAQC7\n"
+        #expect(!masker.mask(diff).contains("MIIE") && !masker.mask(diff).contains("BKcw"), "\(masker.mask(diff))")
+        // A trailing newline in the stored value, none where it is used.
+        #expect(masker.mask("token=tok-123;") == "token=********;")
+        // Pieces a shell split, and a filter's upper-casing.
+        #expect(masker.mask("pieces: pa, ss, word") == "pieces: pa, ss, ********")
+        #expect(masker.mask("TOK-123") == "********")
+        // Short pieces of an ordinary word are left alone.
+        #expect(masker.mask("a pass") == "a pass")
+    }
+
     @Test func singleCharacterSecretsAreMasked() {
         #expect(SecretMasker(secrets: ["x"]).mask("axbx") == "a********b********")
     }
