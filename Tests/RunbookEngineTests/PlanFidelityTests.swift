@@ -303,6 +303,39 @@ func json(_ value: Value) -> String {
         #expect(project.host.ranLines.filter { $0 == "docker compose version >/dev/null 2>&1" }.count == 1, "\(project.host.ranLines)")
     }
 
+    /// A file whose content holds a secret is written 0600; the diff never shows the value;
+    /// rotating the secret makes a saved plan stale (the plan keeps a keyed fingerprint, not the value).
+    @Test func secretBearingFiles() async throws {
+        let project = try ScriptedProject(files: ["/etc/app.env": .init("TOKEN=old\n", mode: 0o644)])
+        try project.write(".runbook/secrets.env", "api_token=tok-123-secret\n")
+        chmod(project.root + "/.runbook/secrets.env", 0o600)
+        try project.write("templates/app.env.j2", "TOKEN={{ secrets.api_token }}\n")
+        try project.write("runbooks/t.yml", """
+            hosts: web
+            steps:
+              - template: { src: app.env.j2, dest: /etc/app.env }
+            """)
+        let (engine, log) = project.engine()
+        let path = project.root + "/plan.json"
+        _ = try await engine.plan(RunRequest(runbook: "t"), saveTo: path)
+        let change = try #require(log.plan?.changes.first)
+        #expect(change.summary.contains("mode 644 → 600"), "\(change.summary)")
+        #expect(change.diff?.contains("tok-123-secret") == false)
+        let saved = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(!saved.contains("tok-123-secret"))
+        try project.write(".runbook/secrets.env", "api_token=rotated-456\n")
+        chmod(project.root + "/.runbook/secrets.env", 0o600)
+        let (again, _) = project.engine()
+        let outcome = try await again.apply(nil, options: ApplyOptions(yes: true, rollback: true, planFile: path, confirm: nil))
+        #expect(outcome.exitCode == 3, "\(outcome.message)")
+        #expect(outcome.message.contains("a secret the runbook uses"), "\(outcome.message)")
+        #expect(project.host.files["/etc/app.env"]?.contents == Array("TOKEN=old\n".utf8))
+        // Applied fresh, the file is 0600.
+        let fresh = try await again.apply(RunRequest(runbook: "t"), options: ApplyOptions(yes: true, rollback: true, planFile: nil, confirm: nil))
+        #expect(fresh.exitCode == 0, "\(fresh.message)")
+        #expect(project.host.files["/etc/app.env"]?.mode == 0o600)
+    }
+
     /// `rollback RUN_ID --dry-run` shows the restore and the commands, and changes nothing.
     @Test func rollbackDryRunChangesNothing() async throws {
         let project = try ScriptedProject(files: ["/etc/app.conf": .init("a=0\n")])

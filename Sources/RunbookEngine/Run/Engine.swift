@@ -120,6 +120,12 @@ public struct Engine: Sendable {
         ]
         // One digest per template file, so that a stale plan can name the file that changed.
         for (name, digest) in Self.directoryDigests(templatesDirectory) { digests["template:" + name] = digest }
+        // The secrets the runbook and its templates use, keyed (never a bare hash a saved plan
+        // could be checked against): rotating one makes a saved plan stale.
+        let used = Self.secretNames(runbookFile: runbook.file, templatesDirectory: templatesDirectory)
+        if !used.isEmpty {
+            digests["secrets"] = Self.secretsFingerprint(used.map { ($0, secrets.lookup($0) ?? "") }, stateDir: settings.stateDir)
+        }
         return PreparedRun(runbook: runbook, params: params, inventory: inventory, hosts: hosts, secrets: secrets,
                            templates: templates, digests: digests)
     }
@@ -192,6 +198,49 @@ public struct Engine: Sendable {
         return found
     }
 
+    /// The names read as `secrets.NAME` in the runbook file and the templates, sorted.
+    static func secretNames(runbookFile: String, templatesDirectory: String) -> [String] {
+        var texts = [FileManager.default.contents(atPath: runbookFile).map { String(decoding: $0, as: UTF8.self) } ?? ""]
+        if let enumerator = FileManager.default.enumerator(atPath: templatesDirectory) {
+            while let name = enumerator.nextObject() as? String {
+                if let data = FileManager.default.contents(atPath: templatesDirectory + "/" + name) {
+                    texts.append(String(decoding: data, as: UTF8.self))
+                }
+            }
+        }
+        var names = Set<String>()
+        for text in texts where text.contains("secrets.") {
+            var rest = Substring(text)
+            while let range = rest.range(of: "secrets.") {
+                let name = rest[range.upperBound...].prefix { $0 == "_" || ($0.isASCII && ($0.isLetter || $0.isNumber)) }
+                if !name.isEmpty { names.insert(String(name)) }
+                rest = rest[range.upperBound...]
+            }
+        }
+        return names.sorted()
+    }
+
+    /// HMAC-SHA256 of `name=value` lines under the state directory's own key (made once, 0600).
+    static func secretsFingerprint(_ secrets: [(String, String)], stateDir: String) -> String {
+        let keyPath = stateDir + "/plan.key"
+        var key = FileManager.default.contents(atPath: keyPath).map(Array.init) ?? []
+        if key.count != 32 {
+            var generator = SystemRandomNumberGenerator()
+            key = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            try? FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true,
+                                                     attributes: [.posixPermissions: 0o700])
+            let fd = open(keyPath, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            if fd >= 0 {
+                _ = key.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                close(fd)
+            } else if let written = FileManager.default.contents(atPath: keyPath), written.count == 32 {
+                key = Array(written)  // another process made it first
+            }
+        }
+        let text = secrets.map { "\($0.0)=\($0.1)" }.joined(separator: "\n")
+        return hexEncoded(HMAC<SHA256>.authenticationCode(for: Array(text.utf8), using: SymmetricKey(data: key)))
+    }
+
     static func fileDigest(_ path: String) -> String {
         FileManager.default.contents(atPath: path).map { sha256Hex(Array($0)) } ?? "absent"
     }
@@ -218,6 +267,7 @@ public struct Engine: Sendable {
         case "runbook": return "the runbook \(relative(runbookFile))"
         case "inventory": return "the inventory \(relative(settings.inventoryPath))"
         case "params": return "the params"
+        case "secrets": return "a secret the runbook uses"
         case "templates": return "the templates"  // plans saved before templates had a digest each
         default:
             return key.hasPrefix("template:") ? "the template templates/\(key.dropFirst("template:".count))" : key
@@ -273,6 +323,13 @@ public struct Engine: Sendable {
         let kind = StepRegistry.kind(step.kind)
         let schema = kind?.schema
         func location(_ key: String) -> SourceLocation { step.argumentLocations[key] ?? step.location }
+        // Whether any value rendered holds a secret's value (a file that gets one is written 0600).
+        var holdsSecret = false
+        func renderValue(_ text: String, _ key: String) throws(DiagnosticError) -> String {
+            let result = try templates.render(string: text, at: location(key), context: context, secrets: .values)
+            if !result.secretsUsed.isEmpty { holdsSecret = true }
+            return result.text
+        }
         switch step.arguments {
         case .map(let map):
             for (key, value) in map {
@@ -283,7 +340,7 @@ public struct Engine: Sendable {
                     var out: [Value] = []
                     for item in items {
                         if case .string(let text) = item {
-                            out.append(.string(try templates.render(string: text, at: location(key), context: context, secrets: .values).text))
+                            out.append(.string(try renderValue(text, key)))
                         } else {
                             out.append(item)
                         }
@@ -296,7 +353,7 @@ public struct Engine: Sendable {
                     var out: [String: Value] = [:]
                     for (name, item) in entries {
                         if case .string(let text) = item {
-                            out[name] = .string(try templates.render(string: text, at: location(key), context: context, secrets: .values).text)
+                            out[name] = .string(try renderValue(text, key))
                         } else {
                             out[name] = item
                         }
@@ -313,22 +370,28 @@ public struct Engine: Sendable {
                     }
                     rendered.commands[key] = ShellCommand(parts: parts)
                 } else {
-                    rendered.strings[key] = try templates.render(string: text, at: location(key), context: context, secrets: .values).text
+                    rendered.strings[key] = try renderValue(text, key)
                 }
             }
         case .string(let text):
             rendered.raw[""] = .string(text)
-            rendered.strings[""] = try templates.render(string: text, at: location(""), context: context, secrets: .values).text
+            rendered.strings[""] = try renderValue(text, "")
         default:
             rendered.raw[""] = step.arguments
         }
         switch (kind?.fileSource, rendered.strings["src"]) {
         case (.template?, let src?):
-            rendered.fileContents = Array(try templates.renderFile(src, context: context, secrets: .values).text.utf8)
+            let result = try templates.renderFile(src, context: context, secrets: .values)
+            if !result.secretsUsed.isEmpty { holdsSecret = true }
+            rendered.fileContents = Array(result.text.utf8)
         case (.copy?, let src?):
             rendered.fileContents = try templates.readFile(src)
         default:
             break
+        }
+        // A file whose content holds a secret is written 0600 unless `mode:` says otherwise (SPEC §4).
+        if holdsSecret, schema?.argument("mode") != nil, rendered.raw["mode"] == nil || rendered.raw["mode"] == .null {
+            rendered.raw["mode"] = .string("0600")
         }
         return rendered
     }
