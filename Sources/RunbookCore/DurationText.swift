@@ -1,11 +1,15 @@
 /// Durations as operators write them: `90s`, `5m`, `500ms`, `1h30m`, `2.5s`; a bare number is seconds.
 public enum DurationText {
-    /// Parses `text`, or nil when it is not a duration.
+    /// The longest duration a runbook may write (30 days): every timeout, delay and age is far
+    /// shorter, and a bound keeps deadline arithmetic from overflowing.
+    public static let maximumSeconds: Double = 30 * 86_400
+
+    /// Parses `text`, or nil when it is not a duration (or longer than `maximumSeconds`).
     public static func parse(_ text: String) -> Duration? {
         let s = text.trimmingWhitespace()
         guard !s.isEmpty else { return nil }
         if let seconds = Double(s) {
-            guard seconds >= 0, seconds.isFinite, seconds < 1e12 else { return nil }
+            guard seconds >= 0, seconds.isFinite, seconds <= maximumSeconds else { return nil }
             return .milliseconds(Int((seconds * 1000).rounded()))
         }
         var total = 0.0
@@ -40,7 +44,7 @@ public enum DurationText {
                 return nil
             }
         }
-        guard flush(), sawUnit, total.isFinite, total < 1e12 else { return nil }
+        guard flush(), sawUnit, total.isFinite, total <= maximumSeconds else { return nil }
         return .milliseconds(Int((total * 1000).rounded()))
     }
 

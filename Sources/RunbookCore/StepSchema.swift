@@ -47,8 +47,8 @@ public enum ArgumentType: Sendable, Hashable {
     public static func duration(_ value: Value) -> Duration? {
         switch value {
         case .string(let text): return DurationText.parse(text)
-        case .int(let seconds) where seconds >= 0: return .seconds(seconds)
-        case .double(let seconds) where seconds >= 0 && seconds.isFinite:
+        case .int(let seconds) where seconds >= 0 && Double(seconds) <= DurationText.maximumSeconds: return .seconds(seconds)
+        case .double(let seconds) where seconds >= 0 && seconds.isFinite && seconds <= DurationText.maximumSeconds:
             return .milliseconds(Int((seconds * 1000).rounded()))
         default: return nil
         }

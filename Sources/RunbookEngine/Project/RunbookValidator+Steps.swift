@@ -103,7 +103,12 @@ extension RunbookValidator {
             checkTemplateText(text, node: node, expression: true, step: context)
         }
         var timeout: Duration?
-        if let node = map["timeout"] { timeout = readDuration(node) }
+        if let node = map["timeout"] {
+            timeout = readDuration(node)
+            if timeout == .zero {
+                node.error("timeout: 0s would end the step before it starts", hint: "give the longest the step may take, e.g. 10m", in: &diagnostics)
+            }
+        }
         var retries = 0
         if let node = map["retries"] { retries = nonNegativeInt(node) ?? 0 }
         var delay = Duration.seconds(1)
@@ -141,8 +146,8 @@ extension RunbookValidator {
         let value: Value
         if case .scalar(let text, let style, _) = node.kind, style != .plain { value = .string(text) } else { value = node.value }
         if let duration = ArgumentType.duration(value) { return duration }
-        node.error("expected a duration, got \(node.gotDescription)", hint: "write a duration like 500ms, 90s, 5m or 1h (a bare number is seconds)",
-                   in: &diagnostics)
+        node.error("expected a duration of at most 30d, got \(node.gotDescription)",
+                   hint: "write a duration like 500ms, 90s, 5m or 1h (a bare number is seconds)", in: &diagnostics)
         return nil
     }
 

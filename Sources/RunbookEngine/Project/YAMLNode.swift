@@ -22,7 +22,8 @@ public struct YAMLDocument: Sendable {
         }
         guard let node else { return YAMLDocument(file: file, root: nil) }
         var diagnostics = Diagnostics()
-        let root = YAMLNode.convert(node, file: file, path: "", diagnostics: &diagnostics)
+        var budget = YAMLNode.Budget()
+        let root = YAMLNode.convert(node, file: file, path: "", diagnostics: &diagnostics, budget: &budget)
         try diagnostics.throwIfErrors()
         return YAMLDocument(file: file, root: root)
     }
@@ -152,12 +153,36 @@ public struct YAMLNode: Sendable {
         path.isEmpty ? key : "\(path).\(key)"
     }
 
+    /// How much a document may expand to: aliases (`*name`) repeat the node they name, so a
+    /// small file can stand for billions of nodes; past the limit the document is refused.
+    struct Budget {
+        /// Nodes left.
+        var nodes = 100_000
+        /// Nesting left.
+        var depth = 200
+        /// Set once the refusal is reported.
+        var exceeded = false
+    }
+
     /// Converts a Yams node, applying `<<` merge keys and checking that keys are scalars.
     static func convert(
-        _ node: Yams.Node, file: String, path: String, diagnostics: inout Diagnostics
+        _ node: Yams.Node, file: String, path: String, diagnostics: inout Diagnostics, budget: inout Budget
     ) -> YAMLNode {
         let mark = node.mark
         let location = SourceLocation(file: file, line: mark?.line ?? 0, column: mark?.column ?? 0)
+        budget.nodes -= 1
+        if budget.nodes < 0 || budget.depth <= 0 {
+            if !budget.exceeded {
+                budget.exceeded = true
+                diagnostics.error(
+                    budget.nodes < 0 ? "the document expands to more than 100000 nodes (aliases repeating anchors?)"
+                                     : "the document nests more than 200 levels deep",
+                    at: location, field: path.isEmpty ? nil : path)
+            }
+            return YAMLNode(kind: .scalar("", .plain, tag: nil), location: location, path: path)
+        }
+        budget.depth -= 1
+        defer { budget.depth += 1 }
         switch node {
         case .scalar(let scalar):
             let style: ScalarStyle
@@ -175,7 +200,7 @@ public struct YAMLNode: Sendable {
         case .sequence(let sequence):
             var items: [YAMLNode] = []
             for (index, item) in sequence.enumerated() {
-                items.append(convert(item, file: file, path: "\(path)[\(index)]", diagnostics: &diagnostics))
+                items.append(convert(item, file: file, path: "\(path)[\(index)]", diagnostics: &diagnostics, budget: &budget))
             }
             return YAMLNode(kind: .sequence(items), location: location, path: path)
         case .mapping(let mapping):
@@ -191,12 +216,12 @@ public struct YAMLNode: Sendable {
                     continue
                 }
                 let key = keyScalar.string
-                let convertedKey = convert(keyNode, file: file, path: childPath(path, key: key), diagnostics: &diagnostics)
+                let convertedKey = convert(keyNode, file: file, path: childPath(path, key: key), diagnostics: &diagnostics, budget: &budget)
                 if key == "<<", keyScalar.style == .plain || keyScalar.style == .any {
-                    merged += mergeEntries(valueNode, file: file, path: path, diagnostics: &diagnostics)
+                    merged += mergeEntries(valueNode, file: file, path: path, diagnostics: &diagnostics, budget: &budget)
                     continue
                 }
-                let value = convert(valueNode, file: file, path: childPath(path, key: key), diagnostics: &diagnostics)
+                let value = convert(valueNode, file: file, path: childPath(path, key: key), diagnostics: &diagnostics, budget: &budget)
                 entries.append(YAMLEntry(key: key, keyNode: convertedKey, value: value))
             }
             let explicit = Set(entries.map(\.key))
@@ -214,7 +239,7 @@ public struct YAMLNode: Sendable {
 
     /// The entries a `<<` merge key brings in: one mapping, or a list of mappings (earlier ones win).
     private static func mergeEntries(
-        _ node: Yams.Node, file: String, path: String, diagnostics: inout Diagnostics
+        _ node: Yams.Node, file: String, path: String, diagnostics: inout Diagnostics, budget: inout Budget
     ) -> [YAMLEntry] {
         let sources: [Yams.Node]
         switch node {
@@ -224,7 +249,7 @@ public struct YAMLNode: Sendable {
         }
         var entries: [YAMLEntry] = []
         for source in sources {
-            let converted = convert(source, file: file, path: path, diagnostics: &diagnostics)
+            let converted = convert(source, file: file, path: path, diagnostics: &diagnostics, budget: &budget)
             if case .mapping(let sourceEntries) = converted.kind {
                 entries += sourceEntries
             } else {

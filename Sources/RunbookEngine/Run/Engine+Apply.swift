@@ -365,7 +365,7 @@ extension Engine {
             var command: PendingCommand? = nil
             let gate = CommandGate()
             if case .run(let line, _) = plan.operation {
-                command = transport.start(Become.wrap(line, if: step.become), stdin: [], timeout: step.timeout, onOutput: nil, startingAfter: gate)
+                command = transport.start(Become.wrap(line, if: step.become), stdin: [], timeout: step.timeout ?? Self.defaultStepTimeout, onOutput: nil, startingAfter: gate)
             }
             let entry: Int64
             do {
@@ -439,6 +439,10 @@ extension Engine {
         return .success(outputs)
     }
 
+    /// How long a step's command may run when the step sets no `timeout:` (then it is ended,
+    /// its whole process group, and the step fails).
+    static let defaultStepTimeout: Duration = .seconds(3600)
+
     /// The backup a file step keeps beside the file, for undo.
     static func backupPath(for path: String, runID: String) -> String {
         let directory = (path as NSString).deletingLastPathComponent
@@ -510,7 +514,8 @@ extension Engine {
             case .run:
                 // The command the plan showed (`StepOperation.commands`), as it was shown.
                 let commands = operation.commands(become: step.become)
-                return Self.commandResult(try await transport.run(commands[0], stdin: [], timeout: step.timeout, onOutput: nil),
+                return Self.commandResult(try await transport.run(commands[0], stdin: [], timeout: step.timeout ?? Self.defaultStepTimeout,
+                                                                  onOutput: nil),
                                           step: step)
             case .assert(let conditions, let message):
                 for condition in conditions {

@@ -9,6 +9,10 @@ final class TemplateSource {
     static let commentTag = "__runbook_comment__"
     /// The tag that a `{% raw %}…{% endraw %}` section becomes: it prints the section's text.
     static let rawTag = "__runbook_raw__"
+    /// The most words one tag may hold, and the deepest tags may nest.
+    static let maximumWords = 256
+    static let maximumNesting = 64
+
     /// The filter added to every `{{ }}` of a shell command (see `prepare(shell:)`); its argument
     /// names the quoting the value lands in: `none`, `single` or `double`.
     static let shellFilter = "__runbook_shell__"
@@ -116,6 +120,13 @@ final class TemplateSource {
             }
         }
         var quoting = ShellQuoting.none
+        var nesting = 0
+        func limitProblem(_ summary: String, at offset: Int) -> TemplateProblem {
+            var problem = TemplateProblem(summary: summary, hint: "split it into smaller steps or templates")
+            problem.location = location(ofOriginalOffset: offset, lineStarts: lineStarts, file: file, firstLine: firstLine,
+                                        firstColumn: firstColumn, prefixLength: prefixLength)
+            return problem
+        }
         for (index, token) in tokens.enumerated() {
             switch token.kind {
             case .text:
@@ -137,6 +148,22 @@ final class TemplateSource {
                 add("%}", at: token.end - 1)
             case .variable, .block:
                 let words = TemplateScanner.words(source, in: token.inner)
+                // Bounds that keep a hostile expression from exhausting the stack when Stencil
+                // parses or evaluates it (both recurse once per operator and per nested tag).
+                if words.count > maximumWords {
+                    return .failure(limitProblem("an expression of \(words.count) words is more than a template needs (\(maximumWords) at most)",
+                                                 at: token.start))
+                }
+                if token.kind == .block {
+                    switch token.tagName {
+                    case "for", "if", "ifnot", "block", "filter": nesting += 1
+                    case "endfor", "endif", "endblock", "endfilter": nesting -= 1
+                    default: break
+                    }
+                    if nesting > maximumNesting {
+                        return .failure(limitProblem("tags nest more than \(maximumNesting) levels deep", at: token.start))
+                    }
+                }
                 var insertions: [(offset: Int, text: String)] = []
                 for (position, word) in words.enumerated() where word.kind == .path && position + 2 < words.count {
                     guard words[position + 1].text == "|", words[position + 2].kind == .filter,

@@ -1,0 +1,72 @@
+import Foundation
+import RunbookCore
+import Testing
+
+@testable import RunbookEngine
+
+/// Hostile and careless input is refused with a diagnostic (exit 2 at the CLI), quickly and
+/// without exhausting the stack or memory, before any host is contacted.
+@Suite struct HostileInputTests {
+    let templates = TemplateEngine(templatesDirectory: "/nonexistent")
+
+    func load(_ text: String) throws(DiagnosticError) -> Runbook {
+        try RunbookLoader(root: "/nonexistent").load(text: text, file: "runbooks/t.yml", name: "t")
+    }
+
+    /// Loads, then runs the template checks `plan` and `validate` run; the diagnostics' text.
+    func problems(_ text: String) -> String? {
+        do {
+            let runbook = try load(text)
+            try Engine.checkTemplates(runbook, templates: templates)
+            return nil
+        } catch {
+            return error.diagnostics.map(\.rendered).joined(separator: "\n")
+        }
+    }
+
+    @Test func deepExpressionsAreRefused() {
+        let nots = String(repeating: "not ", count: 10_000) + "true"
+        let when = problems("hosts: all\nsteps:\n  - command: echo\n    when: \"\(nots)\"\n")
+        #expect(when?.contains("at most") == true, "\(when ?? "accepted")")
+        let ands = (0..<20_000).map { _ in "true" }.joined(separator: " and ")
+        let assert = problems("hosts: all\nsteps:\n  - assert: \"\(ands)\"\n")
+        #expect(assert?.contains("at most") == true)
+        let ifs = String(repeating: "{% if true %}", count: 30_000) + String(repeating: "{% endif %}", count: 30_000)
+        let nested = problems("hosts: all\nsteps:\n  - command: \"echo \(ifs)\"\n")
+        #expect(nested?.contains("nest more than") == true, "\(nested ?? "accepted")")
+    }
+
+    @Test func aliasBombIsRefused() {
+        var yaml = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n"
+        for level in 1...9 {
+            let refs = Array(repeating: "*a\(level - 1)", count: 9).joined(separator: ", ")
+            yaml += "a\(level): &a\(level) [\(refs)]\n"
+        }
+        yaml += "hosts: all\nsteps: []\n"
+        let started = ContinuousClock.now
+        #expect(throws: DiagnosticError.self) { _ = try YAMLDocument.parse(text: yaml, file: "runbooks/t.yml") }
+        do { _ = try YAMLDocument.parse(text: yaml, file: "runbooks/t.yml") } catch {
+            #expect(error.diagnostics.map(\.rendered).joined(separator: "\n").contains("more than 100000 nodes"))
+        }
+        #expect(ContinuousClock.now - started < .seconds(30))
+    }
+
+    @Test func deepNestingIsRefused() {
+        let yaml = "hosts: all\nsteps: " + String(repeating: "[", count: 500) + String(repeating: "]", count: 500) + "\n"
+        #expect(throws: DiagnosticError.self) { _ = try YAMLDocument.parse(text: yaml, file: "runbooks/t.yml") }
+    }
+
+    @Test(arguments: ["1e300", "99999999999999999999", "-5", "31d", "1e12s"]) func hugeDurationsAreRefused(_ value: String) {
+        let problem = problems("hosts: all\nsteps:\n  - command: echo\n    timeout: \(value)\n")
+        #expect(problem?.contains("steps[0].timeout") == true, "\(problem ?? "accepted")")
+    }
+
+    @Test func zeroTimeoutIsRefused() {
+        let problem = problems("hosts: all\nsteps:\n  - command: echo\n    timeout: 0s\n")
+        #expect(problem?.contains("timeout: 0s") == true, "\(problem ?? "accepted")")
+    }
+
+    @Test func sleepOfAYearIsRefused() {
+        #expect(problems("hosts: all\nsteps:\n  - sleep: 366d\n") != nil)
+    }
+}
