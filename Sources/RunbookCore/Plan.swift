@@ -148,8 +148,10 @@ public struct PlannedChange: Sendable, Codable {
 
 /// A whole plan: every host × step, and digests of what it was made from (SPEC §6).
 public struct Plan: Sendable, Codable {
+    /// The format this version writes and reads.
+    public static let formatVersion = 1
     /// Format version of the saved file.
-    public var version: Int = 1
+    public var version: Int = Plan.formatVersion
     /// The runbook's name.
     public var runbook: String
     /// Parameters as resolved (display-safe: params are not secrets).

@@ -86,6 +86,9 @@ extension Runbook {
         func validate() throws {
             if name == nil && plan == nil { throw ValidationError("give a runbook name or --plan FILE") }
             if name != nil && plan != nil { throw ValidationError("give either a runbook name or --plan FILE, not both") }
+            if plan != nil && (!paramOptions.params.isEmpty || paramOptions.limit != nil) {
+                throw ValidationError("--plan applies the saved plan exactly: its params and hosts are in it; -p and -l cannot change them")
+            }
         }
 
         func run() async throws {

@@ -33,15 +33,15 @@ final class Printer: EventSink {
             case .skipped: word = out.paint("skipped", .dim)
             case .failed: word = out.paint("FAILED", .red)
             }
-            var line = "\(host)  [\(index + 1)/\(total)] \(name)  \(word)  \(DurationText.format(duration))"
+            var line = "\(Terminal.oneLine(host))  [\(index + 1)/\(total)] \(Terminal.oneLine(name))  \(word)  \(DurationText.format(duration))"
             if let message, status == .failed || status == .skipped { line += "\n    " + message.replacingOccurrences(of: "\n", with: "\n    ") }
             out.write(line + "\n")
         case .hostFailed(let host, let message):
-            out.write(out.paint("\(host): \(message)", .red) + "\n")
+            out.write(out.paint("\(Terminal.oneLine(host)): \(message)", .red) + "\n")
         case .rollbackStarted(let host):
             out.write(out.paint("\(host): rolling back", .magenta) + "\n")
         case .undoFinished(let host, let name, let ok, let message):
-            out.write("\(host)  undo \(name)  \(ok ? out.paint("ok", .green) : out.paint("NOT UNDONE", .red))  \(message)\n")
+            out.write("\(Terminal.oneLine(host))  undo \(Terminal.oneLine(name))  \(ok ? out.paint("ok", .green) : out.paint("NOT UNDONE", .red))  \(Terminal.oneLine(message))\n")
         case .rollbackPreview(let preview):
             out.write(render(preview))
         case .runFinished(let id, let status, let code, let message):
@@ -54,14 +54,15 @@ final class Printer: EventSink {
     func render(_ plan: Plan) -> String {
         var text = out.paint("Plan for \(plan.runbook) on \(plan.hosts.joined(separator: ", "))", .bold)
         if !plan.params.isEmpty {
-            text += " (" + plan.params.keys.sorted().map { "\($0)=\(plan.params[$0]!.plainDisplay)" }.joined(separator: ", ") + ")"
+            text += " (" + plan.params.keys.sorted().map { "\($0)=\(Terminal.oneLine(plan.params[$0]!.plainDisplay))" }.joined(separator: ", ") + ")"
         }
         text += "\n"
         for host in plan.hosts {
-            text += "\n" + out.paint(host, .bold) + "\n"
+            text += "\n" + out.paint(Terminal.oneLine(host), .bold) + "\n"
             for change in plan.changes where change.host == host {
                 let (symbol, style) = Self.symbol(change.action)
-                var line = "  " + out.paint(symbol, style) + " " + change.stepName + out.paint("  " + change.summary, .dim)
+                var line = "  " + out.paint(symbol, style) + " " + Terminal.oneLine(change.stepName)
+                    + out.paint("  " + Terminal.oneLine(change.summary), .dim)
                 if !change.reversible && change.action != .noop { line += out.paint("  (irreversible)", .red) }
                 text += line + "\n"
                 if let diff = change.diff, !diff.isEmpty {

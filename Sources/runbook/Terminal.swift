@@ -16,10 +16,14 @@ final class Terminal: Sendable {
         self.colorEnabled = color
     }
 
-    /// Writes `text` as is, in one piece.
+    /// Writes `text` in one piece, made safe for a terminal: every control character (but
+    /// newline and tab, and a carriage return before a newline) is shown escaped as `\u001b`,
+    /// so nothing a host, a file or an argument holds can move the cursor, recolour or forge
+    /// lines; only this program's own colours (`paint`) become escape sequences.
     func write(_ text: String) {
+        let safe = Terminal.visible(text, color: colorEnabled)
         lock.withLock { _ in
-            var bytes = Array(text.utf8)
+            var bytes = Array(safe.utf8)
             var offset = 0
             while offset < bytes.count {
                 let n = bytes.withUnsafeMutableBytes { Foundation.write(fd, $0.baseAddress! + offset, $0.count - offset) }
@@ -34,9 +38,56 @@ final class Terminal: Sendable {
         case bold = "1", dim = "2", red = "31", green = "32", yellow = "33", blue = "34", magenta = "35", cyan = "36"
     }
 
-    /// `text` in `style` when colour is on.
+    /// `text` in `style` when colour is on: marked with private-use characters that `write`
+    /// turns into the escape sequences (no escape character leaves this program otherwise).
     func paint(_ text: String, _ style: Style) -> String {
-        colorEnabled ? "\u{1B}[\(style.rawValue)m\(text)\u{1B}[0m" : text
+        colorEnabled ? Self.mark(style.rawValue) + text + Self.mark("0") : text
+    }
+
+    static let markStart: Unicode.Scalar = "\u{E000}"
+    static let markEnd: Unicode.Scalar = "\u{E001}"
+
+    static func mark(_ code: String) -> String { "\u{E000}\(code)\u{E001}" }
+
+    /// `text` with control characters escaped visibly and, with `color`, colour marks made
+    /// escape sequences (without it, marks are dropped).
+    static func visible(_ text: String, color: Bool) -> String {
+        let scalars = Array(text.unicodeScalars)
+        var out = String.UnicodeScalarView()
+        var index = 0
+        while index < scalars.count {
+            let scalar = scalars[index]
+            let value = scalar.value
+            if scalar == markStart, let end = scalars[index...].firstIndex(of: markEnd),
+               end - index <= 3, scalars[(index + 1)..<end].allSatisfy({ ("0"..."9").contains($0) }) {
+                if color {
+                    out.append("\u{1B}")
+                    out.append("[")
+                    out.append(contentsOf: scalars[(index + 1)..<end])
+                    out.append("m")
+                }
+                index = end + 1
+                continue
+            }
+            let isControl = value < 0x20 || value == 0x7F || (0x80...0x9F).contains(value)
+            let allowed = scalar == "\n" || scalar == "\t" || (scalar == "\r" && index + 1 < scalars.count && scalars[index + 1] == "\n")
+            if isControl && !allowed {
+                let hex = String(value, radix: 16)
+                out.append(contentsOf: ("\\u" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex).unicodeScalars)
+            } else {
+                out.append(scalar)
+            }
+            index += 1
+        }
+        return String(out)
+    }
+
+    /// `text` on one line: a newline (or any control character) in a name, a summary or a
+    /// value is shown escaped, so it cannot start a line of its own.
+    static func oneLine(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: { $0 == "\n" || $0 == "\r" || $0 == "\t" }) else { return text }
+        return text.replacingOccurrences(of: "\r", with: "\\r").replacingOccurrences(of: "\n", with: "\\n")
+            .replacingOccurrences(of: "\t", with: "\\t")
     }
 }
 
@@ -45,7 +96,7 @@ extension DiagnosticError {
     func rendered(color: Bool) -> String {
         diagnostics.map { d in
             guard color else { return d.rendered }
-            return d.rendered.replacingOccurrences(of: " error: ", with: " \u{1B}[31merror:\u{1B}[0m ")
+            return d.rendered.replacingOccurrences(of: " error: ", with: " " + Terminal.mark("31") + "error:" + Terminal.mark("0") + " ")
         }.joined(separator: "\n")
     }
 }

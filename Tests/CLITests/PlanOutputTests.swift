@@ -87,4 +87,73 @@ struct PlanOutputTests {
         #expect(try String(contentsOfFile: project.work + "/app.conf", encoding: .utf8) == "workers = 2\n")
         #expect(!FileManager.default.fileExists(atPath: project.work + "/mark"))
     }
+
+    @Test("control characters from names, params and host output are shown escaped, never forged lines")
+    func terminalIsNotGivenAway() throws {
+        let project = try LocalProject()
+        defer { project.cleanUp() }
+        try project.write("runbooks/t.yml", """
+            hosts: ctl
+            params: { x: { type: string, default: "" } }
+            steps:
+              - name: loud
+                command:
+                  run: |
+                    printf '\\033[2J\\033]0;pwned\\007 boom\\n' >&2; exit 3
+            """)
+        try project.write("runbooks/forged.yml", """
+            hosts: ctl
+            steps:
+              - name: "step\\nPlan: 99 to create, 0 to update."
+                command: "true"
+            """)
+        let forged = try project.runbook("plan", "forged")
+        #expect(forged.status == 2, "\(forged.stdout)")
+        #expect(forged.stderr.contains("one line"), "\(forged.stderr)")
+        let plan = try project.runbook("plan", "t", "-p", "x=a\u{1B}[31mred\nPlan: 42 to create")
+        #expect(plan.status == 0, "\(plan.stderr)")
+        #expect(!plan.stdout.contains("\u{1B}"), "\(plan.stdout)")
+        let lines = plan.stdout.split(separator: "\n")
+        #expect(!lines.contains { $0.hasPrefix("Plan: 99") || $0.hasPrefix("Plan: 42") }, "\(plan.stdout)")
+        #expect(plan.stdout.contains("\\u001b[31mred"), "\(plan.stdout)")
+        let apply = try project.runbook("apply", "t", "--yes")
+        #expect(apply.status == 1)
+        #expect(!apply.stdout.contains("\u{1B}") && !apply.stdout.contains("\u{07}"), "\(apply.stdout)")
+        #expect(apply.stdout.contains("\\u001b[2J"), "\(apply.stdout)")
+    }
+
+    @Test("apply --plan refuses -p, a plan of another format, and plan --out replaces a symlink instead of following it")
+    func savedPlanEdges() throws {
+        let project = try LocalProject()
+        defer { project.cleanUp() }
+        try project.write("runbooks/t.yml", "hosts: ctl\nsteps:\n  - command: \"true\"\n")
+        let victim = project.root + "/victim"
+        try project.write("victim", "keep me\n")
+        let out = project.root + "/plan.json"
+        try FileManager.default.createSymbolicLink(atPath: out, withDestinationPath: victim)
+        let plan = try project.runbook("plan", "t", "--out", out)
+        #expect(plan.status == 0, "\(plan.stderr)")
+        #expect(try String(contentsOfFile: victim, encoding: .utf8) == "keep me\n")
+        let attributes = try FileManager.default.attributesOfItem(atPath: out)
+        #expect(attributes[.type] as? FileAttributeType == .typeRegular)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        let withParam = try project.runbook("apply", "--plan", out, "-p", "x=1")
+        #expect(withParam.status == 2, "\(withParam.stderr)")
+        var json = try String(contentsOfFile: out, encoding: .utf8)
+        json = json.replacingOccurrences(of: "\"version\" : 1", with: "\"version\" : 999")
+        try json.write(toFile: out, atomically: true, encoding: .utf8)
+        let future = try project.runbook("apply", "--plan", out, "--yes")
+        #expect(future.status == 2, "\(future.stdout)\(future.stderr)")
+        #expect(future.stderr.contains("format 999"), "\(future.stderr)")
+    }
+
+    @Test("a runbook whose hosts match no host is refused, not a success on 0 hosts")
+    func noHosts() throws {
+        let project = try LocalProject()
+        defer { project.cleanUp() }
+        try project.write("inventory/hosts.yml", "hosts: {}\n")
+        try project.write("runbooks/t.yml", "hosts: all\nsteps:\n  - command: \"true\"\n")
+        let r = try project.runbook("apply", "t", "--yes")
+        #expect(r.status == 2, "\(r.stdout)\(r.stderr)")
+    }
 }

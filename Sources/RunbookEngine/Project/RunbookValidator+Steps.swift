@@ -96,7 +96,14 @@ extension RunbookValidator {
             }
         }
         var name: String?
-        if let node = map["name"] { name = node.string(&diagnostics) }
+        if let node = map["name"] {
+            name = node.string(&diagnostics)
+            // A name is shown on one line of the plan and the run; a control character in it
+            // (a newline, an escape) could forge lines of the output.
+            if let text = name, text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F || (0x80...0x9F).contains($0.value) }) {
+                node.error("a step name must be one line of text, without control characters", in: &diagnostics)
+            }
+        }
         var when: String?
         if let node = map["when"], let text = node.nonEmptyString(&diagnostics) {
             when = text

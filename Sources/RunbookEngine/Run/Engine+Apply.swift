@@ -81,6 +81,11 @@ extension Engine {
             } catch {
                 throw DiagnosticError(.error("cannot read the saved plan: \(error)", at: SourceLocation(file: path, line: 1, column: 1)))
             }
+            guard plan.version == Plan.formatVersion else {
+                throw DiagnosticError(.error("the saved plan is format \(plan.version); this runbook reads format \(Plan.formatVersion)",
+                                             at: SourceLocation(file: path, line: 1, column: 1),
+                                             hint: "make the plan again with this version: runbook plan … --out FILE"))
+            }
             saved = plan
             request = RunRequest(runbook: plan.runbook, params: plan.params.mapValues(\.plainText), limit: plan.hosts.joined(separator: ","))
         }

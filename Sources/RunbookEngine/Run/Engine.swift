@@ -110,6 +110,11 @@ public struct Engine: Sendable {
                 throw DiagnosticError(.error("-l \(limit) leaves no host of the runbook's hosts: \(runbook.hosts)"))
             }
         }
+        // A run on no host would "succeed" having done nothing.
+        if hosts.isEmpty {
+            throw DiagnosticError(.error("hosts: \(runbook.hosts) matches no host of the inventory \(settings.inventoryPath)",
+                                         at: SourceLocation(file: runbook.file, line: 1, column: 1), field: "hosts"))
+        }
         let secrets = try SecretStore(file: settings.stateDir + "/secrets.env")
         let templates = TemplateEngine(templatesDirectory: templatesDirectory)
         try Self.checkTemplates(runbook, templates: templates)
@@ -586,18 +591,46 @@ public struct Engine: Sendable {
         return plan
     }
 
-    /// Writes a plan as JSON with mode 0600.
+    /// Writes a plan as JSON with mode 0600: into a new temp file beside `path` (never through
+    /// a symlink, every byte checked and synced), then renamed over it. A full disk or any other
+    /// failure is an error and leaves `path` as it was.
     static func save(_ plan: Plan, to path: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let data = try encoder.encode(plan)
+        let bytes = Array(try encoder.encode(plan))
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw EngineError(exitCode: 1, "cannot write the plan to \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        fchmod(fd, 0o600)
-        _ = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        func failure(_ what: String) -> EngineError {
+            EngineError(exitCode: 1, "cannot write the plan to \(path): \(what): \(String(cString: strerror(errno)))")
+        }
+        var generator = SystemRandomNumberGenerator()
+        let temp = (directory.isEmpty ? "" : directory + "/") + ".\((path as NSString).lastPathComponent).\(String(generator.next(), radix: 16)).tmp"
+        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw failure("cannot create \(temp)") }
+        var written = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                let error = failure("writing")
+                close(fd)
+                unlink(temp)
+                throw error
+            }
+            written += n
+        }
+        guard fsync(fd) == 0 else {
+            let error = failure("syncing")
+            close(fd)
+            unlink(temp)
+            throw error
+        }
+        close(fd)
+        guard rename(temp, path) == 0 else {
+            let error = failure("renaming")
+            unlink(temp)
+            throw error
+        }
     }
 }
 
