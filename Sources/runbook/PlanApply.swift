@@ -103,9 +103,21 @@ extension Runbook {
                     return Context.ask("\nApply these changes to \(hosts) host\(hosts == 1 ? "" : "s")?", out: out, interactive: true) ?? false
                 }
             }
+            let interruption = Interruption()
+            let err = context.err
+            let watch = SignalWatch(signals: [SIGINT, SIGTERM]) { signal in
+                if interruption.request(signal) {
+                    err.write(err.paint("interrupted: no further step starts; what ran is rolled back and the locks released. "
+                                        + "Interrupt again to exit at once (the locks then stay: runbook unlock)", .yellow) + "\n")
+                } else {
+                    err.write(err.paint("exiting now: the run's locks stay in place; see runbook history, then runbook unlock and runbook rollback RUN_ID", .red) + "\n")
+                    _exit(130)
+                }
+            }
+            defer { watch.cancel() }
             let options = ApplyOptions(yes: yes, rollback: !noRollback,
                                        planFile: plan.map { Context.absolute($0, base: FileManager.default.currentDirectoryPath) },
-                                       confirm: confirm)
+                                       confirm: confirm, interruption: interruption)
             let outcome = try await context.engine().apply(request, options: options)
             if outcome.runID == nil { context.err.write(context.err.paint("refused: ", .yellow) + outcome.message + "\n") }
             if outcome.exitCode != 0 { throw ExitCode(outcome.exitCode) }
@@ -139,5 +151,30 @@ extension Runbook {
             }
             if !context.json { context.out.write(outcome.message + "\n") }
         }
+    }
+}
+
+/// Runs `handler` on a dispatch queue for each of `signals` instead of the default action
+/// (which would kill the process with its locks held).
+final class SignalWatch: @unchecked Sendable {  // immutable after init; DispatchSource is thread-safe
+    private let sources: [any DispatchSourceSignal]
+    private let signals: [Int32]
+
+    init(signals: [Int32], handler: @escaping @Sendable (Int32) -> Void) {
+        let queue = DispatchQueue(label: "runbook.signals")
+        self.signals = signals
+        sources = signals.map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+            source.setEventHandler { handler(number) }
+            source.resume()
+            return source
+        }
+    }
+
+    /// Stops watching; the signals get their default action again.
+    func cancel() {
+        for source in sources { source.cancel() }
+        for number in signals { signal(number, SIG_DFL) }
     }
 }

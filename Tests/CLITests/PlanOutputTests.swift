@@ -156,4 +156,43 @@ struct PlanOutputTests {
         let r = try project.runbook("apply", "t", "--yes")
         #expect(r.status == 2, "\(r.stdout)\(r.stderr)")
     }
+
+    @Test("SIGINT during apply: no further step starts, what ran is rolled back, the locks are released, exit 1")
+    func interrupted() throws {
+        let project = try LocalProject()
+        defer { project.cleanUp() }
+        let work = project.work
+        try project.write("runbooks/t.yml", """
+            hosts: ctl
+            steps:
+              - name: first
+                command: { run: "touch \(work)/first", undo: "rm -f \(work)/first" }
+              - name: slow
+                command: "touch \(work)/slow-started; sleep 3"
+              - name: third
+                command: "touch \(work)/third"
+            """)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: repositoryRoot + "/.build/debug/runbook")
+        process.arguments = ["apply", "t", "--yes", "--root", project.root, "-i", project.root + "/inventory/hosts.yml"]
+        var environment = ProcessInfo.processInfo.environment
+        environment["NO_COLOR"] = "1"
+        process.environment = environment
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = out
+        try process.run()
+        let deadline = Date().addingTimeInterval(30)
+        while !FileManager.default.fileExists(atPath: work + "/slow-started") && Date() < deadline { usleep(20_000) }
+        #expect(FileManager.default.fileExists(atPath: work + "/slow-started"))
+        kill(process.processIdentifier, SIGINT)
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 1, "\(text)")
+        #expect(text.contains("interrupted"), "\(text)")
+        #expect(!FileManager.default.fileExists(atPath: work + "/first"), "not rolled back: \(text)")
+        #expect(!FileManager.default.fileExists(atPath: work + "/third"), "a step started after the interrupt")
+        #expect(!FileManager.default.fileExists(atPath: project.root + "/host.lock"), "host lock left")
+        #expect(!FileManager.default.fileExists(atPath: project.root + "/.runbook/lock"), "controller lock left")
+    }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import RunbookCore
+import Synchronization
 import RunbookSteps
 import RunbookTransport
 
@@ -13,13 +14,41 @@ public struct ApplyOptions: Sendable {
     public var planFile: String?
     /// Asks the operator; nil when there is no terminal to ask on.
     public var confirm: (@Sendable (Plan) -> Bool)?
+    /// Set when the operator interrupts (SIGINT, SIGTERM): no further step starts, what ran is
+    /// rolled back and the locks are released.
+    public var interruption: Interruption?
 
     /// Creates options.
-    public init(yes: Bool, rollback: Bool, planFile: String?, confirm: (@Sendable (Plan) -> Bool)?) {
+    public init(yes: Bool, rollback: Bool, planFile: String?, confirm: (@Sendable (Plan) -> Bool)?,
+                interruption: Interruption? = nil) {
         self.yes = yes
         self.rollback = rollback
         self.planFile = planFile
         self.confirm = confirm
+        self.interruption = interruption
+    }
+}
+
+/// An operator's request to stop a run: the signal that asked, once set.
+public final class Interruption: Sendable {
+    private let signal = Mutex<Int32?>(nil)
+
+    /// Not requested yet.
+    public init() {}
+
+    /// Records the request; true for the first one.
+    @discardableResult
+    public func request(_ number: Int32) -> Bool {
+        signal.withLock { current in
+            guard current == nil else { return false }
+            current = number
+            return true
+        }
+    }
+
+    /// The signal's name when a stop was requested (`SIGINT`).
+    public var requested: String? {
+        signal.withLock { $0 }.map { $0 == SIGINT ? "SIGINT" : $0 == SIGTERM ? "SIGTERM" : "signal \($0)" }
     }
 }
 
@@ -241,12 +270,13 @@ extension Engine {
                 let transport = transports[host.name]!
                 return await withTaskExecutorPreference(transport.preferredExecutor) {
                     await self.applyHost(host, transport: transport, plans: operations[host.name] ?? [],
-                                         prepared: prepared, journal: journal, runID: runID, isFirst: host.name == firstHost)
+                                         prepared: prepared, journal: journal, runID: runID, isFirst: host.name == firstHost,
+                                         interruption: options.interruption)
                 }
             }
             outcomes += results
             failures += results.filter { $0.failure != nil }.count
-            if failures > prepared.runbook.maxFail {
+            if failures > prepared.runbook.maxFail || options.interruption?.requested != nil {
                 stopped = true
                 break
             }
@@ -306,7 +336,7 @@ extension Engine {
 
     /// Applies one host's steps in order; stops at the first failure.
     func applyHost(_ host: RunbookCore.Host, transport: any Transport, plans: [HostStepPlan], prepared: PreparedRun,
-                   journal: Journal, runID: String, isFirst: Bool) async -> HostOutcome {
+                   journal: Journal, runID: String, isFirst: Bool, interruption: Interruption? = nil) async -> HostOutcome {
         var outcome = HostOutcome(host: host.name)
         let total = prepared.runbook.steps.count
         let masker = prepared.secrets.masker
@@ -323,6 +353,11 @@ extension Engine {
         defer { if let pendingOutcome { try? journal.recordOutcome(pendingOutcome) } }
         let encoder = JSONEncoder()
         for (index, step) in prepared.runbook.steps.enumerated() {
+            if let signal = interruption?.requested {
+                outcome.failure = "interrupted by \(signal) before \(step.name)"
+                events.emit(.hostFailed(host: host.name, message: outcome.failure!))
+                return outcome
+            }
             var plan = plans[index]
             let started = ContinuousClock.now
             events.emit(.stepStarted(host: host.name, index: index, total: total, name: step.name))

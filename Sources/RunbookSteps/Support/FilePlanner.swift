@@ -76,13 +76,20 @@ extension FilePlanner {
     /// A unified diff for text; for binary content (a NUL byte, or not UTF-8), sizes and
     /// digests instead, the same on every host and never raw bytes.
     static func diff(old: [UInt8]?, new: [UInt8], path: String) -> String {
-        if isBinary(new) || old.map(isBinary) == true {
+        let binary = isBinary(new) || old.map(isBinary) == true
+        // Past the cap a line diff costs more than it shows (and completely different texts
+        // make it quadratic): sizes and digests instead.
+        let large = new.count > maximumDiffBytes || (old?.count ?? 0) > maximumDiffBytes
+        if binary || large {
             let before = old.map { "\($0.count) bytes" } ?? "absent"
-            return "binary file: \(before) → \(new.count) bytes\n"
+            return "\(binary ? "binary file" : "large file, no line diff above \(maximumDiffBytes / 1_048_576) MiB"): \(before) → \(new.count) bytes\n"
                 + "sha256 \(old.map { String(sha256Hex($0).prefix(16)) } ?? "-") → \(String(sha256Hex(new).prefix(16)))\n"
         }
         return UnifiedDiff.make(old: old.map { String(decoding: $0, as: UTF8.self) }, new: String(decoding: new, as: UTF8.self), path: path)
     }
+
+    /// The largest file shown as a line diff.
+    static let maximumDiffBytes = 1_048_576
 
     /// True for content that is not text.
     static func isBinary(_ bytes: [UInt8]) -> Bool {
