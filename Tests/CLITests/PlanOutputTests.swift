@@ -30,14 +30,19 @@ struct PlanOutputTests {
         }
 
         func cleanUp() { try? FileManager.default.removeItem(atPath: root) }
+
+        /// `work/app.conf` with 2 workers on the "host", and a template of it with 8.
+        func writeAppConf() throws {
+            try write("work/app.conf", "workers = 2\n")
+            try write("templates/app.conf.j2", "workers = 8\n")
+        }
     }
 
     @Test("a template's validate and a become step's sudo are in the printed plan")
     func validateAndSudoShown() throws {
         let project = try LocalProject()
         defer { project.cleanUp() }
-        try project.write("work/app.conf", "workers = 2\n")
-        try project.write("templates/app.conf.j2", "workers = 8\n")
+        try project.writeAppConf()
         try project.write("runbooks/t.yml", """
             hosts: ctl
             steps:
@@ -61,8 +66,7 @@ struct PlanOutputTests {
     func rollbackDryRun() throws {
         let project = try LocalProject()
         defer { project.cleanUp() }
-        try project.write("work/app.conf", "workers = 2\n")
-        try project.write("templates/app.conf.j2", "workers = 8\n")
+        try project.writeAppConf()
         try project.write("runbooks/t.yml", """
             hosts: ctl
             steps:
