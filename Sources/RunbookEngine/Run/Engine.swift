@@ -118,16 +118,19 @@ public struct Engine: Sendable {
         let secrets = try SecretStore(file: settings.stateDir + "/secrets.env")
         let templates = TemplateEngine(templatesDirectory: templatesDirectory)
         try Self.checkTemplates(runbook, templates: templates)
+        let runbookBytes = FileManager.default.contents(atPath: runbook.file).map(Array.init)
         var digests = [
-            "runbook": Self.fileDigest(runbook.file),
+            "runbook": runbookBytes.map(sha256Hex) ?? "absent",
             "inventory": Self.fileDigest(settings.inventoryPath),
             "params": sha256Hex(Self.canonicalJSON(params)),
         ]
         // One digest per template file, so that a stale plan can name the file that changed.
-        for (name, digest) in Self.directoryDigests(templatesDirectory) { digests["template:" + name] = digest }
+        let templateFiles = Self.directoryFiles(templatesDirectory)
+        for (name, bytes) in templateFiles { digests["template:" + name] = sha256Hex(bytes) }
         // The secrets the runbook and its templates use, keyed (never a bare hash a saved plan
-        // could be checked against): rotating one makes a saved plan stale.
-        let used = Self.secretNames(runbookFile: runbook.file, templatesDirectory: templatesDirectory)
+        // could be checked against): rotating one makes a saved plan stale. Read from the
+        // bytes just digested, not from the files again.
+        let used = Self.secretNames(in: [runbookBytes ?? []] + Array(templateFiles.values))
         if !used.isEmpty {
             digests["secrets"] = Self.secretsFingerprint(used.map { ($0, secrets.lookup($0) ?? "") }, stateDir: settings.stateDir)
         }
@@ -203,24 +206,13 @@ public struct Engine: Sendable {
         return found
     }
 
-    /// The names read as `secrets.NAME` in the runbook file and the templates, sorted.
-    static func secretNames(runbookFile: String, templatesDirectory: String) -> [String] {
-        var texts = [FileManager.default.contents(atPath: runbookFile).map { String(decoding: $0, as: UTF8.self) } ?? ""]
-        if let enumerator = FileManager.default.enumerator(atPath: templatesDirectory) {
-            while let name = enumerator.nextObject() as? String {
-                if let data = FileManager.default.contents(atPath: templatesDirectory + "/" + name) {
-                    texts.append(String(decoding: data, as: UTF8.self))
-                }
-            }
-        }
+    /// The names read as `secrets.NAME` in `files` (the runbook and its templates), sorted.
+    static func secretNames(in files: [[UInt8]]) -> [String] {
         var names = Set<String>()
-        for text in texts where text.contains("secrets.") {
-            var rest = Substring(text)
-            while let range = rest.range(of: "secrets.") {
-                let name = rest[range.upperBound...].prefix { $0 == "_" || ($0.isASCII && ($0.isLetter || $0.isNumber)) }
-                if !name.isEmpty { names.insert(String(name)) }
-                rest = rest[range.upperBound...]
-            }
+        for bytes in files {
+            let text = String(decoding: bytes, as: UTF8.self)
+            guard text.contains("secrets.") else { continue }
+            names.formUnion(RunbookValidator.references(to: "secrets", in: text[...]))
         }
         return names.sorted()
     }
@@ -250,17 +242,17 @@ public struct Engine: Sendable {
         FileManager.default.contents(atPath: path).map { sha256Hex(Array($0)) } ?? "absent"
     }
 
-    /// SHA-256 of every file below `path`, by relative name.
-    static func directoryDigests(_ path: String) -> [String: String] {
+    /// The bytes of every file below `path`, by relative name.
+    static func directoryFiles(_ path: String) -> [String: [UInt8]] {
         guard let enumerator = FileManager.default.enumerator(atPath: path) else { return [:] }
-        var digests: [String: String] = [:]
+        var files: [String: [UInt8]] = [:]
         while let name = enumerator.nextObject() as? String {
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: path + "/" + name, isDirectory: &isDirectory), !isDirectory.boolValue,
                   let data = FileManager.default.contents(atPath: path + "/" + name) else { continue }
-            digests[name] = sha256Hex(Array(data))
+            files[name] = Array(data)
         }
-        return digests
+        return files
     }
 
     /// What a plan digest's key stands for, in a stale plan's refusal.
@@ -401,18 +393,6 @@ public struct Engine: Sendable {
         return rendered
     }
 
-    /// The step ids `text` reads as `steps.ID`.
-    static func stepReferences(in text: String) -> [String] {
-        var ids: [String] = []
-        var rest = Substring(text)
-        while let range = rest.range(of: "steps.") {
-            let id = rest[range.upperBound...].prefix { $0 == "_" || ($0.isASCII && ($0.isLetter || $0.isNumber)) }
-            if !id.isEmpty { ids.append(String(id)) }
-            rest = rest[range.upperBound...]
-        }
-        return ids
-    }
-
     /// True when a step's `when` or arguments read earlier steps' results.
     static func readsSteps(_ step: Step) -> Bool {
         if let when = step.when, when.contains("steps.") { return true }
@@ -485,7 +465,7 @@ public struct Engine: Sendable {
     /// results), and fingerprints of the file it would change, so a hand edit made after the
     /// plan makes a saved plan stale instead of being overwritten unseen.
     func deferredPlan(_ step: Step, host: RunbookCore.Host, facts: FactReader) async throws -> HostStepPlan {
-        let reads = Set(([step.when].compactMap { $0 } + step.arguments.strings).flatMap { Self.stepReferences(in: $0) }).sorted()
+        let reads = Set(([step.when].compactMap { $0 } + step.arguments.strings).flatMap { RunbookValidator.references(to: "steps", in: $0[...]) }).sorted()
         var change = PlannedChange.make(step: step, host: host.name, action: .deferred,
                                         reversible: !StepRegistry.isIrreversible(kind: step.kind, arguments: step.arguments),
                                         summary: "decided at apply time: reads " + reads.map { "steps.\($0)" }.joined(separator: ", "))
