@@ -55,6 +55,8 @@ let package = Package(
             dependencies: [
                 "RunbookCore",
                 .product(name: "Crypto", package: "swift-crypto"),
+                // yaml_set reads its file with libyaml (Yams' CYaml) for each node's exact extent.
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         // The driver: the project (loader, inventory, secrets), templates, the run (planner,

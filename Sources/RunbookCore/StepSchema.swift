@@ -25,6 +25,8 @@ public enum ArgumentType: Sendable, Hashable {
     case command
     /// A file mode: octal digits as a string (`"0644"`, unquoted `0644`) or as a number (`644`).
     case fileMode
+    /// Any YAML value: a scalar, a list or a mapping (`yaml_set`'s `value`).
+    case any
 
     /// `an integer`, `one of restart, reload`: for messages and `runbook list`.
     public var description: String {
@@ -40,6 +42,7 @@ public enum ArgumentType: Sendable, Hashable {
         case .expressionList: return "an expression or a list of expressions"
         case .command: return "a shell command"
         case .fileMode: return "a file mode in octal (e.g. \"0644\")"
+        case .any: return "a scalar, a list or a mapping"
         }
     }
 

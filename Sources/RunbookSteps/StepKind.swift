@@ -340,6 +340,7 @@ package enum StepRegistry {
         TemplateStep.self,
         CopyStep.self,
         EnvSetStep.self,
+        YamlSetStep.self,
         ServiceStep.self,
         ComposeScaleStep.self,
         NginxReloadStep.self,

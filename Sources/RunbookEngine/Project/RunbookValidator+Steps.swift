@@ -268,6 +268,8 @@ extension RunbookValidator {
             return node.stringList(&diagnostics, allowSingle: false).map { .list($0.map(Value.string)) }
         case .stringOrList, .expressionList:
             return node.stringList(&diagnostics, allowSingle: true).map { .list($0.map(Value.string)) }
+        case .any:
+            return node.value
         case .map:
             guard node.isMapping else {
                 node.error("expected a mapping, got \(node.gotDescription)", in: &diagnostics)

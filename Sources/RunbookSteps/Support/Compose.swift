@@ -74,6 +74,20 @@ struct ComposeCommand: Sendable, Hashable {
                         fingerprint: FactFingerprint(fact: "compose:cli", digest: v2 ? "docker compose" : "docker-compose"))
     }
 
+    /// Whether a `validate:` is the keyword `compose`: check the candidate as a compose file.
+    static func isValidationKeyword(_ command: ShellCommand) -> Bool {
+        command.parts.count == 1 && command.display.trimmingCharacters(in: .whitespaces) == "compose"
+    }
+
+    /// `validate: compose` for a file written to `dest`: the candidate (`%s`, a temp file
+    /// beside `dest`) checked by the host's compose, in `dest`'s directory so that relative
+    /// paths (`env_file`, `build`) resolve as they will: `cd /srv/app && docker compose -f %s
+    /// config -q`, or `docker-compose` on a v1 host.
+    static func validation(of dest: String, flavor: ComposeFlavor) -> ShellCommand {
+        let directory = dest.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        return "cd \(directory.isEmpty ? "/" : directory) && \(literal: flavor.program) -f %s config -q"
+    }
+
     /// The same project with a concrete flavor.
     func with(_ flavor: ComposeFlavor) -> ComposeCommand {
         ComposeCommand(file: file, projectDirectory: projectDirectory, flavor: flavor)

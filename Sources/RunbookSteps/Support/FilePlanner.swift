@@ -65,7 +65,12 @@ struct FilePlanner {
         if !contentSame {
             change.diff = Self.diff(old: current?.contents, new: wanted, path: dest)
         }
-        let validate = arguments.commands["validate"]
+        var validate = arguments.commands["validate"]
+        if let keyword = validate, ComposeCommand.isValidationKeyword(keyword) {
+            let detected = try await ComposeCommand.detect(facts: facts)
+            change.fingerprints.append(detected.fingerprint)
+            validate = ComposeCommand.validation(of: dest, flavor: detected.flavor)
+        }
         let op = StepOperation.putFile(path: dest, contents: wanted, mode: wantedMode, owner: keptOwner, group: keptGroup,
                                        validate: validate, existed: current != nil, beforeDigest: beforeDigest)
         return HostStepPlan(change: change, operation: op, deferredUntilApply: false)
