@@ -65,6 +65,8 @@ final class Printer: EventSink {
                     + out.paint("  " + Terminal.oneLine(change.summary), .dim)
                 if !change.reversible && change.action != .noop { line += out.paint("  (irreversible)", .red) }
                 text += line + "\n"
+                // A kind's warning about what the step does (e.g. an unverified certificate).
+                if let reason = change.reason, reason.hasPrefix("warning: ") { text += "      " + out.paint(Terminal.oneLine(reason), .yellow) + "\n" }
                 if let diff = change.diff, !diff.isEmpty {
                     for diffLine in diff.split(separator: "\n", omittingEmptySubsequences: false).dropLast() {
                         let s = String(diffLine)

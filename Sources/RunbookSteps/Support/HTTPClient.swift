@@ -1,10 +1,13 @@
 import Foundation
 import RunbookCore
 
-/// A plain-HTTP URL taken apart for a request made over `Transport.exchange`.
+/// A URL taken apart: plain HTTP for a request made over `Transport.exchange`, HTTPS for
+/// `CurlProbe`.
 struct HTTPURL: Sendable, Hashable {
     /// The URL as written.
     var text: String
+    /// `https://`: TLS, port 443 unless given.
+    var secure = false
     /// The address to connect to (an IPv6 address without its brackets).
     var host: String
     /// The TCP port (80 when the URL has none).
@@ -15,27 +18,29 @@ struct HTTPURL: Sendable, Hashable {
     /// The `Host:` header: the host as written in the URL, with the port unless it is 80.
     var hostHeader: String {
         let name = host.contains(":") ? "[\(host)]" : host
-        return port == 80 ? name : "\(name):\(port)"
+        return port == (secure ? 443 : 80) ? name : "\(name):\(port)"
     }
 
     /// `127.0.0.1:5000`, `[::1]:8080`: where the request goes, for messages.
     var endpoint: String { (host.contains(":") ? "[\(host)]" : host) + ":\(port)" }
 
-    /// Parses `http://host[:port][/path][?query]`; a fragment is dropped.
-    static func parse(_ text: String) throws(StepFailure) -> HTTPURL {
+    /// Parses `http://host[:port][/path][?query]` (and `https://` when `allowHTTPS`); a
+    /// fragment is dropped.
+    static func parse(_ text: String, allowHTTPS: Bool = false) throws(StepFailure) -> HTTPURL {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         let lower = trimmed.lowercased()
-        if lower.hasPrefix("https://") {
-            throw StepFailure("\(trimmed): https is not supported; the check speaks plain HTTP (probe the backend or a plain-HTTP listener, e.g. http://127.0.0.1:5000/health)")
+        let secure = lower.hasPrefix("https://")
+        if secure && !allowHTTPS {
+            throw StepFailure("\(trimmed): https is not supported here; probe a plain-HTTP listener (e.g. http://127.0.0.1:5000/health), or use health, which speaks HTTPS")
         }
-        guard lower.hasPrefix("http://") else {
-            throw StepFailure("\(trimmed) is not an http:// URL")
+        guard lower.hasPrefix("http://") || secure else {
+            throw StepFailure("\(trimmed) is not an http:// or https:// URL")
         }
         if let bad = trimmed.unicodeScalars.first(where: { $0.value <= 0x20 || $0.value == 0x7F }) {
             let what = bad == " " ? "a space (write it as %20)" : "a control character"
             throw StepFailure("\(trimmed): the URL contains \(what)")
         }
-        var rest = Substring(trimmed.dropFirst("http://".count))
+        var rest = Substring(trimmed.dropFirst(secure ? "https://".count : "http://".count))
         if let hash = rest.firstIndex(of: "#") { rest = rest[..<hash] }
         let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
         let authority = rest[..<authorityEnd]
@@ -60,14 +65,14 @@ struct HTTPURL: Sendable, Hashable {
             host = authority
         }
         guard !host.isEmpty else { throw StepFailure("\(trimmed): the URL has no host") }
-        var port = 80
+        var port = secure ? 443 : 80
         if let portText {
             guard let value = Int(portText), (1...65535).contains(value) else {
                 throw StepFailure("\(trimmed): the port must be a number from 1 to 65535")
             }
             port = value
         }
-        return HTTPURL(text: trimmed, host: String(host), port: port, target: target)
+        return HTTPURL(text: trimmed, secure: secure, host: String(host), port: port, target: target)
     }
 
     /// The bytes of `GET target HTTP/1.1` asking the server to close the connection after answering.
