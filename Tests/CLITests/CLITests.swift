@@ -167,8 +167,9 @@ struct UnreachableCLITests {
 }
 
 /// Runs the built binary (no colour) and captures its output.
-func runBuiltRunbook(_ arguments: [String]) throws -> ProcessOutput {
+func runBuiltRunbook(_ arguments: [String], environment extra: [String: String] = [:]) throws -> ProcessOutput {
     var environment = ProcessInfo.processInfo.environment
     environment["NO_COLOR"] = "1"
+    environment.merge(extra) { _, new in new }
     return try runProcessFull(repositoryRoot + "/.build/debug/runbook", arguments, environment: environment)
 }

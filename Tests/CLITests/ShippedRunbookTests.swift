@@ -35,8 +35,32 @@ struct Sandbox {
     }
 
     /// Runs the built `runbook` on the shipped project against the sandbox.
-    func runbook(_ arguments: [String], root: String = repositoryRoot) throws -> ProcessOutput {
-        try runBuiltRunbook(arguments + ["-i", Self.inventory, "--root", root, "--state-dir", stateDir])
+    func runbook(_ arguments: [String], root: String = repositoryRoot, inventory: String = Sandbox.inventory,
+                 environment: [String: String] = [:]) throws -> ProcessOutput {
+        try runBuiltRunbook(arguments + ["-i", inventory, "--root", root, "--state-dir", stateDir], environment: environment)
+    }
+
+    /// inventory/sandbox.yml with some vars set differently (`key: value` lines replacing the
+    /// sandbox's own), written beside the sandbox's state so its relative paths still hold.
+    static func inventoryVariant(_ name: String, vars: [String: String]) throws -> String {
+        var lines = try String(contentsOfFile: inventory, encoding: .utf8).components(separatedBy: "\n")
+        lines.removeAll { line in vars.keys.contains { line.hasPrefix("  \($0):") || line.hasPrefix("  # \($0):") } }
+        let at = try #require(lines.firstIndex(of: "vars:")) + 1
+        lines.insert(contentsOf: vars.keys.sorted().map { "  \($0): \(vars[$0]!)" }, at: at)
+        let path = repositoryRoot + "/.sandbox/inventory-\(name).yml"
+        try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    /// The bytes of a file of the sandbox host (its /srv is the sandbox's state folder).
+    static func file(_ path: String) throws -> Data {
+        try Data(contentsOf: URL(fileURLWithPath: repositoryRoot + "/.sandbox" + path))
+    }
+
+    /// The lines a plan's diff removes and adds (without the ---/+++ headers).
+    static func diffLines(_ plan: String) -> (removed: [String], added: [String]) {
+        let lines = plan.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        return (lines.filter { $0.hasPrefix("-") && !$0.hasPrefix("---") }, lines.filter { $0.hasPrefix("+") && !$0.hasPrefix("+++") })
     }
 
     /// Runs a shell command on the sandbox host, as root.
@@ -127,6 +151,12 @@ struct ShippedRunbookTests {
         #expect(plan.status == 0, "\(plan.stderr)")
         #expect(plan.stdout.contains("/srv/app/docker-compose.prod.yml is up to date"), "\(plan.stdout)")
         #expect(plan.stdout.contains("/srv/app/gunicorn.conf.py is up to date"), "\(plan.stdout)")
+        // The operator's own compose template renders the file as it is, too.
+        let templated = try Sandbox.inventoryVariant("template", vars: ["compose_template": "docker-compose.prod.yml.j2"])
+        let fromTemplate = try sandbox.runbook(["plan", "vertical-scale", "-p", "workers=4"], inventory: templated)
+        #expect(fromTemplate.status == 0, "\(fromTemplate.stderr)")
+        #expect(fromTemplate.stdout.contains("Render the compose file from the host's template  /srv/app/docker-compose.prod.yml is up to date"),
+                "\(fromTemplate.stdout)")
         let upstream = try sandbox.runbook(["plan", "horizontal-scale", "-p", "replicas=1"])
         #expect(upstream.stdout.contains("/srv/app/nginx/upstream.conf is up to date"), "\(upstream.stdout)")
     }
@@ -135,9 +165,13 @@ struct ShippedRunbookTests {
     func verticalScale() throws {
         let sandbox = try Sandbox.ready()
         #expect(try Sandbox.workers(expecting: 4) == 4)
+        let before = try Sandbox.file("/srv/app/docker-compose.prod.yml")
         let plan = try sandbox.runbook(["plan", "vertical-scale", "-p", "workers=6"])
-        #expect(plan.stdout.contains("-    command: gunicorn --config /etc/gunicorn/gunicorn.conf.py --bind 0.0.0.0:5000 --workers 4 app:app"))
-        #expect(plan.stdout.contains("+    command: gunicorn --config /etc/gunicorn/gunicorn.conf.py --bind 0.0.0.0:5000 --workers 6 app:app"))
+        // In place: exactly one line of the operator's compose file changes.
+        let diff = Sandbox.diffLines(plan.stdout)
+        #expect(diff.removed == ["-    command: gunicorn --config /etc/gunicorn/gunicorn.conf.py --bind 0.0.0.0:5000 --workers 4 app:app"], "\(plan.stdout)")
+        #expect(diff.added == ["+    command: gunicorn --config /etc/gunicorn/gunicorn.conf.py --bind 0.0.0.0:5000 --workers 6 app:app"], "\(plan.stdout)")
+        #expect(plan.stdout.contains("validate: cd /srv/app && docker-compose -f %s config -q"), "\(plan.stdout)")
         let apply = try sandbox.runbook(["apply", "vertical-scale", "-p", "workers=6", "--yes"])
         #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
         #expect(try Sandbox.workers(expecting: 6) == 6)
@@ -145,9 +179,11 @@ struct ShippedRunbookTests {
         #expect(health.status == 200 && health.body.contains("ok"))
         let compose = try String(contentsOfFile: repositoryRoot + "/.sandbox/srv/app/docker-compose.prod.yml", encoding: .utf8)
         #expect(compose.contains("--workers 6 app:app"))
+        #expect(compose.contains("# 2 x cores + 1 would be 5 on this box") && compose.contains("context: ./build          # CI builds"))
 
-        // The dump restores into an empty database with every product.
-        let dumps = try sandbox.onHost("ls /srv/backups/*.dump").stdout.split(separator: "\n")
+        // The dump restores into an empty database with every product; it has its own prefix
+        // (and retention), apart from the nightly dumps.
+        let dumps = try sandbox.onHost("ls /srv/backups/app-pre-vertical-scale-*.dump").stdout.split(separator: "\n")
         #expect(dumps.count == 1, "\(dumps)")
         let dump = try #require(dumps.first.map(String.init))
         _ = try sandbox.psql("DROP DATABASE IF EXISTS restore_check", user: "postgres", database: "postgres")
@@ -164,6 +200,64 @@ struct ShippedRunbookTests {
         #expect(rollback.status == 0, "\(rollback.stdout)\(rollback.stderr)")
         #expect(rollback.stdout.contains("Restart web  ok  ran again (rollback phase 2)"), "\(rollback.stdout)")
         #expect(try Sandbox.workers(expecting: 4) == 4)
+        #expect(try Sandbox.file("/srv/app/docker-compose.prod.yml") == before, "rollback restores the file byte for byte")
+    }
+
+    @Test("vertical-scale from the host's compose template: renders it, runs the new count, rollback restores the bytes")
+    func verticalScaleFromTemplate() throws {
+        let sandbox = try Sandbox.ready()
+        let inventory = try Sandbox.inventoryVariant("template", vars: ["compose_template": "docker-compose.prod.yml.j2"])
+        let before = try Sandbox.file("/srv/app/docker-compose.prod.yml")
+        let plan = try sandbox.runbook(["plan", "vertical-scale", "-p", "workers=5"], inventory: inventory)
+        #expect(plan.status == 0, "\(plan.stdout)\(plan.stderr)")
+        #expect(plan.stdout.contains("Render the compose file from the host's template  /srv/app/docker-compose.prod.yml: content"), "\(plan.stdout)")
+        #expect(plan.stdout.contains("Set gunicorn --workers in the compose file  skip: when is false"), "\(plan.stdout)")
+        #expect(Sandbox.diffLines(plan.stdout).added.contains { $0.contains("--workers 5 app:app") }, "\(plan.stdout)")
+        let apply = try sandbox.runbook(["apply", "vertical-scale", "-p", "workers=5", "--yes"], inventory: inventory)
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        #expect(try Sandbox.workers(expecting: 5) == 5)
+        let runID = try #require(Sandbox.runID(apply.stdout))
+        let rollback = try sandbox.runbook(["rollback", runID, "--yes"], inventory: inventory)
+        #expect(rollback.status == 0, "\(rollback.stdout)\(rollback.stderr)")
+        #expect(try Sandbox.file("/srv/app/docker-compose.prod.yml") == before)
+        #expect(try Sandbox.workers(expecting: 4) == 4)
+    }
+
+    @Test("vertical-scale on a compose-v2-only host: docker compose runs it end to end")
+    func verticalScaleComposeV2() throws {
+        let sandbox = try Sandbox.ready()
+        // compose v2 as a CLI plugin (it runs a copy of v1 and logs its arguments), and
+        // `docker-compose` itself made to fail, in the sandbox host's own mount namespace only.
+        let setup = """
+            set -e
+            d=/run/runbook-v2; mkdir -p $d/cli-plugins
+            cp "$(command -v docker-compose)" $d/real-docker-compose
+            printf '#!/bin/sh\nexit 127\n' > $d/no-docker-compose; chmod 755 $d/no-docker-compose
+            cat > $d/cli-plugins/docker-compose <<'EOF'
+            #!/bin/sh
+            if [ "$1" = docker-cli-plugin-metadata ]; then
+              echo '{"SchemaVersion":"0.1.0","Vendor":"runbook tests","Version":"v2.0.0","ShortDescription":"compose v2 stand-in"}'; exit 0
+            fi
+            shift; echo "$*" >> /run/runbook-v2/calls.log
+            exec /run/runbook-v2/real-docker-compose "$@"
+            EOF
+            chmod 755 $d/cli-plugins/docker-compose
+            mkdir -p /root/.docker && mount --bind $d /root/.docker
+            mount --bind $d/no-docker-compose "$(command -v docker-compose)"
+            """
+        let up = try sandbox.onHost(setup)
+        defer {
+            _ = try? sandbox.onHost("umount \"$(command -v docker-compose)\"; umount /root/.docker; rm -rf /run/runbook-v2")
+        }
+        #expect(up.status == 0, "\(up.stderr)")
+        #expect(try sandbox.onHost("docker compose version >/dev/null 2>&1 && ! docker-compose version >/dev/null 2>&1 && echo v2-only").stdout == "v2-only\n")
+        let plan = try sandbox.runbook(["plan", "vertical-scale", "-p", "workers=3"])
+        #expect(plan.stdout.contains("validate: cd /srv/app && docker compose -f %s config -q"), "\(plan.stdout)")
+        let apply = try sandbox.runbook(["apply", "vertical-scale", "-p", "workers=3", "--yes"])
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        #expect(try Sandbox.workers(expecting: 3) == 3)
+        let calls = try sandbox.onHost("cat /run/runbook-v2/calls.log").stdout
+        #expect(calls.contains("config -q") && calls.contains("up -d"), "\(calls)")
     }
 
     @Test("site-slow: kills the long query, drops to 2 workers, healthy; rollback brings the workers back")
@@ -232,6 +326,55 @@ struct ShippedRunbookTests {
         #expect(try String(contentsOfFile: upstreamPath, encoding: .utf8) == upstream)
         #expect(try sandbox.containers("web").count == 3)
         #expect(try Sandbox.get("/health").status == 200)
+    }
+
+    @Test("horizontal-scale records the count in the compose file and scales down upstream first, then containers")
+    func horizontalScalePersistsAndScalesDownSafely() throws {
+        let sandbox = try Sandbox.ready()
+        let up = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=3", "--yes"])
+        #expect(up.status == 0, "\(up.stdout)\(up.stderr)")
+        var compose = try String(contentsOfFile: repositoryRoot + "/.sandbox/srv/app/docker-compose.prod.yml", encoding: .utf8)
+        #expect(compose.contains("    depends_on: [db]\n    scale: 3\n"), "\(compose)")
+        // A routine `up -d` keeps the three replicas the upstream names.
+        let routine = try sandbox.onHost("cd /srv/app && docker-compose -f docker-compose.prod.yml up -d >/dev/null 2>&1 && echo done")
+        #expect(routine.stdout == "done\n", "\(routine.stderr)")
+        #expect(try sandbox.containers("web").count == 3)
+
+        let plan = try sandbox.runbook(["plan", "horizontal-scale", "-p", "replicas=2"])
+        #expect(plan.stdout.contains("Take the extra replicas out of the upstream first (scaling down)  /srv/app/nginx/upstream.conf: content"),
+                "\(plan.stdout)")
+        let down = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=2", "--yes"])
+        #expect(down.status == 0, "\(down.stdout)\(down.stderr)")
+        let lines = down.stdout.split(separator: "\n").map(String.init)
+        let reload = lines.firstIndex { $0.contains("Reload nginx before their containers stop") && $0.contains("changed") }
+        let scale = lines.firstIndex { $0.contains("Scale web") && $0.contains("changed") }
+        #expect(reload != nil && scale != nil && reload! < scale!, "\(down.stdout)")
+        #expect(try sandbox.containers("web") == ["app_web_1", "app_web_2"])
+        compose = try String(contentsOfFile: repositoryRoot + "/.sandbox/srv/app/docker-compose.prod.yml", encoding: .utf8)
+        #expect(compose.contains("    scale: 2\n"))
+        #expect(try Sandbox.get("/health").status == 200)
+    }
+
+    @Test("horizontal-scale with one replica broken fails its per-replica check and rolls back, though nginx still answers")
+    func horizontalScaleCatchesABrokenReplica() throws {
+        let sandbox = try Sandbox.ready()
+        let two = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=2", "--yes"])
+        #expect(two.status == 0, "\(two.stdout)\(two.stderr)")
+        let upstream = try Sandbox.file("/srv/app/nginx/upstream.conf")
+        let compose = try Sandbox.file("/srv/app/docker-compose.prod.yml")
+        // app_web_2 answers /health with 503 from now on; nginx retries it on the next replica.
+        let broke = try sandbox.onHost("docker exec -u root app_web_2 touch /tmp/unhealthy && echo broken")
+        #expect(broke.stdout == "broken\n", "\(broke.stderr)")
+        for _ in 0..<10 { #expect(try Sandbox.get("/health").status == 200) }
+
+        let failed = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=3", "--yes"])
+        #expect(failed.status == 1, "\(failed.stdout)\(failed.stderr)")
+        #expect(failed.stdout.contains("replica app_web_2"), "\(failed.stdout)")
+        #expect(failed.stdout.contains("rolled back"), "\(failed.stdout)")
+        #expect(try sandbox.containers("web") == ["app_web_1", "app_web_2"])
+        #expect(try Sandbox.file("/srv/app/nginx/upstream.conf") == upstream)
+        #expect(try Sandbox.file("/srv/app/docker-compose.prod.yml") == compose)
+        for _ in 0..<10 { #expect(try Sandbox.get("/health").status == 200) }
     }
 
     @Test("the sandbox comes back from down as it was left: scaled web replicas, nginx healthy")
@@ -337,6 +480,39 @@ struct ShippedRunbookTests {
         #expect(log.contains("applying nightly-maintenance to sandbox") && log.contains("succeeded"), "\(log)")
         let dumps = try sandbox.onHost("ls /srv/backups/").stdout.split(separator: "\n")
         #expect(dumps.count == 1, "the cron run made one dump: \(dumps)")
+    }
+
+    @Test("with PostgreSQL reached by host and port (no compose service): nightly-maintenance, capacity-check and site-slow")
+    func databaseByHostAndPort() throws {
+        let sandbox = try Sandbox.ready()
+        // The database as a managed server would be: an address, a port and a password (the
+        // app's, from .env.prod, given as the secret DB_PASSWORD); psql and pg_dump run on the host.
+        let address = try sandbox.onHost("docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' app_db_1")
+            .stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(!address.isEmpty)
+        let env = try String(contentsOfFile: repositoryRoot + "/.sandbox/srv/app/.env.prod", encoding: .utf8)
+        let password = try #require(env.split(separator: "\n").first { $0.hasPrefix("POSTGRES_PASSWORD=") }).dropFirst("POSTGRES_PASSWORD=".count)
+        let inventory = try Sandbox.inventoryVariant("managed-db", vars: ["db_via": "direct", "db_host": address, "db_port": "5432"])
+        let secrets = ["RUNBOOK_SECRET_DB_PASSWORD": String(password)]
+
+        let plan = try sandbox.runbook(["plan", "nightly-maintenance"], inventory: inventory, environment: secrets)
+        #expect(plan.status == 0, "\(plan.stdout)\(plan.stderr)")
+        #expect(plan.stdout.contains("-h \(address)") && !plan.stdout.contains("exec -T"), "\(plan.stdout)")
+        #expect(!plan.stdout.contains(String(password)) && !plan.stderr.contains(String(password)), "the password is never shown")
+        let apply = try sandbox.runbook(["apply", "nightly-maintenance", "--yes"], inventory: inventory, environment: secrets)
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        let dumps = try sandbox.onHost("ls /srv/backups/").stdout.split(separator: "\n").map(String.init)
+        let dump = try #require(dumps.first)
+        let list = try sandbox.onHost("pg_restore --list /srv/backups/\(dump) | grep -c 'TABLE DATA'")
+        #expect(Int(list.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0 >= 4, "\(list.stdout)\(list.stderr)")
+
+        let capacity = try sandbox.runbook(["apply", "capacity-check", "-p", "cpu_critical=100", "--yes"], inventory: inventory, environment: secrets)
+        #expect(capacity.status == 0, "\(capacity.stdout)\(capacity.stderr)")
+
+        let slow = try sandbox.runbook(["apply", "site-slow", "-p", "older_than=1m", "-p", "prune=false", "--yes"],
+                                       inventory: inventory, environment: secrets)
+        #expect(slow.status == 0, "\(slow.stdout)\(slow.stderr)")
+        #expect(try Sandbox.workers(expecting: 2) == 2)
     }
 
     @Test("capacity-check exits 1 when a critical threshold is exceeded and 0 when none is")

@@ -107,3 +107,34 @@ func scripted(_ testCase: StepCase) -> ScriptedTransport {
         #expect(a.digest(become: false, extra: "x") != a.digest(become: false, extra: "y"))
     }
 }
+
+/// Planning failures a kind must report before anything runs.
+@Suite struct StepRefusalTests {
+    @Test func backupRefusesWhenTheDiskCannotHoldTheDump() async throws {
+        let testCase = StepCase(name: "full disk", kind: "pg_backup", arguments: ["database": "app", "dir": "/var/backups/pg", "keep": 2],
+                                replies: [("pg_size_pretty", .init(stdout: "2 GB|2147483648\n")), ("df -Pk", .init(stdout: "1048576\n"))],
+                                action: .run, undo: .kept)
+        let transport = scripted(testCase)
+        await #expect(throws: StepFailure.self) { try await plan(testCase, transport: transport) }
+        do { _ = try await plan(testCase, transport: transport) } catch {
+            #expect("\(error)".contains("1024 MiB free, 2304 MiB needed"), "\(error)")
+        }
+        #expect(!transport.ranLines.contains { $0.contains("pg_dump") })
+    }
+
+    @Test func yamlSetOnAMissingFileOrPath() async throws {
+        let missingFile = StepCase(name: "no file", kind: "yaml_set",
+                                   arguments: ["file": "/srv/app/docker-compose.yml", "path": "services.web.command",
+                                               "flag": .map(["name": "--workers", "value": "8"])],
+                                   action: .update, undo: .restore)
+        await #expect(throws: StepFailure.self) { try await plan(missingFile, transport: scripted(missingFile)) }
+        var missingPath = missingFile
+        missingPath.files = ["/srv/app/docker-compose.yml": .init("services:\n  api:\n    command: gunicorn app:app\n")]
+        do {
+            _ = try await plan(missingPath, transport: scripted(missingPath))
+            Issue.record("a missing path must fail the plan")
+        } catch {
+            #expect("\(error)".contains("services.web.command is not in the file"), "\(error)")
+        }
+    }
+}

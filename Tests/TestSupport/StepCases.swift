@@ -122,9 +122,14 @@ public let stepCases: [StepCase] = [
              undo: .rerun),
     // pg_backup
     StepCase(name: "dump with retention", kind: "pg_backup", arguments: ["database": "app", "dir": "/var/backups/pg", "keep": 2],
-             replies: [("pg_size_pretty", .init(stdout: "12 MB\n")),
+             replies: [("pg_size_pretty", .init(stdout: "12 MB|12582912\n")), ("df -Pk", .init(stdout: "5242880\n")),
                        ("if [ -d /var/backups/pg ]", .init(stdout: "dir\napp-20261130-030000.dump\n\(hourDump)\n"))],
-             action: .run, summary: "keep 2: removes 1", commands: ["pg_dump"], undo: .kept),
+             action: .run, summary: "5120 MiB free, 268 MiB needed; keep 2: removes 1", commands: ["pg_dump"], undo: .kept),
+    StepCase(name: "own prefix, own retention", kind: "pg_backup",
+             arguments: ["database": "app", "dir": "/var/backups/pg", "keep": 3, "prefix": "app-pre-vertical-scale"],
+             replies: [("pg_size_pretty", .init(stdout: "12 MB|12582912\n")), ("df -Pk", .init(stdout: "5242880\n")),
+                       ("for f in /var/backups/pg/app-pre-vertical-scale-", .init(stdout: "dir\n"))],
+             action: .run, summary: "/var/backups/pg/app-pre-vertical-scale-YYYYmmdd-HHMMSS.dump", commands: ["pg_dump"], undo: .kept),
     // pg_vacuum
     StepCase(name: "tables", kind: "pg_vacuum", arguments: ["database": "app", "tables": .list(["products"])],
              replies: [("pg_class", .init(stdout: "products\n"))],

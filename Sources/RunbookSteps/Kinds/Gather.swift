@@ -10,6 +10,7 @@ package struct GatherStep: StepKind {
         name: "gather", summary: "capacity facts into facts: cpu, load, memory, swap, disk, PostgreSQL, docker",
         arguments: pgConnection + [
             ArgumentSpec("mounts", .stringOrList, "mount points for disk usage (default: every real filesystem)"),
+            ArgumentSpec("replicas_of", .string, "a compose service (of compose_file) whose running containers are counted into facts.replicas"),
         ],
         requirements: pgRequirements)
     package static func undoPolicy(_ arguments: Value) -> UndoBehavior { .readOnly }
@@ -29,6 +30,12 @@ package struct GatherStep: StepKind {
             let client = try PostgresClient(arguments)
             // A brace group: the psql heredoc's delimiter must end its own line.
             command = command + "\n{ " + client.command(client.psql(Self.postgresSQL, tuples: true)) + "\n} || exit $?"
+        }
+        if let service = arguments.string("replicas_of") {
+            let compose = ComposeCommand(file: arguments.string("compose_file"))
+            let format = "{{.State.Running}}"
+            command = command + "\nids=$(\(compose(["ps", "-q", service]))) || exit 1; n=0; for id in $ids; do "
+                + "[ \"$(docker inspect -f \(format) \"$id\")\" = true ] && n=$((n + 1)); done; echo \"replicas=$n\""
         }
         command = command + "\n" + ShellCommand(Self.dockerStats)
         let output = try await facts.check(command, timeout: step.timeout ?? .seconds(30))
@@ -123,7 +130,8 @@ package struct GatherStep: StepKind {
 
     static func summary(_ facts: [String: Value]) -> String {
         func show(_ key: String) -> String { facts[key].map { "\($0.plainText)" } ?? "?" }
-        return "cpu \(show("cpu_percent"))%, load \(show("load1")), memory \(show("memory_percent"))%, swap \(show("swap_percent"))%, disk max \(show("disk_max_percent"))%"
+        let replicas = facts["replicas"].map { "\($0.plainText) replica(s) running, " } ?? ""
+        return replicas + "cpu \(show("cpu_percent"))%, load \(show("load1")), memory \(show("memory_percent"))%, swap \(show("swap_percent"))%, disk max \(show("disk_max_percent"))%"
     }
 }
 

@@ -92,6 +92,6 @@ struct ReplicaProbe: Sendable, Hashable {
     }
 
     var summary: String {
-        "GET \(path) on \(expected.map { "each of \($0)" } ?? "every") replica of \(service) (port \(port)), directly"
+        "GET \(path) on " + (expected.map { "each of \($0) replica\($0 == 1 ? "" : "s")" } ?? "every replica") + " of \(service) (port \(port)), directly"
     }
 }

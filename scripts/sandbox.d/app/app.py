@@ -3,7 +3,8 @@
 It stands in for the seeds' Flask/FastAPI service: it talks to PostgreSQL, answers a
 health check, and tells who answered so tests can see every replica and its worker count.
 
-  /health         200 "ok" when the database answers `SELECT 1` (within 2 s), else 503
+  /health         200 "ok" when the database answers `SELECT 1` (within 2 s), else 503; also
+                  503 while /tmp/unhealthy exists in the container (how tests break one replica)
   /whoami         "<container hostname> <worker pid>"
   /info           JSON: replica (hostname), pid, workers (gunicorn workers of this replica)
   /products       JSON: the first 20 products (a real query)
@@ -55,6 +56,8 @@ def app(environ, start):
     path = environ.get("PATH_INFO", "/")
     query = parse_qs(environ.get("QUERY_STRING", ""))
     if path == "/health":
+        if os.path.exists("/tmp/unhealthy"):
+            return respond(start, "503 Service Unavailable", "marked unhealthy (/tmp/unhealthy)\n")
         try:
             with connect() as conn, conn.cursor() as cur:
                 cur.execute("SELECT 1")
