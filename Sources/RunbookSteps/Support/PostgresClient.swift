@@ -96,12 +96,21 @@ struct PostgresClient: Sendable {
         return Password(name: fallbackBindingName, value: value, isNamedSecret: false)
     }
 
-    /// `NAME` when `text` is exactly `{{ secrets.NAME }}` (spaces allowed), else nil.
+    /// `NAME` when `text` is exactly `{{ secrets.NAME }}`, or the optional form
+    /// `{{ secrets.NAME | default('') }}` (also `default("")`, `default:''`, `default:""`),
+    /// spaces allowed; else nil. The optional form renders empty when the secret is not
+    /// defined, and then there is no password at all; when it is defined, the binding
+    /// carries the secret's name as for the plain form.
     static func singleSecretReference(_ text: String) -> String? {
         var s = Substring(PostgresSQL.trim(text))
         guard s.hasPrefix("{{"), s.hasSuffix("}}") else { return nil }
         s = s.dropFirst(2).dropLast(2)
-        let inner = PostgresSQL.trim(String(s))
+        var inner = PostgresSQL.trim(String(s))
+        if let bar = inner.firstIndex(of: "|") {
+            let filter = inner[inner.index(after: bar)...].filter { !$0.isWhitespace }
+            guard ["default('')", "default(\"\")", "default:''", "default:\"\""].contains(filter) else { return nil }
+            inner = PostgresSQL.trim(inner[..<bar])
+        }
         guard inner.hasPrefix("secrets.") else { return nil }
         let name = inner.dropFirst("secrets.".count)
         guard let first = name.first, first.isLetter || first == "_",
