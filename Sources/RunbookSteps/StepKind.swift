@@ -349,6 +349,7 @@ package enum StepRegistry {
         PostgresKillQueriesStep.self,
         PostgresSQLStep.self,
         PostgresSlowQueriesStep.self,
+        PostgresIndexStep.self,
         HealthStep.self,
         WaitForStep.self,
         DockerPruneStep.self,

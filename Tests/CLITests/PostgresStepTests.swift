@@ -322,6 +322,156 @@ struct PostgresStepTests {
         #expect(try pg.superuser("SELECT count(*) FROM pg_indexes WHERE indexname = '\(index)'") == "0")
     }
 
+    /// The state of index `name` on the server: `valid`, `invalid` or `absent`.
+    func indexState(_ name: String) throws -> String {
+        let state = try pg.superuser("SELECT CASE WHEN indisvalid THEN 'valid' ELSE 'invalid' END FROM pg_index "
+                                     + "WHERE indexrelid = to_regclass('public.\(name)')")
+        return state.isEmpty ? "absent" : state
+    }
+
+    @Test("pg_index builds the index concurrently; planned again it is unchanged; rolling back the run drops it")
+    func indexCreatedAndRolledBack() throws {
+        let index = "rbtest_pgidx_\(Int.random(in: 100_000...999_999))"
+        defer { _ = try? pg.superuser("DROP INDEX IF EXISTS \(index)") }
+        let p = try project("index", steps: """
+              - name: Index active products by tenant
+                pg_index: { \(pg.connection), name: \(index), table: public.product, columns: [tenant_id, active], where: "active = true" }
+            """)
+        defer { p.cleanUp() }
+        let plan = try p.run(["plan", "index", "--out", "saved.json"])
+        #expect(plan.status == 0, "\(plan.stdout)\(plan.stderr)")
+        #expect(plan.stdout.contains("+ Index active products by tenant  create index \(index) on public.product (tenant_id, active) WHERE active = true"),
+                "\(plan.stdout)")
+        #expect(plan.stdout.contains("CREATE INDEX CONCURRENTLY \"\(index)\" ON \"public\".\"product\" (\"tenant_id\", \"active\") WHERE ("))
+        #expect(plan.stdout.contains("undo: "))
+        #expect(plan.stdout.contains("DROP INDEX CONCURRENTLY IF EXISTS \"public\".\"\(index)\";"))
+        #expect(try indexState(index) == "absent", "planning changed the server")
+
+        // Someone builds it by hand after the plan was saved: the saved plan is refused, and
+        // the hand-made index stays.
+        try pg.superuser("CREATE INDEX \(index) ON product (tenant_id)")
+        let stale = try p.run(["apply", "--plan", "saved.json"])
+        #expect(stale.status == 3, "\(stale.stdout)\(stale.stderr)")
+        #expect((stale.stdout + stale.stderr).contains("pg_index:appdb on 127.0.0.1:5432 as app:public.\(index) changed since the plan was made"),
+                "\(stale.stdout)\(stale.stderr)")
+        #expect(try pg.superuser("SELECT indexdef FROM pg_indexes WHERE indexname = '\(index)'").hasSuffix("(tenant_id)"))
+        try pg.superuser("DROP INDEX \(index)")
+
+        let apply = try p.run(["apply", "index", "--yes"])
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        #expect(try indexState(index) == "valid")
+        let definition = try pg.superuser("SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' AND indexname = '\(index)'")
+        #expect(definition == "CREATE INDEX \(index) ON public.product USING btree (tenant_id, active) WHERE (active = true)", "\(definition)")
+
+        let again = try p.run(["plan", "index"])
+        #expect(again.status == 0, "\(again.stdout)\(again.stderr)")
+        #expect(again.stdout.contains("= Index active products by tenant  index \(index) exists and is valid"), "\(again.stdout)")
+        #expect(again.stdout.contains("0 to create, 0 to update, 0 to run, 0 checks, 1 unchanged"), "\(again.stdout)")
+
+        let runID = try #require(try runIDs(p).first)
+        let rollback = try p.run(["rollback", runID, "--yes"])
+        #expect(rollback.status == 0, "\(rollback.stdout)\(rollback.stderr)")
+        #expect(try indexState(index) == "absent", "the rollback left the index the run built")
+    }
+
+    @Test("pg_index: an index that existed before the run is left alone by the run and by its rollback")
+    func existingIndexSurvivesRollback() throws {
+        let index = "rbtest_pgidx_\(Int.random(in: 100_000...999_999))"
+        defer { _ = try? pg.superuser("DROP INDEX IF EXISTS \(index)") }
+        try pg.superuser("CREATE INDEX \(index) ON product (price)")
+        let p = try project("existing", steps: """
+              - name: Index prices
+                pg_index: { \(pg.connection), name: \(index), table: product, columns: price }
+              - name: Something else the run changes
+                command: { run: "touch REMOTE/flag", undo: "rm -f REMOTE/flag" }
+            """)
+        defer { p.cleanUp() }
+        let apply = try p.run(["apply", "existing", "--yes"])
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        #expect(apply.stdout.contains("= Index prices  index \(index) exists and is valid"), "\(apply.stdout)")
+        #expect(FileManager.default.fileExists(atPath: p.remoteDir + "/flag"))
+
+        let runID = try #require(try runIDs(p).first)
+        let rollback = try p.run(["rollback", runID, "--yes"])
+        #expect(rollback.status == 0, "\(rollback.stdout)\(rollback.stderr)")
+        // The rollback ran (the file is gone), and the index is still there, still valid.
+        #expect(!FileManager.default.fileExists(atPath: p.remoteDir + "/flag"))
+        #expect(try indexState(index) == "valid", "the rollback dropped an index the run did not create")
+        #expect(try pg.superuser("SELECT indexdef FROM pg_indexes WHERE indexname = '\(index)'").hasSuffix("(price)"))
+    }
+
+    @Test("pg_index: a failed build is rolled back, and the undo leaves an index someone else made under that name")
+    func undoLeavesAnIndexItDidNotBuild() throws {
+        let index = "rbtest_pgidx_\(Int.random(in: 100_000...999_999))"
+        defer { _ = try? pg.superuser("DROP INDEX IF EXISTS \(index)") }
+        // Every step is planned before the first runs: the index step plans a build, then
+        // the step before it makes an index of that name by hand, so the build fails and the
+        // run is rolled back, the index step's undo included.
+        let p = try project("race", steps: """
+              - name: Someone builds it by hand meanwhile
+                command: { run: "psql -X -q -U postgres -h \(pg["PG_SOCKET_DIR"]) -d appdb -c 'CREATE INDEX \(index) ON product (price)'" }
+              - name: Index prices
+                pg_index: { \(pg.connection), name: \(index), table: product, columns: [price, tenant_id] }
+            """)
+        defer { p.cleanUp() }
+        let apply = try p.run(["apply", "race", "--yes"])
+        #expect(apply.status == 1, "\(apply.stdout)\(apply.stderr)")
+        #expect(apply.stdout.contains("already exists"), "\(apply.stdout)")
+        #expect(apply.stdout.contains("rolled back"), "\(apply.stdout)")
+        #expect(try indexState(index) == "valid", "the undo dropped an index the run did not build")
+        #expect(try pg.superuser("SELECT indexdef FROM pg_indexes WHERE indexname = '\(index)'").hasSuffix("(price)"))
+    }
+
+    @Test("pg_index: a build that fails half-way leaves no invalid index once rolled back")
+    func failedBuildRolledBack() throws {
+        let index = "rbtest_pgidx_\(Int.random(in: 100_000...999_999))"
+        defer { _ = try? pg.superuser("DROP INDEX IF EXISTS \(index)") }
+        // tenant_id has duplicates: the unique build fails after creating the (invalid) index.
+        let p = try project("unique", steps: """
+              - name: Unique tenants
+                pg_index: { \(pg.connection), name: \(index), table: product, columns: tenant_id, unique: true }
+            """)
+        defer { p.cleanUp() }
+        let apply = try p.run(["apply", "unique", "--yes"])
+        #expect(apply.status == 1, "\(apply.stdout)\(apply.stderr)")
+        #expect(apply.stdout.contains("is duplicated"), "\(apply.stdout)")
+        #expect(apply.stdout.contains("rolled back"), "\(apply.stdout)")
+        #expect(try indexState(index) == "absent", "the failed build's invalid index is still there")
+    }
+
+    @Test("pg_index drops an invalid index left by a failed concurrent build and builds it again")
+    func invalidIndexRebuilt() throws {
+        let index = "rbtest_pgidx_\(Int.random(in: 100_000...999_999))"
+        defer { _ = try? pg.superuser("DROP INDEX IF EXISTS \(index)") }
+        // A unique index on a column with duplicates: the concurrent build fails and leaves
+        // an invalid index behind, owned by app (as the table is).
+        let failed = try env.inHost(pg.host, "psql -X -q -U postgres -h \(pg["PG_SOCKET_DIR"]) -d appdb -c 'SET ROLE app' "
+                                    + "-c 'CREATE UNIQUE INDEX CONCURRENTLY \(index) ON product (tenant_id)' 2>&1; echo \"status=$?\"")
+        #expect(failed.stdout.contains("is duplicated"), "\(failed.stdout)")
+        #expect(try indexState(index) == "invalid")
+
+        let p = try project("rebuild", steps: """
+              - name: Index tenants
+                pg_index: { \(pg.connection), name: \(index), on: "product(tenant_id)" }
+            """)
+        defer { p.cleanUp() }
+        let plan = try p.run(["plan", "rebuild"])
+        #expect(plan.status == 0, "\(plan.stdout)\(plan.stderr)")
+        #expect(plan.stdout.contains("~ Index tenants  index \(index) is invalid (a failed concurrent build): drop it and build it again"),
+                "\(plan.stdout)")
+        #expect(plan.stdout.contains("existing: CREATE UNIQUE INDEX \(index) ON public.product USING btree (tenant_id)"), "\(plan.stdout)")
+        #expect(plan.stdout.contains("DROP INDEX CONCURRENTLY IF EXISTS \"public\".\"\(index)\";\n        CREATE INDEX CONCURRENTLY \"\(index)\""),
+                "\(plan.stdout)")
+
+        let apply = try p.run(["apply", "rebuild", "--yes"])
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        #expect(try indexState(index) == "valid")
+        #expect(try pg.superuser("SELECT indisunique FROM pg_index WHERE indexrelid = to_regclass('public.\(index)')") == "f")
+
+        let again = try p.run(["plan", "rebuild"])
+        #expect(again.stdout.contains("= Index tenants  index \(index) exists and is valid"), "\(again.stdout)")
+    }
+
     @Test("the password is never on a command line on the host, nor in any output")
     func passwordStaysSecret() throws {
         let p = try project("sleep", steps: """

@@ -529,7 +529,7 @@ struct ShippedRunbookTests {
         #expect(fine.stdout.contains("disk_max_percent") || fine.stdout.contains("disk"), "the plan shows the gathered facts")
     }
 
-    @Test("db-optimize: reports slow queries, creates the index concurrently, analyzes; rollback drops the index")
+    @Test("db-optimize: reports slow queries, creates the index concurrently, analyzes; rollback drops only the index its run built")
     func dbOptimize() throws {
         let sandbox = try Sandbox.ready()
         let before = try sandbox.psql("SELECT coalesce(max(last_analyze)::text, 'never') FROM pg_stat_user_tables WHERE relname = 'product'")
@@ -537,13 +537,27 @@ struct ShippedRunbookTests {
                                          "-p", "index_on=product(tenant_id, active)", "-p", "index_where=active = true", "--yes"])
         #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
         #expect(apply.stdout.contains("pg_stat_statements"))
+        #expect(apply.stdout.contains("CREATE INDEX CONCURRENTLY \"idx_product_tenant_active\" ON \"product\" (\"tenant_id\", \"active\")"),
+                "\(apply.stdout)")
         let index = try sandbox.psql("SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_product_tenant_active'")
         #expect(index.contains("(tenant_id, active) WHERE (active = true)"), "\(index)")
         #expect(try sandbox.psql("SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx_product_tenant_active'::regclass") == "t")
         let after = try sandbox.psql("SELECT coalesce(max(last_analyze)::text, 'never') FROM pg_stat_user_tables WHERE relname = 'product'")
         #expect(after != "never" && after != before)
-
         let runID = try #require(Sandbox.runID(apply.stdout))
+
+        // The index exists now: the same request, given as table and columns, leaves it as it
+        // is, and rolling back that run leaves it too.
+        let again = try sandbox.runbook(["apply", "db-optimize", "-p", "index_name=idx_product_tenant_active", "-p", "index_table=product",
+                                         "-p", "index_columns=tenant_id, active", "-p", "index_where=active = true", "--yes"])
+        #expect(again.status == 0, "\(again.stdout)\(again.stderr)")
+        #expect(again.stdout.contains("= Create the index concurrently  index idx_product_tenant_active exists and is valid"), "\(again.stdout)")
+        let againID = try #require(Sandbox.runID(again.stdout))
+        let keep = try sandbox.runbook(["rollback", againID, "--yes"])
+        #expect(keep.status == 0, "\(keep.stdout)\(keep.stderr)")
+        #expect(try sandbox.psql("SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx_product_tenant_active'::regclass") == "t")
+
+        // Rolling back the run that built it drops it.
         let rollback = try sandbox.runbook(["rollback", runID, "--yes"])
         #expect(rollback.status == 0, "\(rollback.stdout)\(rollback.stderr)")
         #expect(try sandbox.psql("SELECT count(*) FROM pg_indexes WHERE indexname = 'idx_product_tenant_active'") == "0")

@@ -1,8 +1,10 @@
 import Foundation
 import RunbookCore
 import Testing
+import TestSupport
 
 @testable import RunbookEngine
+@testable import RunbookSteps
 
 /// Hostile and careless input is refused with a diagnostic (exit 2 at the CLI), quickly and
 /// without exhausting the stack or memory, before any host is contacted.
@@ -68,5 +70,48 @@ import Testing
 
     @Test func sleepOfAYearIsRefused() {
         #expect(problems("hosts: all\nsteps:\n  - sleep: 366d\n") != nil)
+    }
+
+    /// `pg_index` names from params are data: a table or column name carrying SQL is quoted as
+    /// one identifier in the command (and as a literal in the plan's query), and a `where`
+    /// that could end the statement is refused, naming the field, before anything runs.
+    @Test func pgIndexNamesAreIdentifiersAndWhereCannotEndTheStatement() async throws {
+        let project = try ScriptedProject()
+        project.host.reply(to: "pg_attribute", stdout: "r|7075626c6963||absent|||\n")
+        try project.write("runbooks/t.yml", """
+            hosts: web
+            params:
+              table: { type: string, default: "product; DROP TABLE x" }
+              column: { type: string, default: "id; DROP TABLE y; --" }
+              where: { type: string, default: "true" }
+            steps:
+              - name: index
+                pg_index: { database: app, name: "idx; DROP TABLE z", table: "{{ params.table }}", columns: "{{ params.column }}",
+                            where: "{{ params.where }}" }
+            """)
+        let (engine, log) = project.engine()
+        _ = try await engine.plan(RunRequest(runbook: "t"), saveTo: nil)
+        let change = try #require(log.plan?.changes.first)
+        #expect(change.action == .create)
+        let command = change.commands.first ?? ""
+        #expect(command.contains(#"CREATE INDEX CONCURRENTLY "idx; DROP TABLE z" ON "product; DROP TABLE x" ("id; DROP TABLE y; --") WHERE ("#),
+                "\(command)")
+        #expect(change.commands.last?.contains(#"DROP INDEX CONCURRENTLY IF EXISTS "public"."idx; DROP TABLE z";"#) == true)
+        // The facts query names them as string literals.
+        let query = project.host.ranLines.first { $0.contains("pg_attribute") } ?? ""
+        #expect(query.contains(#"to_regclass('"product; DROP TABLE x"')"#), "\(query)")
+        #expect(query.contains("ARRAY['id; DROP TABLE y; --']::text[]"), "\(query)")
+
+        for hostile in ["true; DROP TABLE x", "true \\! rm -rf /"] {
+            let (again, _) = project.engine()
+            let ran = project.host.ran.count
+            await #expect {
+                _ = try await again.plan(RunRequest(runbook: "t", params: ["where": hostile]), saveTo: nil)
+            } throws: { error in
+                "\(error)".contains("where: ") && ("\(error)".contains("';'") || "\(error)".contains("backslash"))
+            }
+            // Refused before the host was asked anything.
+            #expect(!project.host.ranLines.dropFirst(ran).contains { $0.contains("psql") })
+        }
     }
 }

@@ -41,6 +41,8 @@ public struct StepCase: CustomStringConvertible, Sendable {
 }
 
 let hourDump = "app-20261201-030000.dump"
+/// `public` as the pg_index facts query returns a schema name: hex of its UTF-8 bytes.
+let hexPublic = "7075626c6963"
 
 /// Every kind's plan (noop, change, run) and undo.
 public let stepCases: [StepCase] = [
@@ -149,6 +151,35 @@ public let stepCases: [StepCase] = [
     StepCase(name: "report", kind: "pg_slow_queries", arguments: ["database": "app"],
              replies: [("shared_preload_libraries", .init(stdout: "150004|app|1.10|pg_stat_statements\n"))],
              action: .check, commands: ["psql"], undo: .readOnly),
+    // pg_index (the facts query's row: relkind|schema in hex|missing columns|state|differences|md5|definition)
+    StepCase(name: "absent: built concurrently", kind: "pg_index",
+             arguments: ["database": "app", "name": "idx_product_tenant", "table": "product", "columns": "tenant_id, active"],
+             replies: [("pg_attribute", .init(stdout: "r|\(hexPublic)||absent|||\n"))],
+             action: .create, summary: "create index idx_product_tenant on product (tenant_id, active), concurrently",
+             commands: ["CREATE INDEX CONCURRENTLY \"idx_product_tenant\" ON \"product\" (\"tenant_id\", \"active\");\n"
+                        + "COMMENT ON INDEX \"public\".\"idx_product_tenant\" IS 'created by runbook: absent: built concurrently';",
+                        "undo: "], undo: .restore),
+    StepCase(name: "valid: nothing to do", kind: "pg_index",
+             arguments: ["database": "app", "name": "idx_product_tenant", "table": "product", "columns": .list(["tenant_id", "active"])],
+             replies: [("pg_attribute", .init(stdout: "r|\(hexPublic)||valid||0cc175b9c0f1b6a831c399e269772661|"
+                                                  + "CREATE INDEX idx_product_tenant ON public.product USING btree (tenant_id, active)\n"))],
+             action: .noop, summary: "index idx_product_tenant exists and is valid", undo: .restore),
+    StepCase(name: "invalid: dropped and built again", kind: "pg_index",
+             arguments: ["database": "app", "name": "idx_product_tenant", "on": "product(tenant_id, active)"],
+             replies: [("pg_attribute", .init(stdout: "r|\(hexPublic)||invalid||0cc175b9c0f1b6a831c399e269772661|"
+                                                  + "CREATE INDEX idx_product_tenant ON public.product USING btree (tenant_id, active)\n"))],
+             action: .update, summary: "index idx_product_tenant is invalid (a failed concurrent build): drop it and build it again",
+             commands: ["DROP INDEX CONCURRENTLY IF EXISTS \"public\".\"idx_product_tenant\";\n"
+                        + "CREATE INDEX CONCURRENTLY \"idx_product_tenant\" ON \"product\" (\"tenant_id\", \"active\");",
+                        "undo: "], undo: .restore),
+    StepCase(name: "unique, partial, schema-qualified", kind: "pg_index",
+             arguments: ["database": "app", "name": "Idx_Product_SKU", "table": "Shop.\"Product Items\"", "columns": .list(["sku"]),
+                         "unique": true, "where": "active AND deleted_at IS NULL"],
+             replies: [("pg_attribute", .init(stdout: "r|73686f70||absent|||\n"))],
+             action: .create, summary: "WHERE active AND deleted_at IS NULL",
+             commands: ["CREATE UNIQUE INDEX CONCURRENTLY \"idx_product_sku\" ON \"shop\".\"Product Items\" (\"sku\") WHERE (\n"
+                        + "active AND deleted_at IS NULL\n);",
+                        "undo: "], undo: .restore),
     // health
     StepCase(name: "get", kind: "health", arguments: ["url": "http://127.0.0.1/health", "contains": "ok"], action: .check,
              summary: "GET http://127.0.0.1/health from h1: expect 200, body contains \"ok\"", undo: .readOnly),

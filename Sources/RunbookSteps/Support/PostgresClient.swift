@@ -96,12 +96,21 @@ struct PostgresClient: Sendable {
         return Password(name: fallbackBindingName, value: value, isNamedSecret: false)
     }
 
-    /// `NAME` when `text` is exactly `{{ secrets.NAME }}` (spaces allowed), else nil.
+    /// `NAME` when `text` is exactly `{{ secrets.NAME }}`, or the optional form
+    /// `{{ secrets.NAME | default('') }}` (also `default("")`, `default:''`, `default:""`),
+    /// spaces allowed; else nil. The optional form renders empty when the secret is not
+    /// defined, and then there is no password at all; when it is defined, the binding
+    /// carries the secret's name as for the plain form.
     static func singleSecretReference(_ text: String) -> String? {
         var s = Substring(PostgresSQL.trim(text))
         guard s.hasPrefix("{{"), s.hasSuffix("}}") else { return nil }
         s = s.dropFirst(2).dropLast(2)
-        let inner = PostgresSQL.trim(String(s))
+        var inner = PostgresSQL.trim(String(s))
+        if let bar = inner.firstIndex(of: "|") {
+            let filter = inner[inner.index(after: bar)...].filter { !$0.isWhitespace }
+            guard ["default('')", "default(\"\")", "default:''", "default:\"\""].contains(filter) else { return nil }
+            inner = PostgresSQL.trim(inner[..<bar])
+        }
         guard inner.hasPrefix("secrets.") else { return nil }
         let name = inner.dropFirst("secrets.".count)
         guard let first = name.first, first.isLetter || first == "_",
@@ -229,6 +238,113 @@ enum PostgresSQL {
     /// `text` as a SQL string literal (standard_conforming_strings, on by default since 9.1).
     static func literal(_ text: String) -> String {
         "'" + text.replacingOccurrences(of: "'", with: "''") + "'"
+    }
+
+    /// `name` as a SQL identifier: double-quoted, a double quote inside doubled. PostgreSQL
+    /// reads it as that exact name, never as a keyword, an operator or the end of a statement.
+    static func identifier(_ name: String) -> String {
+        "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+
+    /// The longest identifier PostgreSQL keeps (NAMEDATALEN - 1 bytes); a longer one is cut
+    /// short, so a name looked up in full would never be found.
+    static let maximumIdentifierBytes = 63
+
+    /// The names a runbook's `schema.table` (or any name) stands for, as PostgreSQL would look
+    /// them up, split at each dot outside double quotes, at most `maxParts` of them:
+    /// - a double-quoted part is that exact name (`""` stands for one quote): `"Order Items"`;
+    /// - a plain identifier (ASCII letters, digits, `_`, `$`, not starting with a digit) is
+    ///   folded to lower case, as PostgreSQL folds a name written without quotes: `Product`
+    ///   is `product`;
+    /// - any other text is one name, exactly as written (`product; DROP TABLE x` names a
+    ///   table of that name): it is quoted as an identifier wherever it goes, never SQL.
+    /// `field` names the argument in errors. An empty part, a double quote inside an unquoted
+    /// part, a backslash or control character, or a name longer than PostgreSQL keeps is refused.
+    static func names(_ written: String, field: String, maxParts: Int) throws(StepFailure) -> [String] {
+        let text = Array(trim(written))
+        guard !text.isEmpty else { throw StepFailure("\(field): the name is empty") }
+        var parts: [String] = []
+        var index = 0
+        while true {
+            while index < text.count, text[index].isWhitespace { index += 1 }
+            var part = ""
+            if index < text.count, text[index] == "\"" {
+                index += 1
+                var closed = false
+                while index < text.count {
+                    let c = text[index]
+                    index += 1
+                    if c == "\"" {
+                        if index < text.count, text[index] == "\"" {
+                            part.append("\"")
+                            index += 1
+                            continue
+                        }
+                        closed = true
+                        break
+                    }
+                    part.append(c)
+                }
+                guard closed else { throw StepFailure("\(field): \(written.debugDescription) has a double quote that is never closed") }
+                while index < text.count, text[index].isWhitespace { index += 1 }
+                guard index == text.count || text[index] == "." else {
+                    throw StepFailure("\(field): \(written.debugDescription): text after a quoted name must be a dot and the next name")
+                }
+            } else {
+                var raw = ""
+                while index < text.count, text[index] != "." {
+                    guard text[index] != "\"" else {
+                        throw StepFailure("\(field): \(written.debugDescription) has a double quote inside a name; "
+                                          + "quote the whole name, doubling the quotes in it: \"a\"\"b\"")
+                    }
+                    raw.append(text[index])
+                    index += 1
+                }
+                part = trim(raw)
+                if let first = part.unicodeScalars.first, first.isASCII, first.properties.isAlphabetic || first == "_",
+                   part.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "_" || $0 == "$") }) {
+                    part = part.lowercased()
+                }
+            }
+            guard !part.isEmpty else { throw StepFailure("\(field): \(written.debugDescription) has an empty name") }
+            // Names also stand in SQL string literals and psql reads the script line by line:
+            // a backslash or a line break has no business in a name.
+            guard !part.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f || $0 == "\\" }) else {
+                throw StepFailure("\(field): \(part.debugDescription) contains a backslash or a control character")
+            }
+            guard part.utf8.count <= maximumIdentifierBytes else {
+                throw StepFailure("\(field): \(part.debugDescription) is longer than \(maximumIdentifierBytes) bytes, "
+                                  + "which PostgreSQL would cut short")
+            }
+            parts.append(part)
+            guard index < text.count else { break }
+            index += 1  // the dot
+            guard parts.count < maxParts else {
+                throw StepFailure(maxParts == 1
+                    ? "\(field): \(written.debugDescription) is not one name (a dot separates names; quote a name that has one: \"a.b\")"
+                    : "\(field): \(written.debugDescription) has more than \(maxParts) dotted names; write name or schema.name")
+            }
+        }
+        return parts
+    }
+
+    /// `text` split at each comma outside double quotes, each item trimmed, empty ones dropped:
+    /// `a, "b, c"` is `a` and `"b, c"`.
+    static func commaSeparated(_ text: String) -> [String] {
+        var items: [String] = []
+        var current = ""
+        var quoted = false
+        for c in text {
+            if c == "\"" { quoted.toggle() }
+            if c == ",", !quoted {
+                items.append(current)
+                current = ""
+            } else {
+                current.append(c)
+            }
+        }
+        items.append(current)
+        return items.map { trim($0) }.filter { !$0.isEmpty }
     }
 
     /// `ARRAY['a', 'b']::text[]`.
