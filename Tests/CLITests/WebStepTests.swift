@@ -316,6 +316,60 @@ struct WebStepTests {
                 "\(r.stdout)")
     }
 
+    @Test("health over HTTPS: verified against ca_file with SNI, refused without it, insecure is a warning")
+    func healthHTTPS() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        let url = "https://\(web["WEB_TLS_NAME"]):\(web["WEB_TLS_PORT"])/health"
+        try p.write("runbooks/tls.yml", """
+            name: tls
+            description: The site over HTTPS
+            hosts: h1
+            rollback: off
+            params:
+              mode: { type: enum, values: [ca, store, insecure], default: ca }
+            steps:
+              - name: Verified against the CA file
+                when: params.mode == "ca"
+                health: { url: "\(url)", resolve: 127.0.0.1, ca_file: "\(web["WEB_TLS_CA"])", contains: ok, timeout: 5s }
+              - name: Verified against the host's store
+                when: params.mode == "store"
+                health: { url: "\(url)", resolve: 127.0.0.1, timeout: 5s }
+              - name: Not verified
+                when: params.mode == "insecure"
+                health: { url: "\(url)", resolve: 127.0.0.1, insecure: true, contains: ok, timeout: 5s }
+            """)
+        let plan = try p.run(["plan", "tls"])
+        #expect(plan.status == 0, "\(plan.stdout)\(plan.stderr)")
+        #expect(plan.stdout.contains("GET \(url) from h1: expect 200, body contains \"ok\"; certificate verified against \(web["WEB_TLS_CA"]); shop.test resolved to 127.0.0.1"),
+                "\(plan.stdout)")
+        let verified = try apply(p, ["tls", "--yes"])
+        #expect(verified.status == 0, "\(verified.stdout)\(verified.stderr)")
+
+        // The test CA is not in the host's store: the certificate is refused.
+        let refused = try apply(p, ["tls", "-p", "mode=store", "--yes"])
+        #expect(refused.status == 1, "\(refused.stdout)\(refused.stderr)")
+        #expect(refused.stdout.contains("TLS failed, the certificate was not accepted"), "\(refused.stdout)")
+
+        let insecurePlan = try p.run(["plan", "tls", "-p", "mode=insecure"])
+        #expect(insecurePlan.stdout.contains("warning: insecure: the certificate of shop.test is not verified"), "\(insecurePlan.stdout)")
+        #expect(insecurePlan.stdout.contains("INSECURE: certificate not verified"), "\(insecurePlan.stdout)")
+        let insecure = try apply(p, ["tls", "-p", "mode=insecure", "--yes"])
+        #expect(insecure.status == 0, "\(insecure.stdout)\(insecure.stderr)")
+
+        // ca_file on a plain-HTTP URL is a mistake, said at plan time.
+        try p.write("runbooks/mixed.yml", """
+            name: mixed
+            description: ca_file on http
+            hosts: h1
+            steps:
+              - name: Wrong
+                health: { url: "http://127.0.0.1:8080/health", ca_file: /etc/ssl/x.pem }
+            """)
+        let mixed = try p.run(["plan", "mixed"])
+        #expect(mixed.status == 2 && mixed.stderr.contains("ca_file, insecure and resolve apply to https:// URLs only"), "\(mixed.stderr)")
+    }
+
     @Test("health: the p95 latency gate fails on a slow endpoint and passes on a fast one")
     func healthLatencyGate() throws {
         let p = try RunbookProject(env)
