@@ -38,6 +38,44 @@ struct PlanOutputTests {
         }
     }
 
+    @Test("yaml_set: an operator's compose file edited in place, applied and rolled back byte for byte; a missing path is exit 2")
+    func yamlSetInPlace() throws {
+        let project = try LocalProject()
+        defer { project.cleanUp() }
+        let compose = "# prod\r\nx-app: &app\r\n  image: shop:1\r\nservices:\r\n  web:\r\n    <<: *app\r\n"
+            + "    command: [\"gunicorn\", \"-w\", \"4\", \"app:app\"]  # tuned\r\n"
+        try project.write("work/docker-compose.yml", compose)
+        try project.write("runbooks/w.yml", """
+            hosts: ctl
+            params:
+              workers: { type: int, default: 8 }
+              path: { type: string, default: services.web.command }
+            steps:
+              - name: Set workers
+                yaml_set:
+                  file: \(project.work)/docker-compose.yml
+                  path: "{{ params.path }}"
+                  flag: { name: --workers, aliases: [-w], value: "{{ params.workers }}" }
+            """)
+        let plan = try project.runbook("plan", "w")
+        #expect(plan.status == 0, "\(plan.stderr)")
+        #expect(plan.stdout.contains("+    command: [\"gunicorn\", \"-w\", \"8\", \"app:app\"]  # tuned"), "\(plan.stdout)")
+        let apply = try project.runbook("apply", "w", "--yes")
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        let after = try String(contentsOfFile: project.work + "/docker-compose.yml", encoding: .utf8)
+        #expect(after == compose.replacingOccurrences(of: "\"-w\", \"4\"", with: "\"-w\", \"8\""))
+        let runID = try #require(apply.stdout.range(of: #"run (\d{8}-\d{6}-[0-9a-f]{4})"#, options: .regularExpression)
+            .map { String(apply.stdout[$0].dropFirst(4)) })
+        let rollback = try project.runbook("rollback", runID, "--yes")
+        #expect(rollback.status == 0, "\(rollback.stdout)\(rollback.stderr)")
+        #expect(try String(contentsOfFile: project.work + "/docker-compose.yml", encoding: .utf8) == compose)
+
+        let missing = try project.runbook("plan", "w", "-p", "path=services.api.command")
+        #expect(missing.status == 2, "\(missing.stdout)\(missing.stderr)")
+        #expect(missing.stderr.contains("runbooks/w.yml:") && missing.stderr.contains("services.api.command is not in the file"), "\(missing.stderr)")
+        #expect(try String(contentsOfFile: project.work + "/docker-compose.yml", encoding: .utf8) == compose)
+    }
+
     @Test("a template's validate and a become step's sudo are in the printed plan")
     func validateAndSudoShown() throws {
         let project = try LocalProject()

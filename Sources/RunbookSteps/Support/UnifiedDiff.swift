@@ -71,8 +71,10 @@ package enum UnifiedDiff {
     /// (as in `diff -u`, whose output then patches onto the file).
     private static let noNewline = "\u{0}"
 
+    /// Lines split at each LF on Unicode scalars: as Characters, a CRLF is one grapheme that
+    /// "\n" would not split, and a CRLF file would diff as one line. A line keeps its CR.
     private static func lines(_ text: String) -> [String] {
-        var result = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        var result = text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).map { String(String.UnicodeScalarView($0)) }
         if result.last == "" {
             result.removeLast()
         } else if !result.isEmpty {
@@ -81,8 +83,13 @@ package enum UnifiedDiff {
         return result
     }
 
+    /// One diff line. A CRLF line is shown without its CR (compared with it): a CR before
+    /// the LF would make the displayed line a single "\r\n" Character to every reader of it.
     private static func show(_ prefix: String, _ line: String) -> String {
-        guard line.hasSuffix(noNewline) else { return prefix + line + "\n" }
-        return prefix + line.dropLast() + "\n\\ No newline at end of file\n"
+        var text = line
+        let missingNewline = text.hasSuffix(noNewline)
+        if missingNewline { text = String(text.unicodeScalars.dropLast().map(Character.init)) }
+        if text.unicodeScalars.last == "\r" { text = String(String.UnicodeScalarView(text.unicodeScalars.dropLast())) }
+        return prefix + text + (missingNewline ? "\n\\ No newline at end of file\n" : "\n")
     }
 }
