@@ -133,6 +133,8 @@ public struct Inventory: Sendable, Hashable, Codable {
     public var groups: [String: [String]]
     /// Group names in file order.
     public var groupNames: [String]
+    /// `defaults.notify:`: where every runbook's outcome is sent.
+    public var notify: [NotifyTarget] = []
     /// Problems found that did not stop loading.
     public var warnings: [Diagnostic]
 

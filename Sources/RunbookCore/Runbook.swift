@@ -22,6 +22,8 @@ public struct Runbook: Sendable {
     public var steps: [Step]
     /// The file it came from.
     public var file: String
+    /// Where the run's outcome is sent (`notify:`), besides the inventory's defaults.
+    public var notify: [NotifyTarget] = []
 
     /// Creates a runbook.
     public init(name: String, description: String, hosts: String, params: [ParamSpec],

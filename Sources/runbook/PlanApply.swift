@@ -81,6 +81,9 @@ extension Runbook {
         @Flag(help: "On failure, leave the hosts as they are instead of rolling back.")
         var noRollback = false
 
+        @Option(help: "Append the output to this file (0600), rotated first when it is over 1 MiB (FILE.1 … FILE.5 kept). Scheduled runs use it.")
+        var log: String?
+
         @OptionGroup var options: GlobalOptions
 
         func validate() throws {
@@ -92,6 +95,11 @@ extension Runbook {
         }
 
         func run() async throws {
+            if let log {
+                let stamp = ISO8601DateFormatter().string(from: Date())
+                try LogFile.redirect(to: Context.absolute(log, base: FileManager.default.currentDirectoryPath),
+                                     header: "== \(stamp) runbook apply \(name ?? plan ?? "")")
+            }
             let context = Context(options)
             let request = try name.map { RunRequest(runbook: $0, params: try paramOptions.parsed(), limit: paramOptions.limit) }
             let interactive = isatty(0) == 1 && !context.json

@@ -47,6 +47,12 @@ final class Printer: EventSink {
         case .runFinished(let id, let status, let code, let message):
             let style: Terminal.Style = code == 0 ? .green : (code == 3 ? .yellow : .red)
             out.write(out.paint("run \(id) \(status): \(message)", style) + "\n")
+        case .notification(let target, let ok, let message):
+            if ok {
+                out.write("notified \(Terminal.oneLine(target))\n")
+            } else {
+                out.write(out.paint("warning: notification to \(Terminal.oneLine(target)) \(Terminal.oneLine(message))", .yellow) + "\n")
+            }
         }
     }
 
@@ -145,6 +151,8 @@ final class Printer: EventSink {
             object = ["event": "rollback_preview", "preview": (try? JSONSerialization.jsonObject(with: data)) ?? [:]]
         case .runFinished(let id, let status, let code, let message):
             object = ["event": "run_finished", "run_id": id, "status": status, "exit_code": code, "message": message]
+        case .notification(let target, let ok, let message):
+            object = ["event": "notification", "target": target, "ok": ok, "message": message]
         }
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
         return String(decoding: data, as: UTF8.self)

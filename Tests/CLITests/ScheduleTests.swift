@@ -62,8 +62,8 @@ struct ScheduleTests {
         #expect(lines.first == "# BEGIN runbook \(root) (managed by runbook schedule; do not edit)")
         #expect(lines.last == "# END runbook \(root)")
         let log = "\(root)/.runbook/logs/nightly.log"
-        #expect(lines.dropFirst().first == #"0 3 * * * cd \#(root) && echo "== $(date -u +\%FT\%TZ)" 'runbook apply nightly' >> \#(log)"#
-            + " && \(executable) apply nightly --yes --color never -i \(root)/inventory/hosts.yml --state-dir \(root)/.runbook >> \(log) 2>&1")
+        #expect(lines.dropFirst().first == "0 3 * * * cd \(root)"
+            + " && \(executable) apply nightly --yes --color never -i \(root)/inventory/hosts.yml --state-dir \(root)/.runbook --log \(log) >> \(log) 2>&1")
         #expect(!r.stdout.contains("by-hand"))
         #expect(try s.run(["--print"]).stdout == r.stdout)
         #expect(s.crontabText() == nil, "--print installs nothing")

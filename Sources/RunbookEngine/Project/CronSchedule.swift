@@ -59,13 +59,13 @@ public struct CronSchedule: Sendable {
     public var endMarker: String { "# END runbook \(root)" }
 
     /// The shell command for `runbook`, as `/bin/sh` should receive it (before `%` escaping):
-    /// a timestamp line, then the apply, both appended to the runbook's log.
+    /// the apply with `--log`, which rotates the runbook's log and appends a timestamp line and
+    /// its output to it. The shell's own `>>` catches what comes before (a binary not found).
     public func command(for runbook: String) -> String {
-        let log = Shell.quote(logPath(for: runbook))
+        let log = logPath(for: runbook)
         let apply = Shell.join([executable, "apply", runbook, "--yes", "--color", "never",
-                                "-i", inventoryPath, "--state-dir", stateDir])
-        return "cd \(Shell.quote(root)) && echo \"== $(date -u +%FT%TZ)\" \(Shell.quote("runbook apply " + runbook)) >> \(log)"
-            + " && \(apply) >> \(log) 2>&1"
+                                "-i", inventoryPath, "--state-dir", stateDir, "--log", log])
+        return "cd \(Shell.quote(root)) && \(apply) >> \(Shell.quote(log)) 2>&1"
     }
 
     /// The crontab line for `entry`: its schedule, then the command with each `%` escaped.

@@ -79,7 +79,7 @@ extension InventoryLoader {
         "user", "port", "identity_file", "known_hosts", "host_key_checking", "connect_timeout",
         "server_alive_interval", "server_alive_count_max", "password_secret", "connection",
     ]
-    static let defaultsKeys = settingKeys + ["vars"]
+    static let defaultsKeys = settingKeys + ["vars", "notify"]
     static let hostKeys = ["address"] + settingKeys + ["proxy_jump", "vars"]
     static let groupKeys = ["hosts", "vars"]
 }
@@ -137,6 +137,7 @@ private struct Resolver {
     var groupNames: [String] = []
     var groupMembers: [String: [String]] = [:]
     var groupVars: [String: [String: Value]] = [:]
+    var notify: [NotifyTarget] = []
 
     var hosts: [Host] = []
     var chains: [String: [JumpHost]?] = [:]
@@ -172,7 +173,9 @@ private struct Resolver {
             }
             hosts[index].vars = Value.merge(vars, rawHosts[index].vars)
         }
-        return Inventory(hosts: hosts, groups: groupMembers, groupNames: groupNames)
+        var inventory = Inventory(hosts: hosts, groups: groupMembers, groupNames: groupNames)
+        inventory.notify = notify
+        return inventory
     }
 
     // MARK: Reading
@@ -181,6 +184,7 @@ private struct Resolver {
         guard let map = node.mapping(&diagnostics, allowedKeys: InventoryLoader.defaultsKeys) else { return }
         defaults = readSettings(map)
         if let vars = map["vars"] { globalVars = readVars(vars) }
+        if let node = map["notify"] { notify = NotifyReader.read(node, &diagnostics) }
     }
 
     mutating func readVars(_ node: YAMLNode) -> [String: Value] {

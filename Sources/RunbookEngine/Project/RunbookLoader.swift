@@ -172,7 +172,7 @@ public struct RunbookLoader: Sendable {
 
 extension RunbookLoader {
     /// The keys a runbook file may have at the top.
-    public static let topLevelKeys = ["name", "description", "hosts", "params", "vars", "serial", "max_fail", "rollback", "schedule", "steps"]
+    public static let topLevelKeys = ["name", "description", "hosts", "params", "vars", "serial", "max_fail", "rollback", "schedule", "notify", "steps"]
     /// The keys of one `params:` entry.
     public static let paramKeys = ["type", "default", "min", "max", "values", "description"]
     /// The `type:` of a param.

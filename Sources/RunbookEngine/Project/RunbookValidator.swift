@@ -84,8 +84,10 @@ struct RunbookValidator {
         var steps: [Step] = []
         if let node = top.required("steps", &diagnostics) { steps = readSteps(node) }
 
-        return Runbook(name: name, description: description, hosts: hosts, params: params, vars: vars, serial: serial,
-                       maxFail: maxFail, rollback: rollback, schedule: schedule, steps: steps, file: file)
+        var runbook = Runbook(name: name, description: description, hosts: hosts, params: params, vars: vars, serial: serial,
+                              maxFail: maxFail, rollback: rollback, schedule: schedule, steps: steps, file: file)
+        if let node = top["notify"] { runbook.notify = NotifyReader.read(node, &diagnostics) }
+        return runbook
     }
 
     // MARK: Top level

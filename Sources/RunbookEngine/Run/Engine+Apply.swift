@@ -29,6 +29,15 @@ public struct ApplyOptions: Sendable {
     }
 }
 
+/// The run as loaded, once it is (for notifying about an outcome, whatever path it took).
+final class PreparedBox: Sendable {
+    private let stored = Mutex<PreparedRun?>(nil)
+    var value: PreparedRun? {
+        get { stored.withLock { $0 } }
+        set { stored.withLock { $0 = newValue } }
+    }
+}
+
 /// An operator's request to stop a run: the signal that asked, once set.
 public final class Interruption: Sendable {
     private let signal = Mutex<Int32?>(nil)
@@ -99,8 +108,38 @@ struct HostOutcome: Sendable {
 
 extension Engine {
     /// `runbook apply`: lock, plan, confirm, apply host by host (rolling batches), and roll back
-    /// on failure. Invalid input throws `DiagnosticError` before anything is contacted.
+    /// on failure. Invalid input throws `DiagnosticError` before anything is contacted. Once
+    /// the runbook and inventory are loaded, the outcome goes to their `notify:` targets (a
+    /// failed delivery never changes it).
     public func apply(_ request: RunRequest?, options: ApplyOptions) async throws(DiagnosticError) -> RunOutcome {
+        let loaded = PreparedBox()
+        let outcome: RunOutcome
+        do {
+            outcome = try await applyLoaded(request, options: options, loaded: loaded)
+        } catch {
+            if let prepared = loaded.value {
+                await notify(RunOutcome(runID: nil, exitCode: 2, message: "invalid input: \(error.description)"), prepared: prepared)
+            }
+            throw error
+        }
+        // An operator who answers no at the prompt needs no message about it.
+        if let prepared = loaded.value, !outcome.message.hasPrefix("not confirmed") {
+            await notify(outcome, prepared: prepared)
+        }
+        return outcome
+    }
+
+    /// Sends an outcome to the run's notify targets, if it has any.
+    func notify(_ outcome: RunOutcome, prepared: PreparedRun) async {
+        let targets = Notifier.targets(prepared)
+        guard !targets.isEmpty else { return }
+        let journal = try? Journal(path: journalPath)
+        let event = Notifier.event(outcome, prepared: prepared, journal: journal)
+        await Notifier(targets: targets, prepared: prepared, logPath: settings.stateDir + "/logs/notifications.log", events: events)
+            .deliver(event)
+    }
+
+    private func applyLoaded(_ request: RunRequest?, options: ApplyOptions, loaded: PreparedBox) async throws(DiagnosticError) -> RunOutcome {
         var request = request
         var saved: Plan? = nil
         if let path = options.planFile {
@@ -126,6 +165,7 @@ extension Engine {
         let earlyJournal = FileManager.default.fileExists(atPath: journalPath)
             ? Task.detached { Result<Journal, any Error> { try Journal(path: journalPath) } } : nil
         let prepared = try prepare(request)
+        loaded.value = prepared
         if let saved {
             // A key on one side only is a change too (a template added or removed).
             let stale = Set(saved.digests.keys).union(prepared.digests.keys).sorted()

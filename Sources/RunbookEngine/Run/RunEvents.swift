@@ -33,6 +33,8 @@ public enum RunEvent: Sendable {
     case rollbackPreview(RollbackPreview)
     /// The run ended.
     case runFinished(id: String, status: String, exitCode: Int32, message: String)
+    /// A notification was sent to a target (shown masked), or could not be.
+    case notification(target: String, ok: Bool, message: String)
 }
 
 /// Receives events; the CLI prints them.
