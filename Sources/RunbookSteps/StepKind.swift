@@ -352,6 +352,7 @@ package enum StepRegistry {
         PostgresSlowQueriesStep.self,
         PostgresIndexStep.self,
         HealthStep.self,
+        LoadTestStep.self,
         WaitForStep.self,
         DockerPruneStep.self,
         GatherStep.self,
