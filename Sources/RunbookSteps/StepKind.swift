@@ -105,8 +105,9 @@ extension StepAction {
 
 /// The outcome of a `StepAction`.
 package enum StepActionResult: Sendable {
-    /// It passed, with outputs for later steps.
-    case success([String: Value])
+    /// It passed, with outputs for later steps, and optionally a report for the operator
+    /// (a load test's table), shown under the step and journaled.
+    case success([String: Value], message: String? = nil)
     /// It failed, with the reason.
     case failure(String)
 }
@@ -351,6 +352,7 @@ package enum StepRegistry {
         PostgresSlowQueriesStep.self,
         PostgresIndexStep.self,
         HealthStep.self,
+        LoadTestStep.self,
         WaitForStep.self,
         DockerPruneStep.self,
         GatherStep.self,
@@ -372,6 +374,14 @@ package enum StepRegistry {
     /// What rollback does about a step of `kind`; an unknown kind counts as irreversible.
     package static func undoBehavior(kind: String, arguments: Value) -> UndoBehavior {
         byName[kind]?.undoPolicy(arguments) ?? .irreversible
+    }
+
+    /// Whether a check of `kind` (`ReplayPhase.recheck`) runs again in rollback phase 3: the
+    /// step's `recheck`, else the kind's default for it (`health`: yes, `load_test`: no), else yes.
+    package static func rechecks(kind: String, arguments: Value) -> Bool {
+        if case .bool(let written)? = arguments["recheck"] { return written }
+        if case .bool(let fallback)? = byName[kind]?.schema.argument("recheck")?.defaultValue { return fallback }
+        return true
     }
 
     /// Whether a step of `kind` with `arguments` cannot be undone, so the plan must say so.

@@ -47,9 +47,12 @@ func table(header: [String], rows: [[String]], terminal: Terminal) -> String {
     for row in rows {
         for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) }
     }
+    // The last cell may have several lines (a load test's table): they go on under its column.
+    let lastColumn = String(repeating: " ", count: widths.dropLast().reduce(0) { $0 + $1 + 2 })
     func line(_ cells: [String]) -> String {
         cells.enumerated().map { i, cell in
-            i == cells.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+            i == cells.count - 1 ? cell.replacingOccurrences(of: "\n", with: "\n" + lastColumn)
+                : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
         }.joined(separator: "  ")
     }
     var text = terminal.paint(line(header), .bold) + "\n"

@@ -34,14 +34,17 @@ final class Printer: EventSink {
             case .failed: word = out.paint("FAILED", .red)
             }
             var line = "\(Terminal.oneLine(host))  [\(index + 1)/\(total)] \(Terminal.oneLine(name))  \(word)  \(DurationText.format(duration))"
-            if let message, status == .failed || status == .skipped { line += "\n    " + message.replacingOccurrences(of: "\n", with: "\n    ") }
+            // A failure's or skip's reason; an ok step's report (a load test's table).
+            if let message { line += "\n    " + message.replacingOccurrences(of: "\n", with: "\n    ") }
             out.write(line + "\n")
         case .hostFailed(let host, let message):
             out.write(out.paint("\(Terminal.oneLine(host)): \(message)", .red) + "\n")
         case .rollbackStarted(let host):
             out.write(out.paint("\(host): rolling back", .magenta) + "\n")
         case .undoFinished(let host, let name, let ok, let message):
-            out.write("\(Terminal.oneLine(host))  undo \(Terminal.oneLine(name))  \(ok ? out.paint("ok", .green) : out.paint("NOT UNDONE", .red))  \(Terminal.oneLine(message))\n")
+            // A multi-line message (a re-run load test's table) continues indented, as under a step.
+            let shown = message.split(separator: "\n", omittingEmptySubsequences: false).map { Terminal.oneLine(String($0)) }.joined(separator: "\n    ")
+            out.write("\(Terminal.oneLine(host))  undo \(Terminal.oneLine(name))  \(ok ? out.paint("ok", .green) : out.paint("NOT UNDONE", .red))  \(shown)\n")
         case .rollbackPreview(let preview):
             out.write(render(preview))
         case .runFinished(let id, let status, let code, let message):

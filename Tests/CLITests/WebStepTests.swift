@@ -31,9 +31,9 @@ struct WebStackFailed: Error, CustomStringConvertible {
     var description: String { message }
 }
 
-/// `service`, `nginx_reload`, `health` and `wait_for` against a real nginx and gunicorn running
-/// in test host h1 (`scripts/web-test`), through the built binary.
-@Suite("web steps: service, nginx_reload, health, wait_for", .serialized)
+/// `service`, `nginx_reload`, `health`, `load_test` and `wait_for` against a real nginx and
+/// gunicorn running in test host h1 (`scripts/web-test`), through the built binary.
+@Suite("web steps: service, nginx_reload, health, load_test, wait_for", .serialized)
 struct WebStepTests {
     let env: TestHosts
     let web: WebStack
@@ -536,6 +536,139 @@ struct WebStepTests {
         #expect(log("unit.conf") == "version = 1\n")
         #expect(log("systemctl.log") == String(repeating: "[restart][web app]\n", count: 3), "\(log("systemctl.log"))")
         #expect(log("command.log") == "reload\nreload\nreload\n")
+    }
+
+    // MARK: load_test
+
+    @Test("load_test: 300 requests through nginx pass its gates; an endpoint failing 20% of the time fails with the measured rate")
+    func loadTestGates() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        try p.write("runbooks/load.yml", """
+            name: load
+            description: A load test through nginx
+            hosts: h1
+            rollback: off
+            params:
+              path: { type: string, default: /health }
+            steps:
+              - id: load
+                name: Load test
+                load_test: { url: "http://127.0.0.1:8080{{ params.path }}", requests: 300, concurrency: 10, p95_under: 500ms, max_error_rate: 1% }
+              - id: outside
+                name: From the controller
+                load_test: { url: "http://{{ host.address }}:8080/health", from: controller, duration: 1s, concurrency: 4, max_error_rate: 1% }
+              - name: Record the numbers
+                command:
+                  run: >-
+                    echo '{{ steps.load.requests }} {{ steps.load.errors }} {{ steps.load.error_rate }} {{ steps.load.p50_ms }}
+                    {{ steps.load.p95_ms }} {{ steps.load.p99_ms }} {{ steps.load.rate }} {{ steps.outside.requests }}
+                    {{ steps.outside.errors }}' > \(p.remoteDir)/load
+            """)
+        let plan = try p.run(["plan", "load"])
+        #expect(plan.status == 0, "\(plan.stdout)\(plan.stderr)")
+        #expect(plan.stdout.contains("Load test  GET http://127.0.0.1:8080/health from h1: 300 requests, concurrency 10; gates: p95 under 500ms, error rate at most 1%"),
+                "\(plan.stdout)")
+        #expect(plan.stdout.contains("From the controller  GET http://\(env["RBT_H1"]):8080/health from the controller: for 1s, concurrency 4"), "\(plan.stdout)")
+
+        let ok = try apply(p, ["load", "--yes"])
+        #expect(ok.status == 0, "\(ok.stdout)\(ok.stderr)")
+        // The table is printed under the step.
+        let lines = ok.stdout.split(separator: "\n").map(String.init)
+        let step = try #require(lines.firstIndex { $0.contains("Load test  ok") }, "\(ok.stdout)")
+        #expect(lines.count > step + 3 && lines[step + 1].contains("GET http://127.0.0.1:8080/health from h1: 300 requests, concurrency 10, in "),
+                "\(ok.stdout)")
+        #expect(lines.count > step + 3 && lines[step + 2].split(separator: " ") == ["requests", "errors", "p50", "p95", "p99", "rate"], "\(ok.stdout)")
+        #expect(lines.count > step + 3 && lines[step + 3].hasPrefix("    300       0  "), "\(ok.stdout)")
+        // The numbers are the step's outputs.
+        let fields = try String(contentsOfFile: p.remoteDir + "/load", encoding: .utf8).split(whereSeparator: \.isWhitespace).map(String.init)
+        try #require(fields.count == 9, "\(fields)")
+        #expect(fields[0] == "300" && fields[1] == "0" && Double(fields[2]) == 0, "\(fields)")
+        let (p50, p95, p99, rate) = (Double(fields[3]) ?? -1, Double(fields[4]) ?? -1, Double(fields[5]) ?? -1, Double(fields[6]) ?? -1)
+        #expect(p50 > 0 && p50 <= p95 && p95 <= p99 && p95 < 500, "p50 \(p50) p95 \(p95) p99 \(p99)")
+        #expect(rate > 0, "rate \(rate)")
+        let outside = try #require(Int(fields[7]))
+        #expect(outside >= 4 && (Int(fields[8]) ?? outside) * 100 <= outside, "\(fields)")
+        // The journal keeps the table with the step.
+        let history = try p.run(["history", "--json"])
+        let run = try #require(history.stdout.split(separator: "\n").first)
+        let id = try #require((try JSONSerialization.jsonObject(with: Data(run.utf8)) as? [String: Any])?["id"] as? String)
+        let shown = try p.run(["show", id])
+        #expect(shown.stdout.contains("requests  errors  p50"), "\(shown.stdout)")
+
+        // Every fifth request of each gunicorn worker answers 500.
+        try FileManager.default.removeItem(atPath: p.remoteDir + "/load")
+        let flaky = try apply(p, ["load", "-p", "path=/flaky?percent=20", "--yes"])
+        #expect(flaky.status == 1, "\(flaky.stdout)\(flaky.stderr)")
+        #expect(flaky.stdout.contains("Load test  FAILED"), "\(flaky.stdout)")
+        let measured = flaky.stdout.firstMatch(of: /error rate ([0-9.]+)% over 300 requests is over max_error_rate 1%/).flatMap { Double($0.1) }
+        let errorRate = try #require(measured, "no measured error rate in: \(flaky.stdout)")
+        #expect(errorRate >= 18 && errorRate <= 22, "\(flaky.stdout)")
+        #expect(flaky.stdout.contains(" × status 500 (expected 200)"), "\(flaky.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: p.remoteDir + "/load"))
+    }
+
+    @Test("load_test from the host makes its requests concurrently over the one SSH session")
+    func loadTestConcurrency() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        // A server in h1 that answers each request after 200 ms, many at once (gunicorn's two
+        // sync workers would serialize the requests themselves). It writes "PID PORT" when it listens.
+        try """
+            import http.server, os, sys, time
+            class Slow(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    time.sleep(0.2)
+                    body = b"ok\\n"
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                def log_message(self, *args):
+                    pass
+            class Server(http.server.ThreadingHTTPServer):
+                request_queue_size = 128
+                daemon_threads = True
+            server = Server(("127.0.0.1", 0), Slow)
+            with open(sys.argv[1] + ".tmp", "w") as f:
+                f.write("%d %d\\n" % (os.getpid(), server.server_address[1]))
+            os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+            server.serve_forever()
+
+            """.write(toFile: p.remoteDir + "/slow.py", atomically: true, encoding: .utf8)
+        let address = p.remoteDir + "/slow.addr"
+        _ = try env.inHost("h1", "setsid \(web["WEB_PYTHON"]) \(p.remoteDir)/slow.py \(address) </dev/null >/dev/null 2>&1 &")
+        let deadline = Date().addingTimeInterval(15)
+        while !FileManager.default.fileExists(atPath: address) && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+        let started = try String(contentsOfFile: address, encoding: .utf8).split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
+        try #require(started.count == 2, "\(started)")
+        // The test hosts share the controller's pid namespace; KILL, as the server may have been
+        // started with signals blocked.
+        defer { kill(pid_t(started[0]), SIGKILL) }
+        try p.write("runbooks/concurrent.yml", """
+            name: concurrent
+            description: The same slow endpoint one and ten at a time
+            hosts: h1
+            rollback: off
+            steps:
+              - id: serial
+                name: One at a time
+                load_test: { url: "http://127.0.0.1:\(started[1])/", requests: 10, concurrency: 1, p95_under: 5s }
+              - id: parallel
+                name: Ten at a time
+                load_test: { url: "http://127.0.0.1:\(started[1])/", requests: 60, concurrency: 10, p95_under: 5s }
+              - name: Record the rates
+                command: { run: "echo '{{ steps.serial.rate }} {{ steps.parallel.rate }} {{ steps.parallel.p50_ms }}' > \(p.remoteDir)/rates" }
+            """)
+        let r = try apply(p, ["concurrent", "--yes"])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        let rates = try String(contentsOfFile: p.remoteDir + "/rates", encoding: .utf8).split(whereSeparator: \.isWhitespace).compactMap { Double($0) }
+        try #require(rates.count == 3, "\(rates)")
+        // One at a time, 200 ms each: at most 5 requests a second. Ten at a time: ideally 50
+        // (48.5 measured through a local sshd); 20 proves the channels overlap.
+        #expect(rates[0] <= 5.05, "serial: \(rates[0]) req/s")
+        #expect(rates[1] >= 20, "ten at a time: \(rates[1]) req/s\n\(r.stdout)")
+        #expect(rates[2] >= 200 && rates[2] < 1000, "p50 \(rates[2]) ms with ten at a time")
     }
 
     // MARK: wait_for

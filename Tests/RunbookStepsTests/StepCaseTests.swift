@@ -70,7 +70,7 @@ func scripted(_ testCase: StepCase) -> ScriptedTransport {
 
     @Test func registryDescribesEveryKindOfTheSpec() {
         let kinds = ["command", "template", "copy", "env_set", "yaml_set", "service", "compose_scale", "nginx_reload", "pg_backup", "pg_vacuum",
-                     "pg_kill_queries", "pg_sql", "pg_slow_queries", "pg_index", "health", "wait_for", "docker_prune", "gather", "assert", "sleep"]
+                     "pg_kill_queries", "pg_sql", "pg_slow_queries", "pg_index", "health", "load_test", "wait_for", "docker_prune", "gather", "assert", "sleep"]
         #expect(StepRegistry.names == kinds)
         #expect(StepRegistry.schema(for: "sleep")?.scalarForm == .duration)
         #expect(StepRegistry.schema(for: "template")?.argument("dest")?.required == true)
@@ -82,6 +82,13 @@ func scripted(_ testCase: StepCase) -> ScriptedTransport {
         #expect(StepRegistry.isIrreversible(kind: "no_such_kind", arguments: [:]))
         #expect(StepRegistry.kind("service")?.replay == .afterRestore)
         #expect(StepRegistry.kind("health")?.replay == .recheck)
+        #expect(StepRegistry.kind("load_test")?.replay == .recheck)
+        // Rollback re-runs a health check unless it says no, a load test only when it says yes.
+        #expect(StepRegistry.rechecks(kind: "health", arguments: ["url": "http://x/"]))
+        #expect(!StepRegistry.rechecks(kind: "health", arguments: ["url": "http://x/", "recheck": false]))
+        #expect(!StepRegistry.rechecks(kind: "load_test", arguments: ["url": "http://x/", "requests": 10]))
+        #expect(StepRegistry.rechecks(kind: "load_test", arguments: ["url": "http://x/", "requests": 10, "recheck": true]))
+        #expect(StepRegistry.undoBehavior(kind: "load_test", arguments: ["url": "http://x/", "requests": 10]) == .readOnly)
         #expect(StepRegistry.kind("template")?.supportsBecome == false)
         #expect(StepRegistry.kind("gather")?.outputsAreFacts == true)
     }

@@ -51,10 +51,21 @@ public final class ScriptedTransport: Transport, Sendable {
         }
     }
 
+    /// How a TCP endpoint answers exchange after exchange (`answer(address:port:delay:_:)`).
+    struct Responder: Sendable {
+        var delay: Duration
+        var respond: @Sendable (Int) -> String?
+    }
+
     struct State {
         var files: [String: File]
         var replies: [(match: String, reply: Reply)]
         var exchanges: [String: ExchangeReply]
+        var responders: [String: Responder] = [:]
+        /// Exchanges started, by `address:port`.
+        var exchangeCounts: [String: Int] = [:]
+        var exchangesInFlight = 0
+        var mostExchangesInFlight = 0
         var ran: [ShellCommand] = []
     }
 
@@ -81,6 +92,22 @@ public final class ScriptedTransport: Transport, Sendable {
     public func answer(address: String, port: Int, with response: String) {
         state.withLock { $0.exchanges["\(address):\(port)"] = ExchangeReply(bytes: Array(response.utf8), complete: true) }
     }
+
+    /// TCP exchanges from the host with `address:port` are answered by `respond`, called with
+    /// the exchange's number there (0, 1, 2, … in the order they start): the response's text,
+    /// or nil for a refused connection. Each exchange takes `delay`; one whose timeout is
+    /// shorter ends at its timeout with nothing received, as a silent server's does.
+    public func answer(address: String, port: Int, delay: Duration = .zero, _ respond: @escaping @Sendable (Int) -> String?) {
+        state.withLock { $0.responders["\(address):\(port)"] = Responder(delay: delay, respond: respond) }
+    }
+
+    /// How many TCP exchanges with `address:port` were started.
+    public func exchangeCount(address: String, port: Int) -> Int {
+        state.withLock { $0.exchangeCounts["\(address):\(port)", default: 0] }
+    }
+
+    /// The most TCP exchanges that were in progress at the same time.
+    public var mostConcurrentExchanges: Int { state.withLock { $0.mostExchangesInFlight } }
 
     /// Every command that ran, in order.
     public var ran: [ShellCommand] { state.withLock { $0.ran } }
@@ -139,7 +166,19 @@ public final class ScriptedTransport: Transport, Sendable {
     }
 
     public func exchange(address: String, port: Int, send: [UInt8], timeout: Duration) async throws(TransportError) -> ExchangeReply? {
-        state.withLock { $0.exchanges["\(address):\(port)"] }
+        let key = "\(address):\(port)"
+        let (fixed, responder, number) = state.withLock { state in
+            let number = state.exchangeCounts[key, default: 0]
+            state.exchangeCounts[key] = number + 1
+            state.exchangesInFlight += 1
+            state.mostExchangesInFlight = max(state.mostExchangesInFlight, state.exchangesInFlight)
+            return (state.exchanges[key], state.responders[key], number)
+        }
+        defer { state.withLock { $0.exchangesInFlight -= 1 } }
+        guard let responder else { return fixed }
+        if responder.delay > .zero { try? await Task.sleep(for: min(responder.delay, timeout)) }
+        if responder.delay > timeout { return ExchangeReply(bytes: [], complete: false) }
+        return responder.respond(number).map { ExchangeReply(bytes: Array($0.utf8), complete: true) }
     }
 
     public func close() async {}

@@ -183,6 +183,17 @@ public let stepCases: [StepCase] = [
     // health
     StepCase(name: "get", kind: "health", arguments: ["url": "http://127.0.0.1/health", "contains": "ok"], action: .check,
              summary: "GET http://127.0.0.1/health from h1: expect 200, body contains \"ok\"", undo: .readOnly),
+    // load_test
+    StepCase(name: "requests and gates", kind: "load_test",
+             arguments: ["url": "http://127.0.0.1/health", "requests": 20, "concurrency": 4, "p95_under": "500ms", "max_error_rate": "1%"],
+             action: .check,
+             summary: "GET http://127.0.0.1/health from h1: 20 requests, concurrency 4; gates: p95 under 500ms, error rate at most 1%",
+             undo: .readOnly),
+    StepCase(name: "requests or duration, fraction", kind: "load_test",
+             arguments: ["url": "http://127.0.0.1/health", "requests": 50, "duration": "2s", "p99_under": "1s", "max_error_rate": .double(0.005)],
+             action: .check,
+             summary: "50 requests or 2s, whichever ends first, concurrency 10; gates: p99 under 1s, error rate at most 0.5%",
+             undo: .readOnly),
     // wait_for
     StepCase(name: "port", kind: "wait_for", arguments: ["port": 5432], action: .check, summary: "127.0.0.1:5432", undo: .readOnly),
     // docker_prune

@@ -478,20 +478,22 @@ extension Engine {
                 if case .success = result { break }
             }
             switch result {
-            case .success(let outputs):
+            case .success(let outputs, let message):
                 outcome.applied[outcome.applied.count - 1].succeeded = true
                 let changed = outputs["changed"]?.boolValue ?? false
                 outcome.changed = outcome.changed || changed
-                pendingOutcome = StepOutcome(entry: entry, status: .done, changed: changed, message: nil)
+                pendingOutcome = StepOutcome(entry: entry, status: .done, changed: changed, message: message.map(masker.mask))
                 if let id = step.id { context.steps[id] = .map(outputs) }
                 if StepRegistry.kind(step.kind)?.outputsAreFacts == true {
                     context.facts.merge(outputs.filter { $0.key != "changed" }) { _, new in new }
                 }
-                finishStep(changed ? .changed : .ok, nil)
+                finishStep(changed ? .changed : .ok, message)
             case .failure(let message):
                 let masked = masker.mask(message)
                 try? journal.recordOutcome(entry: entry, status: .failed, changed: false, message: masked)
-                outcome.failure = "\(step.name): \(masked)"
+                // The run's summary says what failed; a report under it (a load test's
+                // table) stays with the step, shown above and journaled.
+                outcome.failure = "\(step.name): \(masked.prefix { $0 != "\n" })"
                 finishStep(.failed, masked)
                 return outcome
             }
@@ -500,7 +502,8 @@ extension Engine {
     }
 
     enum StepResult: Sendable {
-        case success([String: Value])
+        /// Outputs for later steps, and the action's report, if it made one (shown and journaled).
+        case success([String: Value], message: String? = nil)
         case failure(String)
     }
 
@@ -552,8 +555,9 @@ extension Engine {
             return Replay(phase: 2, step: step, operation: operation)
         case .recheck:
             // A check of the new state (`recheck: false`), such as "8 workers run", would fail
-            // by design once rollback restored the old state.
-            if case .bool(false) = step.arguments["recheck"] ?? .null { return nil }
+            // by design once rollback restored the old state; a load test is heavy, and runs
+            // again only when it says `recheck: true`.
+            if !StepRegistry.rechecks(kind: step.kind, arguments: step.arguments) { return nil }
             return Replay(phase: 3, step: step, operation: operation)
         }
     }
@@ -613,10 +617,10 @@ extension Engine {
                 return .success(["changed": false])
             case .action(let action):
                 switch await action.perform(on: transport, controller: LocalTransport(hostName: "controller"), step: step) {
-                case .success(let outputs):
+                case .success(let outputs, let message):
                     var all = outputs
                     if all["changed"] == nil { all["changed"] = false }
-                    return .success(all)
+                    return .success(all, message: message)
                 case .failure(let message):
                     return .failure(message)
                 }

@@ -42,9 +42,10 @@ extension Engine {
                 let outcome = await execute(replay.operation, step: replay.step, transport: transport, context: context,
                                             prepared: prepared, runID: runID)
                 switch outcome {
-                case .success:
-                    if let entry { try? journal.recordOutcome(entry: entry, status: .done, changed: true, message: "phase \(phase)") }
-                    events.emit(.undoFinished(host: host, name: replay.step.name, ok: true, message: "ran again (rollback phase \(phase))"))
+                case .success(_, let report):
+                    let shown = report.map { "\n" + secrets.masker.mask($0) } ?? ""
+                    if let entry { try? journal.recordOutcome(entry: entry, status: .done, changed: true, message: "phase \(phase)" + shown) }
+                    events.emit(.undoFinished(host: host, name: replay.step.name, ok: true, message: "ran again (rollback phase \(phase))" + shown))
                 case .failure(let message):
                     let masked = secrets.masker.mask(message)
                     if let entry { try? journal.recordOutcome(entry: entry, status: .failed, changed: false, message: masked) }

@@ -163,7 +163,7 @@ struct HealthAction: StepAction {
             }
             attempts += 1
             switch await check(through) {
-            case .success(let outputs):
+            case .success(let outputs, _):
                 var all = outputs
                 all["attempts"] = .int(attempts)
                 return .success(all)
@@ -198,7 +198,7 @@ struct HealthAction: StepAction {
                 return .failure("replica \(replica.name) has no usable address (\(replica.address))")
             }
             switch await check(direct, through: transport, label: "replica \(replica.name) (\(direct.endpoint)): ") {
-            case .success(let result): outputs = result
+            case .success(let result, _): outputs = result
             case .failure(let message): return .failure(message)
             }
         }
