@@ -58,6 +58,7 @@ extension Runbook {
                 }
             case .install:
                 let entries = try scheduledRunbooks(context)
+                if let warning = Self.buildFolderWarning(schedule.executable) { context.err.write(context.err.paint(warning, .yellow) + "\n") }
                 let crontab = try Crontab(context: context)
                 let current = try await crontab.read()
                 let updated = try schedule.installing(entries, into: current)
@@ -141,6 +142,14 @@ extension Runbook {
         /// `1 scheduled runbook`, `2 scheduled runbooks`.
         static func count(_ entries: [CronSchedule.Entry]) -> String {
             "\(entries.count) scheduled runbook\(entries.count == 1 ? "" : "s")"
+        }
+
+        /// A warning when the binary cron would run lives in a build folder (`.build/`), which
+        /// the next clean or rebuild removes or replaces; nil otherwise.
+        static func buildFolderWarning(_ executable: String) -> String? {
+            guard executable.contains("/.build/") else { return nil }
+            return "warning: the crontab would run \(executable), inside a build folder that the next clean or rebuild removes; "
+                + "install the release binary first (scripts/install puts it in /usr/local/bin) and run schedule --install from it"
         }
 
         /// The running executable, absolute, so cron runs this very binary whatever its PATH.

@@ -482,6 +482,57 @@ struct ShippedRunbookTests {
         #expect(dumps.count == 1, "the cron run made one dump: \(dumps)")
     }
 
+    @Test("a scheduled nightly-maintenance whose backup fails posts one notification; with the receiver down the exit code is the same")
+    func scheduledFailureNotifies() throws {
+        let sandbox = try Sandbox.ready()
+        let hook = try WebhookReceiver()
+        defer { hook.stop() }
+        // The backup directory's parent is a file: mkdir fails when the dump starts.
+        #expect(try sandbox.onHost("rm -rf /srv/backups-broken && touch /srv/backups-broken && echo ok").stdout == "ok\n")
+        defer { _ = try? sandbox.onHost("rm -f /srv/backups-broken") }
+        var inventory = try String(contentsOfFile: try Sandbox.inventoryVariant("notify", vars: ["backup_dir": "/srv/backups-broken/db"]),
+                                   encoding: .utf8)
+        inventory = inventory.replacingOccurrences(of: "\ndefaults:\n", with: "\ndefaults:\n  notify:\n    - { webhook: \"http://127.0.0.1:\(hook.port)/ops\", retries: 0, timeout: 3s }\n")
+        let inventoryPath = repositoryRoot + "/.sandbox/inventory-notify.yml"
+        try inventory.write(toFile: inventoryPath, atomically: true, encoding: .utf8)
+
+        let (program, crontabFile) = try StandInCrontab.make()
+        let dir = (crontabFile as NSString).deletingLastPathComponent
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var environment = ProcessInfo.processInfo.environment
+        environment["RUNBOOK_CRONTAB"] = program
+        environment["NO_COLOR"] = "1"
+        let install = try runProcessFull(repositoryRoot + "/.build/debug/runbook",
+                                         ["schedule", "--install", "--yes", "-i", inventoryPath, "--root", repositoryRoot,
+                                          "--state-dir", sandbox.stateDir], environment: environment)
+        #expect(install.status == 0, "\(install.stdout)\(install.stderr)")
+        let crontab = try String(contentsOfFile: crontabFile, encoding: .utf8)
+        let line = try #require(crontab.split(separator: "\n").first { $0.hasPrefix("0 3 * * * ") && $0.contains("nightly-maintenance") })
+        let command = String(line.dropFirst("0 3 * * * ".count)).replacingOccurrences(of: "\\%", with: "%")
+        func cron() throws -> ProcessOutput {
+            try runProcessFull("/bin/sh", ["-c", command], environment: ["PATH": "/usr/bin:/bin", "HOME": dir, "SHELL": "/bin/sh", "LOGNAME": "root"],
+                               currentDirectory: "/")
+        }
+        let run = try cron()
+        #expect(run.status == 1, "\(run.stdout)\(run.stderr)")
+        #expect(hook.received.count == 1, "\(hook.received)")
+        let event = try #require(hook.body(0))
+        let log = try String(contentsOfFile: sandbox.stateDir + "/logs/nightly-maintenance.log", encoding: .utf8)
+        let runID = try #require(Sandbox.runID(log))
+        #expect(event["run_id"] as? String == runID, "\(event)")
+        #expect(event["runbook"] as? String == "nightly-maintenance")
+        #expect(event["hosts"] as? [String] == ["sandbox"])
+        let failed = try #require((event["failed_steps"] as? [[String: Any]])?.first)
+        #expect(failed["host"] as? String == "sandbox" && failed["step"] as? String == "Back up the database", "\(failed)")
+        #expect(log.contains("notified webhook"), "\(log)")
+
+        hook.stop()
+        let unnotified = try cron()
+        #expect(unnotified.status == 1, "\(unnotified.stdout)\(unnotified.stderr)")
+        let after = try String(contentsOfFile: sandbox.stateDir + "/logs/nightly-maintenance.log", encoding: .utf8)
+        #expect(after.contains("warning: notification to webhook http://127.0.0.1:\(hook.port)/ops failed"), "\(after)")
+    }
+
     @Test("with PostgreSQL reached by host and port (no compose service): nightly-maintenance, capacity-check and site-slow")
     func databaseByHostAndPort() throws {
         let sandbox = try Sandbox.ready()

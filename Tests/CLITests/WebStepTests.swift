@@ -637,7 +637,11 @@ struct WebStepTests {
 
             """.write(toFile: p.remoteDir + "/slow.py", atomically: true, encoding: .utf8)
         let address = p.remoteDir + "/slow.addr"
-        _ = try env.inHost("h1", "setsid \(web["WEB_PYTHON"]) \(p.remoteDir)/slow.py \(address) </dev/null >/dev/null 2>&1 &")
+        // Every descriptor but 0-2 is closed first (by bash: dash takes no fd above 9): an
+        // inherited pipe would keep this call waiting for end of file while the server runs.
+        let script = "for fd in /proc/$$/fd/*; do fd=${fd##*/}; [ \"$fd\" -gt 2 ] && eval \"exec $fd>&-\"; done 2>/dev/null; "
+            + "exec setsid \(web["WEB_PYTHON"]) \(p.remoteDir)/slow.py \(address)"
+        _ = try env.inHost("h1", "bash -c \(shellQuote(script)) </dev/null >/dev/null 2>&1 &")
         let deadline = Date().addingTimeInterval(15)
         while !FileManager.default.fileExists(atPath: address) && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
         let started = try String(contentsOfFile: address, encoding: .utf8).split(whereSeparator: \.isWhitespace).compactMap { Int($0) }

@@ -74,10 +74,43 @@ public struct ProcessOutput: Sendable {
 /// returns a task to await its result. `Task.detached` would run it on one of Swift
 /// concurrency's cooperative threads, of which there are as many as cores: two long blocking
 /// calls (from tests running at once) then stall every other task until one of them ends.
+/// The thread starts here, before this returns: started from inside the task, it would wait
+/// for a cooperative thread to run the task, and with those all blocked (by the very call
+/// the caller makes next, and another test's) the work would not start until they return.
 public func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) -> Task<T, any Error> {
-    Task {
+    let outcome = ThreadOutcome<T>()
+    Thread { outcome.finish(Result(catching: body)) }.start()
+    return Task { try await outcome.value() }
+}
+
+/// The result of work on its own thread, handed to whoever awaits it (before or after it ends).
+final class ThreadOutcome<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var result: Result<T, any Error>?
+    private var waiter: CheckedContinuation<T, any Error>?
+
+    func finish(_ value: Result<T, any Error>) {
+        lock.lock()
+        if let waiter {
+            self.waiter = nil
+            lock.unlock()
+            waiter.resume(with: value)
+        } else {
+            result = value
+            lock.unlock()
+        }
+    }
+
+    func value() async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            Thread { continuation.resume(with: Result(catching: body)) }.start()
+            lock.lock()
+            if let result {
+                lock.unlock()
+                continuation.resume(with: result)
+            } else {
+                waiter = continuation
+                lock.unlock()
+            }
         }
     }
 }
