@@ -76,7 +76,7 @@ let package = Package(
         .executableTarget(
             name: "runbook",
             dependencies: [
-                "RunbookEngine", "RunbookCore", "RunbookTransport",
+                "RunbookEngine", "RunbookCore", "RunbookSteps", "RunbookTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

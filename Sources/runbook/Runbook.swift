@@ -12,11 +12,11 @@ struct Runbook: AsyncParsableCommand {
         abstract: "Plan, apply and roll back operational runbooks on your hosts over SSH.",
         discussion: "Exit codes: 0 success, 1 a step or command failed, 2 invalid input, 3 refused with nothing changed, 4 rollback incomplete.",
         version: runbookVersion,
-        subcommands: [List.self, Validate.self, Plan.self, Apply.self, Rollback.self, History.self, Show.self, Unlock.self, Hosts.self, Exec.self, Schedule.self]
+        subcommands: [List.self, Validate.self, Plan.self, Apply.self, Rollback.self, History.self, Show.self, Unlock.self, Hosts.self, Exec.self, Schedule.self, Diagnose.self]
     )
 
     /// The subcommands that open SSH connections.
-    static let connectingCommands = ["plan", "apply", "rollback", "exec", "unlock"]
+    static let connectingCommands = ["plan", "apply", "rollback", "exec", "unlock", "diagnose"]
     /// The connecting subcommands that load a project and run its steps.
     static let projectCommands = ["plan", "apply", "rollback"]
 

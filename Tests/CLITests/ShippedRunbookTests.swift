@@ -533,6 +533,45 @@ struct ShippedRunbookTests {
         #expect(after.contains("warning: notification to webhook http://127.0.0.1:\(hook.port)/ops failed"), "\(after)")
     }
 
+    @Test("diagnose: every metric with the guide's levels; under a CPU load, CPU critical and vertical-scale or scale-workers next")
+    func diagnose() throws {
+        let sandbox = try Sandbox.ready()
+        func metrics(_ r: ProcessOutput) throws -> [String: [String: Any]] {
+            let line = try #require(r.stdout.split(separator: "\n").first)
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let list = report["metrics"] as? [[String: Any]] ?? []
+            return Dictionary(uniqueKeysWithValues: list.map { ($0["name"] as? String ?? "", $0) })
+        }
+        let calm = try sandbox.runbook(["diagnose", "--window", "2s", "--json"])
+        let seen = try metrics(calm)
+        // Every metric the guide names is read, with its levels; the database through the
+        // compose service, latency through nginx, the queue from the app.
+        for name in ["cpu_percent", "memory_percent", "swap_percent", "disk_percent:/", "pg_connections", "pg_long_queries",
+                     "pg_cache_hit_percent", "p95_ms", "error_percent", "queue_pending"] {
+            #expect(seen[name] != nil, "\(name) missing: \(calm.stdout)")
+        }
+        #expect(seen["cpu_percent"]?["warning"] as? Double == 70 && seen["cpu_percent"]?["critical"] as? Double == 85)
+        #expect(seen["p95_ms"]?["warning"] as? Double == 500 && seen["pg_connections"]?["critical"] as? Double == 95)
+        // Other suites may be loading this machine's CPU meanwhile: what is not CPU is ok.
+        for name in ["memory_percent", "disk_percent:/", "pg_connections", "pg_long_queries", "error_percent", "queue_pending"] {
+            #expect(seen[name]?["state"] as? String == "ok", "\(name): \(seen[name] ?? [:])")
+        }
+        if seen.values.allSatisfy({ $0["state"] as? String == "ok" }) { #expect(calm.status == 0) } else { #expect(calm.status == 1) }
+
+        // A CPU load on every core of the host, bounded to 40 s, its pipes closed so the call returns at once.
+        let cores = Int(try sandbox.onHost("nproc").stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 2
+        let burn = "for fd in /proc/$$/fd/*; do fd=${fd##*/}; [ \"$fd\" -gt 2 ] && eval \"exec $fd>&-\"; done 2>/dev/null; "
+            + "for i in $(seq \(cores)); do setsid timeout 40 sh -c 'while :; do :; done' </dev/null >/dev/null 2>&1 & echo $!; done"
+        let pids = try sandbox.onHost("bash -c \(shellQuote(burn))").stdout.split(separator: "\n").compactMap { Int32($0) }
+        #expect(pids.count == cores)
+        defer { for pid in pids { kill(-pid, SIGKILL); kill(pid, SIGKILL) } }
+        let loaded = try sandbox.runbook(["diagnose", "--window", "4s"])
+        #expect(loaded.status == 1, "\(loaded.stdout)\(loaded.stderr)")
+        let cpuLine = try #require(loaded.stdout.split(separator: "\n").first { $0.contains("CPU (4s)") })
+        #expect(cpuLine.hasSuffix("critical"), "\(loaded.stdout)")
+        #expect(loaded.stdout.contains("runbook plan vertical-scale -p workers=") || loaded.stdout.contains("runbook plan scale-workers"), "\(loaded.stdout)")
+    }
+
     @Test("with PostgreSQL reached by host and port (no compose service): nightly-maintenance, capacity-check and site-slow")
     func databaseByHostAndPort() throws {
         let sandbox = try Sandbox.ready()

@@ -50,9 +50,9 @@ package struct GatherStep: StepKind {
         return plan
     }
 
-    /// One POSIX shell command printing `key=value` lines.
-    static func command(mounts: [String]) -> ShellCommand {
-        let script = #"""
+    /// One POSIX shell command printing `key=value` lines; CPU is sampled over `cpuSeconds`.
+    static func command(mounts: [String], cpuSeconds: Int? = nil) -> ShellCommand {
+        var script = #"""
         read -r _ u1 n1 s1 i1 w1 q1 sq1 st1 _ < /proc/stat
         sleep 0.5
         read -r _ u2 n2 s2 i2 w2 q2 sq2 st2 _ < /proc/stat
@@ -66,6 +66,7 @@ package struct GatherStep: StepKind {
              END { printf "memory_total_mb=%d\nmemory_percent=%.1f\nswap_total_mb=%d\nswap_used_mb=%d\nswap_percent=%.1f\n",
                    t/1024, (t>0 ? 100*(t-a)/t : 0), st/1024, (st-sf)/1024, (st>0 ? 100*(st-sf)/st : 0) }' /proc/meminfo
         """#
+        if let cpuSeconds { script = script.replacingOccurrences(of: "sleep 0.5", with: "sleep \(max(1, cpuSeconds))") }
         let disks: ShellCommand
         if mounts.isEmpty {
             disks = "df -P -x tmpfs -x devtmpfs -x overlay -x squashfs 2>/dev/null | awk 'NR>1 { sub(\"%\", \"\", $5); print \"disk:\" $6 \"=\" $5 }'"
@@ -86,7 +87,10 @@ package struct GatherStep: StepKind {
         SELECT 'pg_long_queries=' || count(*) FROM pg_stat_activity
          WHERE backend_type = 'client backend' AND state = 'active' AND now() - query_start > interval '1 minute'
         UNION ALL
-        SELECT 'pg_max_connections=' || setting FROM pg_settings WHERE name = 'max_connections';
+        SELECT 'pg_max_connections=' || setting FROM pg_settings WHERE name = 'max_connections'
+        UNION ALL
+        SELECT 'pg_cache_hit_percent=' || coalesce(round(100.0 * sum(blks_hit) / nullif(sum(blks_hit) + sum(blks_read), 0), 2)::text, '100')
+          FROM pg_stat_database;
         """
 
     /// Per-container CPU and memory, when docker answers on the host (silently nothing otherwise).
