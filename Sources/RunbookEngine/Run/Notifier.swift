@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import RunbookCore
 import RunbookTransport
 
@@ -135,28 +132,38 @@ struct Notifier: Sendable {
         return (result.text.trimmingCharacters(in: .whitespacesAndNewlines), [:])
     }
 
-    /// POSTs `body`; nil on a 2xx answer.
+    /// POSTs `body` with the controller's curl; nil on a 2xx answer. The URL (which may hold
+    /// a secret) and the headers reach curl as a config on its stdin, the body as a 0600 temp
+    /// file: nothing of either is on its command line. (curl, not Foundation's URLSession: that
+    /// would link libcurl into every run of the binary for the sake of a message at its end.)
     private func post(_ url: String, body: [UInt8], headers: [String: String], timeout: Duration) async -> String? {
-        guard let address = URL(string: url), ["http", "https"].contains(address.scheme?.lowercased() ?? "") else {
-            return "not an http(s) URL"
+        let lower = url.lowercased()
+        guard lower.hasPrefix("http://") || lower.hasPrefix("https://") else { return "not an http(s) URL" }
+        guard !url.contains(where: { $0.isNewline }) else { return "the URL holds a line break" }
+        let bodyPath = NSTemporaryDirectory() + "runbook-notify-\(UUID().uuidString).body"
+        guard FileManager.default.createFile(atPath: bodyPath, contents: Data(body), attributes: [.posixPermissions: 0o600]) else {
+            return "cannot write the request body to \(bodyPath)"
         }
-        var request = URLRequest(url: address)
-        request.httpMethod = "POST"
-        request.httpBody = Data(body)
-        request.timeoutInterval = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
-        for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
-        request.setValue("runbook-notify/1", forHTTPHeaderField: "User-Agent")
-        let configuration = URLSessionConfiguration.ephemeral
-        configuration.timeoutIntervalForRequest = request.timeoutInterval
-        configuration.timeoutIntervalForResource = request.timeoutInterval
-        let session = URLSession(configuration: configuration)
-        defer { session.finishTasksAndInvalidate() }
+        defer { try? FileManager.default.removeItem(atPath: bodyPath) }
+        func quoted(_ text: String) -> String {
+            "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        }
+        var config = "url = \(quoted(url))\n"
+        for (name, value) in (headers.merging(["User-Agent": "runbook-notify/1"]) { a, _ in a }).sorted(by: { $0.key < $1.key }) {
+            config += "header = \(quoted("\(name): \(value)"))\n"
+        }
+        let seconds = max(1, Int(timeout.components.seconds))
+        let command: ShellCommand = "curl --silent --show-error --proto =http,https --max-time \(seconds) -o /dev/null -w '%{http_code}' -X POST --data-binary @\(bodyPath) -K -"
         do {
-            let (_, response) = try await session.data(for: request)
-            guard let http = response as? HTTPURLResponse else { return "no HTTP answer" }
-            return (200..<300).contains(http.statusCode) ? nil : "HTTP \(http.statusCode)"
+            let output = try await LocalTransport(hostName: "controller").run(command, stdin: Array(config.utf8), timeout: timeout + .seconds(5), onOutput: nil)
+            let status = Int(output.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+            if output.succeeded, (200..<300).contains(status) { return nil }
+            if output.exitStatus == 127 { return "curl is not installed on the controller (it sends webhook and ntfy notifications)" }
+            if status > 0 { return "HTTP \(status)" }
+            let reason = output.stderrText.split(whereSeparator: \.isNewline).first.map(String.init) ?? output.statusText
+            return reason.replacingOccurrences(of: "curl: ", with: "")
         } catch {
-            return error.localizedDescription
+            return "\(error)"
         }
     }
 
