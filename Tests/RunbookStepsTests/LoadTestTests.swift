@@ -177,7 +177,8 @@ import TestSupport
     @Test func aHealthyEndpointPassesWithItsNumbers() async throws {
         let host = ScriptedTransport(hostName: "h1")
         host.answer(address: "127.0.0.1", port: 8080, delay: .milliseconds(5)) { _ in Self.ok }
-        let load = try await action(["requests": 60, "concurrency": 6, "p95_under": "5s", "max_error_rate": "1%"])
+        // A gate no scheduling delay can reach: this test is about the numbers, not the clock.
+        let load = try await action(["requests": 60, "concurrency": 6, "p95_under": "1h", "max_error_rate": "1%"])
         let result = await load.perform(on: host, controller: ScriptedTransport(hostName: "controller"), step: step(testCase([:])))
         guard case .success(let outputs, let message?) = result else {
             Issue.record("a healthy endpoint failed: \(result)")
@@ -252,19 +253,18 @@ import TestSupport
         }
         let took = ContinuousClock.now - started
         let made = try #require(outputs["requests"]?.intValue)
-        // 4 at a time, each at least 10 ms, for 300 ms: at most 4 × (30 + 1) requests.
-        #expect(made >= 4 && made <= 124, "\(made) requests")
-        #expect(took >= .milliseconds(300) && took < .seconds(10), "\(took)")
+        // 4 at a time, each at least 10 ms, for 300 ms: at most 4 × (30 + 1) requests. (No
+        // upper bound on the time: a loaded machine may schedule the requests late.)
+        #expect(made >= 1 && made <= 124, "\(made) requests")
+        #expect(took >= .milliseconds(300), "\(took)")
 
-        // 20 requests come long before 10 s.
-        let both = try await action(["requests": 20, "duration": "10s", "concurrency": 4])
-        let quick = ContinuousClock.now
+        // 20 requests come before 10 minutes are up: the count ends the test, not the duration.
+        let both = try await action(["requests": 20, "duration": "10m", "concurrency": 4])
         guard case .success(let few, _) = await both.perform(on: host, controller: host, step: step(testCase([:]))) else {
             Issue.record("20 requests failed")
             return
         }
         #expect(few["requests"] == .int(20))
-        #expect(ContinuousClock.now - quick < .seconds(5))
     }
 
     @Test func theStepsTimeoutCutsTheTestShortAndFailsIt() async throws {
