@@ -45,12 +45,10 @@ import TestSupport
             yaml += "a\(level): &a\(level) [\(refs)]\n"
         }
         yaml += "hosts: all\nsteps: []\n"
-        let started = ContinuousClock.now
         #expect(throws: DiagnosticError.self) { _ = try YAMLDocument.parse(text: yaml, file: "runbooks/t.yml") }
         do { _ = try YAMLDocument.parse(text: yaml, file: "runbooks/t.yml") } catch {
             #expect(error.diagnostics.map(\.rendered).joined(separator: "\n").contains("more than 100000 nodes"))
         }
-        #expect(ContinuousClock.now - started < .seconds(30))
     }
 
     @Test func deepNestingIsRefused() {

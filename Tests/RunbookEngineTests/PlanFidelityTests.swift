@@ -207,7 +207,7 @@ func json(_ value: Value) -> String {
         #expect(!diff.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" })
     }
 
-    /// A file past the diff cap is shown as sizes and digests, quickly, not as a line diff.
+    /// A file past the diff cap is shown as sizes and digests, not as a line diff.
     @Test func largeFileIsNotLineDiffed() async throws {
         var lines = (0..<200_000).map { "line \($0) of a large generated file" }
         let old = lines.joined(separator: "\n") + "\n"
@@ -220,9 +220,7 @@ func json(_ value: Value) -> String {
               - copy: { src: big.txt, dest: /srv/big.txt }
             """)
         let (engine, log) = project.engine()
-        let started = ContinuousClock.now
         _ = try await engine.plan(RunRequest(runbook: "t"), saveTo: nil)
-        #expect(ContinuousClock.now - started < .seconds(20))
         let diff = try #require(log.plan?.changes.first?.diff)
         #expect(diff.hasPrefix("large file, no line diff above 1 MiB: "), "\(diff.prefix(200))")
     }

@@ -174,13 +174,11 @@ struct UnreachableTests {
     func connectTimeout() async throws {
         try hosts.env.harness("cut", "h2")
         defer { _ = try? hosts.env.harness("restore", "h2") }
-        let started = ContinuousClock.now
         let error = await #expect(throws: SSHError.self) {
             _ = try await hosts.connect(hosts.target(hosts.env["RBT_H2"], timeout: .seconds(2)))
         }
         #expect(error?.kind == .connect)
         #expect(error?.message.contains("timed out after 2 s") == true)
-        #expect(ContinuousClock.now - started < .seconds(10))
     }
 
     @Test("a host cut off mid-session is detected by keepalive")
@@ -191,11 +189,9 @@ struct UnreachableTests {
         try await Task.sleep(for: .milliseconds(300))
         try hosts.env.harness("cut", "h2")
         defer { _ = try? hosts.env.harness("restore", "h2") }
-        let started = ContinuousClock.now
         let error = await #expect(throws: SSHError.self) { _ = try await running.value }
         #expect(error?.kind == .disconnected)
         #expect(error?.message.contains("no answer from") == true)
-        #expect(ContinuousClock.now - started < .seconds(15))
         // The dead connection refuses further work with the same clear error.
         await #expect(throws: SSHError.self) { _ = try await c.run("true") }
         await c.close()

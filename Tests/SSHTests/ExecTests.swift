@@ -86,11 +86,9 @@ struct ExecTests {
         let c = try await hosts.connect(hosts.target())
         defer { Task { await c.close() } }
         let pidFile = "/tmp/rbtest-timeout-\(UUID().uuidString)"
-        let started = ContinuousClock.now
         let r = try await c.run("sleep 600 & echo $! > \(pidFile); echo started; wait", timeout: .seconds(1))
         #expect(r.timedOut)
         #expect(r.stdoutText == "started\n")
-        #expect(ContinuousClock.now - started < .seconds(30))
         // A killed orphan may linger as a zombie until init reaps it: that counts as gone.
         let check = try await c.run("pid=$(cat \(pidFile)); rm -f \(pidFile); state=$(ps -o stat= -p $pid); case \"$state\" in ''|Z*) echo gone;; *) echo \"alive: $state\";; esac")
         #expect(check.stdoutText == "gone\n")
