@@ -125,6 +125,15 @@ public struct PlannedChange: Sendable, Codable {
     public var operationsDigest: String
     /// Why it is a no-op or deferred, when it is.
     public var reason: String?
+    /// The iteration of the step's `loop:` (1-based), if it has one.
+    public var iteration: Int? = nil
+    /// That iteration's item, for people.
+    public var item: String? = nil
+    /// The host the step runs on for `host` (`delegate_to:`), if another one.
+    public var delegate: String? = nil
+
+    /// `web2` or `web2 → lb`: who the change is for, and where it happens.
+    public var hostDisplay: String { delegate.map { "\(host) → \($0)" } ?? host }
 
     /// Creates a change.
     public init(address: String, host: String, stepIndex: Int, stepName: String, kind: String, action: ChangeAction,

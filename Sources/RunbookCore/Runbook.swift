@@ -152,10 +152,18 @@ public struct Step: Sendable {
     public var become: Bool
     /// Where the step begins.
     public var location: SourceLocation
+    /// `loop:` — the step runs once per item (SPEC §4 "Loops and other hosts").
+    public var loop: StepLoop? = nil
+    /// `delegate_to:` — the inventory host the step runs on, for the current host (may hold `{{ }}`).
+    public var delegateTo: String? = nil
+    /// Where `loop:` and `delegate_to:` were written.
+    public var loopLocation: SourceLocation? = nil
+    public var delegateLocation: SourceLocation? = nil
 
     /// Creates a step.
     public init(index: Int, id: String?, name: String, kind: String, arguments: Value, argumentLocations: [String: SourceLocation],
-                when: String?, timeout: Duration?, retries: Int, delay: Duration, runOnce: Bool, become: Bool, location: SourceLocation) {
+                when: String?, timeout: Duration?, retries: Int, delay: Duration, runOnce: Bool, become: Bool, location: SourceLocation,
+                loop: StepLoop? = nil, delegateTo: String? = nil, loopLocation: SourceLocation? = nil, delegateLocation: SourceLocation? = nil) {
         self.index = index
         self.id = id
         self.name = name
@@ -169,8 +177,26 @@ public struct Step: Sendable {
         self.runOnce = runOnce
         self.become = become
         self.location = location
+        self.loop = loop
+        self.delegateTo = delegateTo
+        self.loopLocation = loopLocation
+        self.delegateLocation = delegateLocation
     }
 
     /// `id` or `#N` (1-based): the step's part of a change address.
     public var reference: String { id ?? "#\(index + 1)" }
+
+    /// The step's part of a change address for one iteration of its loop: `drain[2]` (1-based,
+    /// as `loop.index`), or the plain reference without a loop.
+    public func reference(iteration: Int?) -> String {
+        iteration.map { "\(reference)[\($0)]" } ?? reference
+    }
+}
+
+/// `loop:` on a step: a list written in the runbook, or a template expression that yields one.
+public enum StepLoop: Sendable, Hashable {
+    /// A YAML list (items may hold `{{ }}`, rendered per host).
+    case items([Value])
+    /// `"{{ groups.web }}"`, `"{{ range(1, params.replicas + 1) }}"`: evaluated per host.
+    case expression(String)
 }

@@ -155,6 +155,6 @@ public struct StepKindSchema: Sendable, Hashable {
 /// The keys every step shares (the kinds themselves are described in RunbookSteps).
 public enum StepSchema {
     /// Keys a step may have besides its one kind key.
-    public static let commonKeys = ["id", "name", "when", "timeout", "retries", "delay", "run_once", "become"]
+    public static let commonKeys = ["id", "name", "when", "timeout", "retries", "delay", "run_once", "become", "loop", "delegate_to"]
 
 }

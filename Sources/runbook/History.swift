@@ -84,7 +84,7 @@ extension Runbook {
             if let message = run.message { out.write(message + "\n") }
             out.write("\n")
             let rows = entries.map { e in
-                [e.host, e.phase.rawValue, "#\(e.stepIndex + 1) \(e.stepName)", e.status.rawValue + (e.changed ? " (changed)" : ""),
+                [e.hostDisplay, e.phase.rawValue, "#\(e.stepIndex + 1) \(e.stepDisplay)", e.status.rawValue + (e.changed ? " (changed)" : ""),
                  e.irreversible ? "irreversible" : "", e.durationMs.map { "\($0) ms" } ?? "", e.message ?? ""]
             }
             out.write(table(header: ["HOST", "PHASE", "STEP", "STATUS", "", "TIME", "MESSAGE"], rows: rows, terminal: out))

@@ -70,7 +70,11 @@ final class Printer: EventSink {
             text += "\n" + out.paint(Terminal.oneLine(host), .bold) + "\n"
             for change in plan.changes where change.host == host {
                 let (symbol, style) = Self.symbol(change.action)
-                var line = "  " + out.paint(symbol, style) + " " + Terminal.oneLine(change.stepName)
+                // An iteration shows its number and item; a delegated step where it runs: `→ lb`.
+                var name = change.stepName
+                if let iteration = change.iteration { name += " [\(iteration)]" + (change.item.map { " (\($0))" } ?? "") }
+                if let delegate = change.delegate { name += "  → " + delegate }
+                var line = "  " + out.paint(symbol, style) + " " + Terminal.oneLine(name)
                     + out.paint("  " + Terminal.oneLine(change.summary), .dim)
                 if !change.reversible && change.action != .noop { line += out.paint("  (irreversible)", .red) }
                 text += line + "\n"

@@ -155,11 +155,22 @@ public struct EntryRecord: Sendable, Codable, Hashable, Identifiable {
     public var finishedAt: Date?
     /// Milliseconds from intent to outcome.
     public var durationMs: Int64?
+    /// The host the step ran on for `host` (`delegate_to:`), when another one.
+    public var target: String?
+    /// The iteration of the step's loop (1-based), when it has one.
+    public var iteration: Int?
+
+    /// `web2` or `web2 → lb`.
+    public var hostDisplay: String { target.map { "\(host) → \($0)" } ?? host }
+    /// `drain` or `drain [2]`: the step, and its iteration.
+    public var stepDisplay: String { iteration.map { "\(stepName) [\($0)]" } ?? stepName }
 
     /// Creates a record.
     public init(id: Int64, runID: String, host: String, stepIndex: Int, stepName: String, kind: String, phase: Phase,
                 status: EntryStatus, undo: Data?, irreversible: Bool, changed: Bool, message: String?,
-                startedAt: Date, finishedAt: Date?, durationMs: Int64?) {
+                startedAt: Date, finishedAt: Date?, durationMs: Int64?, target: String? = nil, iteration: Int? = nil) {
+        self.target = target
+        self.iteration = iteration
         self.id = id
         self.runID = runID
         self.host = host

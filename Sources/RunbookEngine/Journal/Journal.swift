@@ -81,16 +81,18 @@ public final class Journal: Sendable {
     /// Records that a step is about to run, committed before this returns, and returns the
     /// entry's id for `recordOutcome`. `undo` is the encoded before-state, opaque here.
     /// `completing`: the previous step's outcome, written in the same transaction.
+    /// `target`: the host it runs on for `host` (`delegate_to:`); `iteration`: of its loop (1-based).
     public func recordIntent(run: String, host: String, stepIndex: Int, stepName: String, kind: String, phase: Phase,
-                             undo: Data?, irreversible: Bool, completing previous: StepOutcome? = nil) throws -> Int64 {
+                             undo: Data?, irreversible: Bool, target: String? = nil, iteration: Int? = nil,
+                             completing previous: StepOutcome? = nil) throws -> Int64 {
         try access("record the intent of step \(stepIndex) (\(stepName)) on \(host)") {
             try transaction { db in
                 if let previous { try Journal.write(previous, db, path: path) }
                 try db.cachedStatement(sql: """
-                    INSERT INTO entries (run_id, host, step_index, step_name, kind, phase, status, undo_json, irreversible, changed, started_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)
+                    INSERT INTO entries (run_id, host, step_index, step_name, kind, phase, status, undo_json, irreversible, changed, started_at, target, iteration)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)
                     """).execute(arguments: [run, host, stepIndex, stepName, kind, phase.rawValue, EntryStatus.intent.rawValue,
-                                             Journal.undoValue(undo), irreversible, Journal.timestamp()])
+                                             Journal.undoValue(undo), irreversible, Journal.timestamp(), target, iteration])
                 return db.lastInsertedRowID
             }
         }
@@ -317,6 +319,12 @@ extension Journal {
                 CREATE INDEX entries_run_id ON entries (run_id);
                 """)
         }
+        migrator.registerMigration("v2: delegated hosts and loop iterations") { db in
+            try db.execute(sql: """
+                ALTER TABLE entries ADD COLUMN target TEXT;
+                ALTER TABLE entries ADD COLUMN iteration INTEGER;
+                """)
+        }
         return migrator
     }()
 
@@ -431,6 +439,7 @@ extension Journal {
         return EntryRecord(id: id, runID: row["run_id"], host: row["host"], stepIndex: row["step_index"],
                            stepName: row["step_name"], kind: row["kind"], phase: phase, status: status, undo: undo,
                            irreversible: row["irreversible"], changed: row["changed"], message: row["message"],
-                           startedAt: row["started_at"], finishedAt: row["finished_at"], durationMs: row["duration_ms"])
+                           startedAt: row["started_at"], finishedAt: row["finished_at"], durationMs: row["duration_ms"],
+                           target: row["target"], iteration: row["iteration"])
     }
 }

@@ -124,6 +124,37 @@ extension RunbookValidator {
         if let node = map["run_once"] { runOnce = node.bool(&diagnostics) ?? false }
         var become = false
         if let node = map["become"] { become = node.bool(&diagnostics) ?? false }
+        var loop: StepLoop?
+        if let node = map["loop"] {
+            if case .sequence(let items) = node.kind {
+                if items.count > 10_000 {
+                    node.error("loop: \(items.count) items is more than a runbook needs (10000 at most)", in: &diagnostics)
+                }
+                for item in items {
+                    if let text = item.scalarText, text.contains("{") { checkTemplateText(text, node: item, expression: false, step: context) }
+                }
+                loop = .items(items.map(\.value))
+            } else if let text = node.nonEmptyString(&diagnostics) {
+                let trimmed = text.trimmingCharacters(in: .whitespaces)
+                if trimmed.hasPrefix("{{"), trimmed.hasSuffix("}}"), Self.templateBlocks(trimmed).blocks.count == 1 {
+                    if let read = Self.references(to: "steps", in: trimmed[...]).first {
+                        node.error("loop: reads steps.\(read), a result known only while applying; the plan must know every iteration",
+                                   hint: "loop over params, vars, groups, hostvars or gathered facts", in: &diagnostics)
+                    }
+                    checkTemplateText(text, node: node, expression: false, step: context)
+                    loop = .expression(trimmed)
+                } else {
+                    node.error("loop: takes a list or one {{ }} expression that yields a list, not \(node.gotDescription)",
+                               hint: "loop: [a, b] or loop: \"{{ groups.web }}\" or loop: \"{{ range(1, params.replicas + 1) }}\"",
+                               in: &diagnostics)
+                }
+            }
+        }
+        var delegateTo: String?
+        if let node = map["delegate_to"], let text = node.nonEmptyString(&diagnostics) {
+            checkTemplateText(text, node: node, expression: false, step: context)
+            delegateTo = text
+        }
 
         guard kindEntries.count == 1, let kindEntry = kindEntries.first, let kind = StepRegistry.kind(kindEntry.key) else { return nil }
         let schema = kind.schema
@@ -137,7 +168,8 @@ extension RunbookValidator {
         return Step(
             index: context.index, id: id, name: name ?? kind.defaultName(arguments),
             kind: schema.name, arguments: .map(arguments), argumentLocations: locations, when: when, timeout: timeout,
-            retries: retries, delay: delay, runOnce: runOnce, become: become, location: node.location)
+            retries: retries, delay: delay, runOnce: runOnce, become: become, location: node.location,
+            loop: loop, delegateTo: delegateTo, loopLocation: map["loop"]?.location, delegateLocation: map["delegate_to"]?.location)
     }
 
     mutating func nonNegativeInt(_ node: YAMLNode) -> Int? {

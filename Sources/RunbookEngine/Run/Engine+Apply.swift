@@ -77,6 +77,16 @@ struct AppliedStep: Sendable {
     let stepIndex: Int
     let name: String
     let undo: UndoRecord
+    /// The host it ran on, when delegated there (its undo and replays run there too).
+    var target: String? = nil
+    /// The iteration of its loop (1-based), if it has one.
+    var iteration: Int? = nil
+
+    /// The step's name as the journal keeps it (`name` shows the iteration too: `drain [2]`).
+    var stepName: String {
+        guard let iteration, name.hasSuffix(" [\(iteration)]") else { return name }
+        return String(name.dropLast(" [\(iteration)]".count))
+    }
     /// For service actions, reloads and health checks: the operation to run again in
     /// rollback phases 2 and 3 (nil for everything else).
     var replay: Replay? = nil
@@ -96,6 +106,8 @@ struct Replay: Sendable {
     let phase: Int
     let step: Step
     let operation: StepOperation
+    /// The context the step ran in (its loop item), for a check that evaluates expressions.
+    var context: TemplateContext? = nil
 }
 
 /// What happened on one host.
@@ -188,7 +200,9 @@ extension Engine {
             for await info in lockInfo { return info }
             return nil
         }
-        let connecting = Task { await self.connectAndLockAll(prepared.hosts, secrets: prepared.secrets, info: runInfo) }
+        // Every host the run may touch, delegated ones included, is connected and locked before
+        // anything changes.
+        let connecting = Task { await self.connectAndLockAll(prepared.touchedHosts, secrets: prepared.secrets, info: runInfo) }
         func abandonConnections() {
             lockInfoContinuation.finish()
             Task { await Self.closeAll((await connecting.value).compactMapValues { try? $0.connection.get() }) }
@@ -225,7 +239,7 @@ extension Engine {
         let hostResults = await connecting.value
         let connections = hostResults.mapValues(\.connection)
         let transports = connections.compactMapValues { try? $0.get() }
-        let lockAttempts = prepared.hosts.compactMap { hostResults[$0.name]?.lock }
+        let lockAttempts = prepared.touchedHosts.compactMap { hostResults[$0.name]?.lock }
         do {
             let outcome = try await applyConnected(request, prepared: prepared, saved: saved, options: options, journal: journal,
                                                    runID: runID, info: info, connections: connections, transports: transports,
@@ -264,7 +278,7 @@ extension Engine {
         func releaseHostLocks() async { await self.releaseHostLocks(locked, info: info) }
 
         let plan: Plan
-        let operations: [String: [HostStepPlan]]
+        let operations: [String: [PlannedInstance]]
         do {
             (plan, operations) = try await makePlan(request, prepared: prepared, transports: transports)
         } catch let error as DiagnosticError {
@@ -297,20 +311,17 @@ extension Engine {
 
         // Apply in rolling batches.
         let rollbackEnabled = options.rollback && prepared.runbook.rollback == .auto
-        let batchSize = prepared.runbook.serial.batchSize(for: prepared.hosts.count)
         var outcomes: [HostOutcome] = []
         var failures = 0
         var stopped = false
-        let firstHost = prepared.hosts.first?.name
-        for start in stride(from: 0, to: prepared.hosts.count, by: batchSize) {
-            let batch = Array(prepared.hosts[start..<min(start + batchSize, prepared.hosts.count)])
+        for batch in prepared.batches {
             let results = await boundedMap(batch, limit: settings.forks) { host in
                 // A host's steps run on the thread that drives its connection (over SSH): each
                 // command's end resumes the next step there, without waking another thread.
                 let transport = transports[host.name]!
                 return await withTaskExecutorPreference(transport.preferredExecutor) {
-                    await self.applyHost(host, transport: transport, plans: operations[host.name] ?? [],
-                                         prepared: prepared, journal: journal, runID: runID, isFirst: host.name == firstHost,
+                    await self.applyHost(host, transports: transports, plans: operations[host.name] ?? [],
+                                         prepared: prepared, journal: journal, runID: runID,
                                          interruption: options.interruption)
                 }
             }
@@ -336,7 +347,7 @@ extension Engine {
         // Failed hosts are rolled back; when the run stopped, every changed host is.
         let targets = outcomes.filter { $0.failure != nil || (stopped && !$0.applied.isEmpty) }
         let rollbackResults = await boundedMap(targets, limit: settings.forks) { outcome in
-            await self.rollBack(outcome.applied.reversed(), host: outcome.host, transport: transports[outcome.host]!,
+            await self.rollBack(outcome.applied.reversed(), host: outcome.host, transports: transports,
                                 secrets: prepared.secrets, journal: journal, runID: runID, prepared: prepared)
         }
         await releaseHostLocks()
@@ -374,11 +385,12 @@ extension Engine {
         return differences
     }
 
-    /// Applies one host's steps in order; stops at the first failure.
-    func applyHost(_ host: RunbookCore.Host, transport: any Transport, plans: [HostStepPlan], prepared: PreparedRun,
-                   journal: Journal, runID: String, isFirst: Bool, interruption: Interruption? = nil) async -> HostOutcome {
+    /// Applies one host's steps (each iteration of a loop, each on the host it is delegated
+    /// to) in order; stops at the first failure.
+    func applyHost(_ host: RunbookCore.Host, transports: [String: any Transport], plans: [PlannedInstance], prepared: PreparedRun,
+                   journal: Journal, runID: String, interruption: Interruption? = nil) async -> HostOutcome {
         var outcome = HostOutcome(host: host.name)
-        let total = prepared.runbook.steps.count
+        let total = plans.count
         let masker = prepared.secrets.masker
         var context: TemplateContext
         do {
@@ -387,50 +399,75 @@ extension Engine {
             outcome.failure = "\(error)"
             return outcome
         }
+        let leader = prepared.batchLeader(of: host.name)
         // A successful step's outcome goes into the journal with the host's next intent (one
         // commit per step instead of two), or when the host is done.
         var pendingOutcome: StepOutcome? = nil
         defer { if let pendingOutcome { try? journal.recordOutcome(pendingOutcome) } }
         let encoder = JSONEncoder()
-        for (index, step) in prepared.runbook.steps.enumerated() {
+        // A looped step's results: `steps.ID` holds the last iteration's outputs and `results`, all of them.
+        var loopResults: [Int: [Value]] = [:]
+        for (index, planned) in plans.enumerated() {
+            let step = planned.instance.step
+            let instance = planned.instance
+            let target = instance.delegate ?? host
+            let transport = transports[target.name]!
+            let shownHost = planned.plan.change.hostDisplay
+            let shownName = instance.iteration.map { "\(step.name) [\($0)]" } ?? step.name
             if let signal = interruption?.requested {
-                outcome.failure = "interrupted by \(signal) before \(step.name)"
+                outcome.failure = "interrupted by \(signal) before \(shownName)"
                 events.emit(.hostFailed(host: host.name, message: outcome.failure!))
                 return outcome
             }
-            var plan = plans[index]
+            var plan = planned.plan
+            let stepContext = instance.context(context)
             let started = ContinuousClock.now
-            events.emit(.stepStarted(host: host.name, index: index, total: total, name: step.name))
+            events.emit(.stepStarted(host: shownHost, index: index, total: total, name: shownName))
             func finishStep(_ status: StepStatus, _ message: String?) {
-                events.emit(.stepFinished(host: host.name, index: index, total: total, name: step.name, status: status,
+                events.emit(.stepFinished(host: shownHost, index: index, total: total, name: shownName, status: status,
                                           duration: .now - started, message: message.map(masker.mask)))
             }
-            if step.runOnce && !isFirst {
-                context.steps[step.reference] = ["changed": false, "skipped": true]
-                finishStep(.skipped, "run_once: runs on the first host only")
+            func record(_ outputs: [String: Value]) {
+                guard let id = step.id else { return }
+                guard instance.iteration != nil else {
+                    context.steps[id] = .map(outputs)
+                    return
+                }
+                loopResults[step.index, default: []].append(.map(outputs))
+                var last = outputs
+                let all = loopResults[step.index]!
+                last["results"] = .list(all)
+                last["changed"] = .bool(all.contains { $0["changed"]?.boolValue == true })
+                context.steps[id] = .map(last)
+            }
+            if step.runOnce, let leader, leader != host.name {
+                record(["changed": false, "skipped": true])
+                finishStep(.skipped, "run_once: runs on \(leader) only")
                 continue
             }
             do {
                 if plan.deferredUntilApply {
-                    plan = try await planStep(step, host: host, transport: transport, context: context, prepared: prepared, atApply: true)
+                    plan = try await planStep(step, host: target, transport: transport, context: stepContext, prepared: prepared, atApply: true)
+                    Self.address(&plan.change, instance: instance, host: host.name)
                 } else if plan.change.action != .noop, let when = step.when,
-                          !(try prepared.templates.evaluate(condition: when, at: step.location, context: context)) {
+                          !(try prepared.templates.evaluate(condition: when, at: step.location, context: stepContext)) {
                     // Planned to run, but what the condition reads (gathered facts) says no now.
                     plan.change.action = .noop
                     plan.change.reason = "when is false at apply time: \(when)"
                     plan.operation = .nothing
                 }
             } catch {
-                outcome.failure = "\(step.name): \(error)"
+                outcome.failure = "\(shownName): \(error)"
                 finishStep(.failed, "\(error)")
                 return outcome
             }
             if plan.change.action == .noop {
-                if let id = step.id { context.steps[id] = ["changed": false, "rc": 0, "stdout": "", "stderr": ""] }
-                if plans[index].change.action != .noop {
+                record(["changed": false, "rc": 0, "stdout": "", "stderr": ""])
+                if planned.plan.change.action != .noop {
                     // The plan showed it would run: the journal keeps why it did not.
-                    if let entry = try? journal.recordIntent(run: runID, host: host.name, stepIndex: index, stepName: step.name,
+                    if let entry = try? journal.recordIntent(run: runID, host: host.name, stepIndex: step.index, stepName: step.name,
                                                              kind: step.kind, phase: .apply, undo: nil, irreversible: false,
+                                                             target: instance.delegate?.name, iteration: instance.iteration,
                                                              completing: pendingOutcome) {
                         pendingOutcome = StepOutcome(entry: entry, status: .skipped, changed: false,
                                                      message: plan.change.reason.map(masker.mask))
@@ -449,8 +486,9 @@ extension Engine {
             }
             let entry: Int64
             do {
-                entry = try journal.recordIntent(run: runID, host: host.name, stepIndex: index, stepName: step.name, kind: step.kind,
+                entry = try journal.recordIntent(run: runID, host: host.name, stepIndex: step.index, stepName: step.name, kind: step.kind,
                                                  phase: .apply, undo: try encoder.encode(undo), irreversible: !plan.change.reversible,
+                                                 target: instance.delegate?.name, iteration: instance.iteration,
                                                  completing: pendingOutcome)
                 pendingOutcome = nil
             } catch {
@@ -460,8 +498,9 @@ extension Engine {
                 finishStep(.failed, outcome.failure)
                 return outcome
             }
-            outcome.applied.append(AppliedStep(entry: entry, stepIndex: index, name: step.name, undo: undo,
-                                               replay: Self.replay(step, plan.operation)))
+            outcome.applied.append(AppliedStep(entry: entry, stepIndex: step.index, name: shownName, undo: undo,
+                                               target: instance.delegate?.name, iteration: instance.iteration,
+                                               replay: Self.replay(step, plan.operation, context: stepContext)))
             gate.open()
             var result: StepResult = .failure("not run")
             for attempt in 0...max(0, step.retries) {
@@ -473,7 +512,8 @@ extension Engine {
                         result = .failure(error.message)
                     }
                 } else {
-                    result = await execute(plan.operation, step: step, transport: transport, context: context, prepared: prepared, runID: runID)
+                    result = await execute(plan.operation, step: step, transport: transport, context: stepContext, prepared: prepared,
+                                           runID: runID, delegated: instance.delegate != nil)
                 }
                 if case .success = result { break }
             }
@@ -483,7 +523,7 @@ extension Engine {
                 let changed = outputs["changed"]?.boolValue ?? false
                 outcome.changed = outcome.changed || changed
                 pendingOutcome = StepOutcome(entry: entry, status: .done, changed: changed, message: message.map(masker.mask))
-                if let id = step.id { context.steps[id] = .map(outputs) }
+                record(outputs)
                 if StepRegistry.kind(step.kind)?.outputsAreFacts == true {
                     context.facts.merge(outputs.filter { $0.key != "changed" }) { _, new in new }
                 }
@@ -493,7 +533,7 @@ extension Engine {
                 try? journal.recordOutcome(entry: entry, status: .failed, changed: false, message: masked)
                 // The run's summary says what failed; a report under it (a load test's
                 // table) stays with the step, shown above and journaled.
-                outcome.failure = "\(step.name): \(masked.prefix { $0 != "\n" })"
+                outcome.failure = "\(shownName)\(instance.delegate.map { " (on \($0.name))" } ?? ""): \(masked.prefix { $0 != "\n" })"
                 finishStep(.failed, masked)
                 return outcome
             }
@@ -544,7 +584,7 @@ extension Engine {
         applied.replayProblem = problem
     }
 
-    static func replay(_ step: Step, _ operation: StepOperation) -> Replay? {
+    static func replay(_ step: Step, _ operation: StepOperation, context: TemplateContext? = nil) -> Replay? {
         // A service action with its own undo (gunicorn TTIN undone by TTOU) is undone in
         // phase 1; running it again in phase 2 would redo it.
         if case .run(_, let undo) = operation, undo != nil { return nil }
@@ -552,13 +592,13 @@ extension Engine {
         case .never:
             return nil
         case .afterRestore:
-            return Replay(phase: 2, step: step, operation: operation)
+            return Replay(phase: 2, step: step, operation: operation, context: context)
         case .recheck:
             // A check of the new state (`recheck: false`), such as "8 workers run", would fail
             // by design once rollback restored the old state; a load test is heavy, and runs
             // again only when it says `recheck: true`.
             if !StepRegistry.rechecks(kind: step.kind, arguments: step.arguments) { return nil }
-            return Replay(phase: 3, step: step, operation: operation)
+            return Replay(phase: 3, step: step, operation: operation, context: context)
         }
     }
 
@@ -582,11 +622,19 @@ extension Engine {
 
     /// Executes one planned operation (the only place a step changes a host).
     /// `gate`: a `.run` operation's command starts only once it opens (see `CommandGate`).
+    /// `delegated`: the step runs on another host for this one; other hosts' steps may change
+    /// the same files there, so a file is written only while it is what the plan read.
     func execute(_ operation: StepOperation, step: Step, transport: any Transport, context: TemplateContext,
-                 prepared: PreparedRun, runID: String) async -> StepResult {
+                 prepared: PreparedRun, runID: String, delegated: Bool = false) async -> StepResult {
         do throws(TransportError) {
             switch operation {
-            case .putFile(let path, let contents, let mode, let owner, let group, let validate, let existed, _):
+            case .putFile(let path, let contents, let mode, let owner, let group, let validate, let existed, let before):
+                if delegated {
+                    let current = try await transport.readFile(path).map(sha256Hex) ?? "absent"
+                    if current != before {
+                        return .failure("\(path) on \(transport.hostName) changed since the plan was made (another host's steps, or a hand edit); nothing was written. Delegated steps that change the same file run one host at a time: serial: 1, or run_once")
+                    }
+                }
                 if existed {
                     let backup = Self.backupPath(for: path, runID: runID)
                     let copy = try await transport.run(Become.wrap("cp -p -- \(path) \(backup)", if: step.become), stdin: [], timeout: step.timeout, onOutput: nil)

@@ -18,9 +18,11 @@ extension Engine {
     /// phase 3 runs its health checks again. Phases 2 and 3 need the runbook (`prepared`):
     /// an automatic rollback has it; `runbook rollback RUN_ID` loads it again with the run's
     /// params and plans those steps anew on the host.
-    func rollBack(_ steps: [AppliedStep], host: String, transport: any Transport, secrets: SecretStore,
+    /// A delegated step is undone (and run again) on the host it ran on (`transports` holds
+    /// every host of the run).
+    func rollBack(_ steps: [AppliedStep], host: String, transports: [String: any Transport], secrets: SecretStore,
                   journal: Journal, runID: String, prepared: PreparedRun? = nil) async -> RollbackResult {
-        var result = await restore(steps, host: host, transport: transport, secrets: secrets, journal: journal, runID: runID)
+        var result = await restore(steps, host: host, transports: transports, secrets: secrets, journal: journal, runID: runID)
         // Nothing restored: services already run what they ran; there is nothing to re-check.
         guard result.restored > 0 else { return result }
         for applied in steps.reversed() {
@@ -29,28 +31,30 @@ extension Engine {
             events.emit(.undoFinished(host: host, name: applied.name, ok: false, message: "not run again: \(problem)"))
         }
         guard let prepared else { return result }
-        let replays = steps.reversed().compactMap { (applied: AppliedStep) -> Replay? in
+        let replays = steps.reversed().compactMap { (applied: AppliedStep) -> (Replay, AppliedStep)? in
             guard let replay = applied.replay else { return nil }
-            return replay.phase == 2 && !applied.succeeded ? nil : replay
+            return replay.phase == 2 && !applied.succeeded ? nil : (replay, applied)
         }
         for phase in [2, 3] {
-            for replay in replays where replay.phase == phase {
+            for (replay, applied) in replays where replay.phase == phase {
                 let entry = try? journal.recordIntent(run: runID, host: host, stepIndex: replay.step.index, stepName: replay.step.name,
-                                                      kind: replay.step.kind, phase: .rollback, undo: nil, irreversible: false)
-                let context = (try? self.context(for: prepared.inventory.host(named: host)!, prepared: prepared, steps: [:]))
+                                                      kind: replay.step.kind, phase: .rollback, undo: nil, irreversible: false,
+                                                      target: applied.target, iteration: applied.iteration)
+                let context = replay.context ?? (try? self.context(for: prepared.inventory.host(named: host)!, prepared: prepared, steps: [:]))
                     ?? TemplateContext(secrets: prepared.secrets)
+                guard let transport = transports[applied.target ?? host] else { continue }
                 let outcome = await execute(replay.operation, step: replay.step, transport: transport, context: context,
                                             prepared: prepared, runID: runID)
                 switch outcome {
                 case .success(_, let report):
                     let shown = report.map { "\n" + secrets.masker.mask($0) } ?? ""
                     if let entry { try? journal.recordOutcome(entry: entry, status: .done, changed: true, message: "phase \(phase)" + shown) }
-                    events.emit(.undoFinished(host: host, name: replay.step.name, ok: true, message: "ran again (rollback phase \(phase))" + shown))
+                    events.emit(.undoFinished(host: Self.shown(host, applied.target), name: applied.name, ok: true, message: "ran again (rollback phase \(phase))" + shown))
                 case .failure(let message):
                     let masked = secrets.masker.mask(message)
                     if let entry { try? journal.recordOutcome(entry: entry, status: .failed, changed: false, message: masked) }
-                    result.failures.append("\(host): \(replay.step.name) (rollback phase \(phase)): \(masked)")
-                    events.emit(.undoFinished(host: host, name: replay.step.name, ok: false, message: masked))
+                    result.failures.append("\(Self.shown(host, applied.target)): \(applied.name) (rollback phase \(phase)): \(masked)")
+                    events.emit(.undoFinished(host: Self.shown(host, applied.target), name: applied.name, ok: false, message: masked))
                 }
             }
         }
@@ -58,30 +62,36 @@ extension Engine {
     }
 
     /// Rollback phase 1: undo records in reverse order.
-    func restore(_ steps: [AppliedStep], host: String, transport: any Transport, secrets: SecretStore,
+    func restore(_ steps: [AppliedStep], host: String, transports: [String: any Transport], secrets: SecretStore,
                  journal: Journal, runID: String) async -> RollbackResult {
         var result = RollbackResult()
         events.emit(.rollbackStarted(host: host))
         for step in steps {
-            let entry = try? journal.recordIntent(run: runID, host: host, stepIndex: step.stepIndex, stepName: step.name,
-                                                  kind: "undo", phase: .rollback, undo: nil, irreversible: false)
+            let entry = try? journal.recordIntent(run: runID, host: host, stepIndex: step.stepIndex, stepName: step.stepName,
+                                                  kind: "undo", phase: .rollback, undo: nil, irreversible: false,
+                                                  target: step.target, iteration: step.iteration)
+            let shownHost = Self.shown(host, step.target)
+            guard let transport = transports[step.target ?? host] else {
+                result.failures.append("\(shownHost): \(step.name): not connected to \(step.target ?? host)")
+                continue
+            }
             let outcome = await undo(step.undo, transport: transport, secrets: secrets)
             switch outcome {
             case .undone(let message):
                 result.restored += 1
                 if let entry { try? journal.recordOutcome(entry: entry, status: .done, changed: true, message: message) }
-                events.emit(.undoFinished(host: host, name: step.name, ok: true, message: message))
+                events.emit(.undoFinished(host: shownHost, name: step.name, ok: true, message: message))
             case .nothingToDo:
                 if let entry { try? journal.recordOutcome(entry: entry, status: .noop, changed: false, message: nil) }
             case .irreversible(let reason):
-                result.irreversible.append("\(host): \(step.name) (\(reason))")
+                result.irreversible.append("\(shownHost): \(step.name) (\(reason))")
                 if let entry { try? journal.recordOutcome(entry: entry, status: .skipped, changed: false, message: "irreversible: \(reason)") }
-                events.emit(.undoFinished(host: host, name: step.name, ok: false, message: "not undone: \(reason)"))
+                events.emit(.undoFinished(host: shownHost, name: step.name, ok: false, message: "not undone: \(reason)"))
             case .failed(let message):
                 let masked = secrets.masker.mask(message)
-                result.failures.append("\(host): \(step.name): \(masked)")
+                result.failures.append("\(shownHost): \(step.name): \(masked)")
                 if let entry { try? journal.recordOutcome(entry: entry, status: .failed, changed: false, message: masked) }
-                events.emit(.undoFinished(host: host, name: step.name, ok: false, message: masked))
+                events.emit(.undoFinished(host: shownHost, name: step.name, ok: false, message: masked))
             }
         }
         return result
@@ -133,20 +143,29 @@ extension Engine {
         }
     }
 
+    /// `web2` or `web2 → lb`.
+    static func shown(_ host: String, _ target: String?) -> String { target.map { "\(host) → \($0)" } ?? host }
+
     /// The command that puts a file's backup back in place.
     static func restoreCommand(backup: String, path: String) -> ShellCommand { "mv -fT -- \(backup) \(path)" }
 
     /// What rollback would do on one host for `steps` (already in reverse order), read from
     /// the host without changing it: the same decisions `undo` and the replay phases make.
-    func preview(_ steps: [AppliedStep], host: String, transport: any Transport, secrets: SecretStore,
+    func preview(_ steps: [AppliedStep], host: String, transports: [String: any Transport], secrets: SecretStore,
                  replaysKnown: Bool) async -> [RollbackPreview.Item] {
         var items: [RollbackPreview.Item] = []
         let masker = secrets.masker
+        var shownHost = host
         func add(_ step: String, _ phase: Int, _ summary: String, _ commands: [String] = [], problem: Bool = false) {
-            items.append(RollbackPreview.Item(host: host, step: step, phase: phase, summary: masker.mask(summary),
+            items.append(RollbackPreview.Item(host: shownHost, step: step, phase: phase, summary: masker.mask(summary),
                                               commands: commands.map(masker.mask), problem: problem))
         }
         for applied in steps {
+            shownHost = Self.shown(host, applied.target)
+            guard let transport = transports[applied.target ?? host] else {
+                add(applied.name, 1, "not connected to \(applied.target ?? host)", problem: true)
+                continue
+            }
             switch applied.undo {
             case .nothing:
                 continue
@@ -175,6 +194,7 @@ extension Engine {
             }
         }
         for applied in steps.reversed() {
+            shownHost = Self.shown(host, applied.target)
             if let problem = applied.replayProblem {
                 add(applied.name, 2, "not run again after the restore: \(problem)", problem: true)
             } else if let replay = applied.replay, replay.phase == 3 || applied.succeeded {
@@ -182,6 +202,7 @@ extension Engine {
                     replay.operation.shownCommands(become: replay.step.become))
             }
         }
+        shownHost = host
         if !replaysKnown && steps.contains(where: { $0.replay == nil && $0.replayProblem == nil && !$0.succeeded }) {
             add("", 2, "the runbook does not load: service actions and checks would not run again", problem: true)
         }
@@ -211,14 +232,16 @@ extension Engine {
             break
         }
         let entries = (try? journal.entries(run: runID)) ?? []
-        let rolledBackEntries = Set(entries.filter { $0.phase == .rollback && $0.status != .failed }.map { "\($0.host)#\($0.stepIndex)" })
+        func key(_ entry: EntryRecord) -> String { "\(entry.host)#\(entry.stepIndex)#\(entry.iteration ?? 0)#\(entry.target ?? "")" }
+        let rolledBackEntries = Set(entries.filter { $0.phase == .rollback && $0.status != .failed }.map(key))
         var byHost: [String: [AppliedStep]] = [:]
         var kinds: [Int64: String] = [:]
         for entry in entries where entry.phase == .apply && entry.status != .noop && entry.status != .skipped {
-            guard !rolledBackEntries.contains("\(entry.host)#\(entry.stepIndex)"),
+            guard !rolledBackEntries.contains(key(entry)),
                   let data = entry.undo, let undo = try? JSONDecoder().decode(UndoRecord.self, from: data) else { continue }
             kinds[entry.id] = entry.kind
-            byHost[entry.host, default: []].append(AppliedStep(entry: entry.id, stepIndex: entry.stepIndex, name: entry.stepName, undo: undo,
+            byHost[entry.host, default: []].append(AppliedStep(entry: entry.id, stepIndex: entry.stepIndex, name: entry.stepDisplay, undo: undo,
+                                                               target: entry.target, iteration: entry.iteration,
                                                                succeeded: entry.status == .done))
         }
         if byHost.isEmpty {
@@ -233,9 +256,11 @@ extension Engine {
         } catch {
             return RunOutcome(runID: runID, exitCode: 2, message: error.description)
         }
-        let hosts = byHost.keys.sorted().compactMap { inventory.host(named: $0) }
-        if hosts.count != byHost.count {
-            let missing = Set(byHost.keys).subtracting(hosts.map(\.name)).sorted()
+        // The run's hosts and the hosts its steps were delegated to: each is connected and locked.
+        let names = Set(byHost.keys).union(byHost.values.flatMap { $0.compactMap(\.target) })
+        let hosts = names.sorted().compactMap { inventory.host(named: $0) }
+        if hosts.count != names.count {
+            let missing = names.subtracting(hosts.map(\.name)).sorted()
             return RunOutcome(runID: runID, exitCode: 2, message: "hosts of run \(runID) are no longer in the inventory: \(missing.joined(separator: ", "))")
         }
         let info = LockInfo.current(runID: runID, runbook: run.runbook)
@@ -271,8 +296,8 @@ extension Engine {
         let transports = connections.compactMapValues { try? $0.get() }
         if let prepared {
             for host in hosts {
-                guard let transport = transports[host.name], let steps = byHost[host.name] else { continue }
-                byHost[host.name] = await replays(for: steps, kinds: kinds, host: host, transport: transport, prepared: prepared)
+                guard let steps = byHost[host.name] else { continue }
+                byHost[host.name] = await replays(for: steps, kinds: kinds, host: host, transports: transports, prepared: prepared)
             }
         }
         if dryRun {
@@ -285,8 +310,8 @@ extension Engine {
                 return RunOutcome(runID: runID, exitCode: 1, message: "cannot reach: " + errors.sorted().joined(separator: "; "))
             }
             var items: [RollbackPreview.Item] = []
-            for host in hosts {
-                items += await preview((byHost[host.name] ?? []).reversed(), host: host.name, transport: transports[host.name]!,
+            for host in hosts where byHost[host.name] != nil {
+                items += await preview((byHost[host.name] ?? []).reversed(), host: host.name, transports: transports,
                                        secrets: secrets, replaysKnown: prepared != nil)
             }
             await Self.closeAll(transports)
@@ -326,8 +351,10 @@ extension Engine {
         case .success(let taken): locked = taken
         }
         let planned = byHost
-        let results = await boundedMap(hosts, limit: settings.forks) { host in
-            await self.rollBack((planned[host.name] ?? []).reversed(), host: host.name, transport: transports[host.name]!,
+        // Hosts that delegated steps to the same host are rolled back one after another.
+        let delegated = planned.values.contains { $0.contains { $0.target != nil } }
+        let results = await boundedMap(hosts.filter { planned[$0.name] != nil }, limit: delegated ? 1 : settings.forks) { host in
+            await self.rollBack((planned[host.name] ?? []).reversed(), host: host.name, transports: transports,
                                 secrets: secrets, journal: journal, runID: runID, prepared: prepared)
         }
         await releaseHostLocks(locked, info: info)
@@ -363,7 +390,7 @@ extension Engine {
     /// rollback phases 2 and 3 run again, planned anew from the runbook. A step that no longer
     /// matches the journal (the runbook changed) or cannot be planned without the run's step
     /// results is left out, and the event says so.
-    func replays(for steps: [AppliedStep], kinds: [Int64: String], host: RunbookCore.Host, transport: any Transport,
+    func replays(for steps: [AppliedStep], kinds: [Int64: String], host: RunbookCore.Host, transports: [String: any Transport],
                  prepared: PreparedRun) async -> [AppliedStep] {
         var result = steps
         let context: TemplateContext?
@@ -378,7 +405,8 @@ extension Engine {
                 continue
             }
             guard applied.stepIndex < prepared.runbook.steps.count,
-                  case let step = prepared.runbook.steps[applied.stepIndex], step.kind == kind, step.name == applied.name else {
+                  case let step = prepared.runbook.steps[applied.stepIndex], step.kind == kind,
+                  applied.stepName == step.name else {
                 Self.noteReplayProblem("the runbook no longer has this step at #\(applied.stepIndex + 1)", kind: kind, on: &result[i])
                 continue
             }
@@ -387,8 +415,23 @@ extension Engine {
             var ran = step
             ran.when = nil
             do {
-                let plan = try await planStep(ran, host: host, transport: transport, context: context, prepared: prepared, atApply: true)
-                result[i].replay = Self.replay(step, plan.operation)
+                // A loop's iteration gets its item again; a delegated step is planned where it ran.
+                var stepContext = context
+                if let iteration = applied.iteration {
+                    let items = try loopItems(step, context: context, prepared: prepared)
+                    guard iteration <= items.count else {
+                        Self.noteReplayProblem("the loop no longer has an item \(iteration)", kind: kind, on: &result[i])
+                        continue
+                    }
+                    stepContext = context.iterating(items, at: iteration - 1)
+                }
+                let target = applied.target.flatMap { prepared.inventory.host(named: $0) } ?? host
+                guard let transport = transports[target.name] else {
+                    Self.noteReplayProblem("not connected to \(target.name)", kind: kind, on: &result[i])
+                    continue
+                }
+                let plan = try await planStep(ran, host: target, transport: transport, context: stepContext, prepared: prepared, atApply: true)
+                result[i].replay = Self.replay(step, plan.operation, context: stepContext)
             } catch {
                 Self.noteReplayProblem("\(error)", kind: kind, on: &result[i])
             }

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Logging
+import Synchronization
 import RunbookCore
 import RunbookSteps
 
@@ -71,6 +72,26 @@ struct PreparedRun: Sendable {
     let secrets: SecretStore
     let templates: TemplateEngine
     let digests: [String: String]
+    /// `groups.NAME` and `hostvars.NAME` for templates.
+    var groups: [String: Value] = [:]
+    var hostvars: [String: Value] = [:]
+    /// Hosts the steps are delegated to besides `hosts` (connected and locked with them).
+    var delegates: [RunbookCore.Host] = []
+
+    /// The run's hosts and the hosts its steps are delegated to: every host it may touch.
+    var touchedHosts: [RunbookCore.Host] { hosts + delegates }
+
+    /// The hosts of each `serial:` batch, in order.
+    var batches: [[RunbookCore.Host]] {
+        let size = runbook.serial.batchSize(for: hosts.count)
+        return stride(from: 0, to: hosts.count, by: size).map { Array(hosts[$0..<min($0 + size, hosts.count)]) }
+    }
+
+    /// The first host of each batch: where a `run_once` step runs.
+    var batchLeaders: Set<String> { Set(batches.compactMap(\.first?.name)) }
+
+    /// The leader of `host`'s batch.
+    func batchLeader(of host: String) -> String? { batches.first { $0.contains { $0.name == host } }?.first?.name }
 }
 
 /// Plans, applies and rolls back runbooks (SPEC §6). The CLI hands it a request and prints
@@ -134,14 +155,17 @@ public struct Engine: Sendable {
         if !used.isEmpty {
             digests["secrets"] = Self.secretsFingerprint(used.map { ($0, secrets.lookup($0) ?? "") }, stateDir: settings.stateDir)
         }
-        return PreparedRun(runbook: runbook, params: params, inventory: inventory, hosts: hosts, secrets: secrets,
-                           templates: templates, digests: digests)
+        var prepared = PreparedRun(runbook: runbook, params: params, inventory: inventory, hosts: hosts, secrets: secrets,
+                                   templates: templates, digests: digests)
+        (prepared.groups, prepared.hostvars) = Self.inventoryValues(inventory)
+        prepared.delegates = try delegateHosts(of: prepared)
+        return prepared
     }
 
     /// Every template the runbook uses, checked without a host: syntax, and names that can
     /// never be defined (params and vars it does not declare, steps without that id).
     public static func checkTemplates(_ runbook: Runbook, templates: TemplateEngine) throws(DiagnosticError) {
-        var known = TemplateEngine.defaultKnownNames
+        var known = TemplateEngine.defaultKnownNames.subtracting(TemplateEngine.loopNames)
         for param in runbook.params { known.insert("params.\(param.name)") }
         for variable in runbook.vars { known.insert("vars.\(variable.name)") }
         var problems: [Diagnostic] = []
@@ -150,6 +174,19 @@ public struct Engine: Sendable {
             known.insert("vars.\(name)")
         }
         for step in runbook.steps {
+            // Where the loop is evaluated, `item` is not there yet; in the step it is.
+            switch step.loop {
+            case .expression(let text)?:
+                problems += templates.check(string: Self.loopExpressionForCheck(text), at: step.loopLocation ?? step.location, knownNames: known)
+            case .items(let items)?:
+                for text in Value.list(items).strings { problems += templates.check(string: text, at: step.loopLocation ?? step.location, knownNames: known) }
+            case nil:
+                break
+            }
+            let outer = known
+            if step.loop != nil { known.formUnion(TemplateEngine.loopNames) }
+            defer { known = outer.union(known.subtracting(TemplateEngine.loopNames)) }
+            if let delegate = step.delegateTo { problems += templates.check(string: delegate, at: step.delegateLocation ?? step.location, knownNames: known) }
             if let when = step.when { problems += templates.check(condition: when, at: step.location, knownNames: known) }
             if case .map(let arguments) = step.arguments {
                 let schema = StepRegistry.schema(for: step.kind)
@@ -282,31 +319,28 @@ public struct Engine: Sendable {
     /// The template context for a host: params, the runbook's vars rendered for this host,
     /// host facts from the inventory, and the steps' results so far.
     func context(for host: RunbookCore.Host, prepared: PreparedRun, steps: [String: Value]) throws(DiagnosticError) -> TemplateContext {
-        var hostMap = host.vars
-        hostMap["name"] = .string(host.name)
-        hostMap["address"] = .string(host.address)
-        hostMap["port"] = .int(host.port)
-        hostMap["user"] = .string(host.user)
-        hostMap["groups"] = .list(host.groups.map(Value.string))
-        var context = TemplateContext(params: prepared.params, vars: [:], host: hostMap, facts: [:], steps: steps,
+        var context = TemplateContext(params: prepared.params, vars: [:], host: Self.hostValues(host), facts: [:], steps: steps,
                                       secrets: prepared.secrets)
+        context.groups = prepared.groups
+        context.hostvars = prepared.hostvars
         for (name, value, location) in prepared.runbook.vars {
-            context.vars[name] = try render(value, at: location, context: context, templates: prepared.templates)
+            context.vars[name] = try renderValue(value, at: location, context: context, templates: prepared.templates)
         }
         return context
     }
 
-    private func render(_ value: Value, at location: SourceLocation, context: TemplateContext, templates: TemplateEngine) throws(DiagnosticError) -> Value {
+    /// `value` with every string in it rendered.
+    func renderValue(_ value: Value, at location: SourceLocation, context: TemplateContext, templates: TemplateEngine) throws(DiagnosticError) -> Value {
         switch value {
         case .string(let text):
             return .string(try templates.render(string: text, at: location, context: context, secrets: .values).text)
         case .list(let items):
             var out: [Value] = []
-            for item in items { out.append(try render(item, at: location, context: context, templates: templates)) }
+            for item in items { out.append(try renderValue(item, at: location, context: context, templates: templates)) }
             return .list(out)
         case .map(let map):
             var out: [String: Value] = [:]
-            for (key, item) in map { out[key] = try render(item, at: location, context: context, templates: templates) }
+            for (key, item) in map { out[key] = try renderValue(item, at: location, context: context, templates: templates) }
             return .map(out)
         default:
             return value
@@ -402,29 +436,68 @@ public struct Engine: Sendable {
     // MARK: Planning
 
     /// Plans every step on one host, reading facts only. Each step is planned against the
-    /// state the earlier steps of the run leave (the files they write), not the state before it.
-    func planHost(_ host: RunbookCore.Host, transport: any Transport, prepared: PreparedRun) async throws -> [HostStepPlan] {
+    /// state the earlier steps of the run leave (the files they write), not the state before it;
+    /// a delegated step against what the run leaves on the host it is delegated to (`shared`).
+    func planHost(_ host: RunbookCore.Host, transports: [String: any Transport], prepared: PreparedRun,
+                  shared: SharedPlanning) async throws -> [PlannedInstance] {
         var context = try context(for: host, prepared: prepared, steps: [:])
-        var plans: [HostStepPlan] = []
-        var planned = PlannedFiles()
-        let cache = FactCache()
-        let firstHost = prepared.hosts.first?.name
+        var plans: [PlannedInstance] = []
+        let caches = FactCaches()
+        let leader = prepared.batchLeader(of: host.name)
         for step in prepared.runbook.steps {
-            if step.runOnce, let firstHost, firstHost != host.name {
-                var change = PlannedChange.make(step: step, host: host.name, action: .noop, reversible: true,
-                                                summary: "skip: run_once, runs on \(firstHost)")
-                change.reason = "run_once: runs on \(firstHost) only"
-                change.operationsDigest = StepOperation.nothing.digest(become: false, extra: "run_once")
-                plans.append(HostStepPlan(change: change, operation: .nothing, deferredUntilApply: false))
+            let instances = try instances(of: step, host: host, context: context, prepared: prepared)
+            if instances.isEmpty {
+                // A loop over no items: nothing to do, and the plan says why.
+                var change = PlannedChange.make(step: step, host: host.name, action: .noop, reversible: true, summary: "skip: the loop has no items")
+                change.reason = "loop: no items"
+                change.operationsDigest = StepOperation.nothing.digest(become: false, extra: "empty loop")
+                plans.append(PlannedInstance(instance: StepInstance(step: step, iteration: nil, items: [], delegate: nil),
+                                             plan: HostStepPlan(change: change, operation: .nothing, deferredUntilApply: false)))
                 continue
             }
-            let plan = try await planStep(step, host: host, transport: transport, context: context, prepared: prepared,
-                                          atApply: false, planned: planned, cache: cache)
-            if let facts = plan.facts { context.facts.merge(facts) { _, new in new } }
-            planned.record(plan.operation, step: step.index)
-            plans.append(plan)
+            for instance in instances {
+                var plan: HostStepPlan
+                if step.runOnce, let leader, leader != host.name {
+                    var change = PlannedChange.make(step: step, host: host.name, action: .noop, reversible: true,
+                                                    summary: "skip: run_once, runs on \(leader)")
+                    change.reason = "run_once: runs on \(leader) only"
+                    change.operationsDigest = StepOperation.nothing.digest(become: false, extra: "run_once")
+                    plan = HostStepPlan(change: change, operation: .nothing, deferredUntilApply: false)
+                } else {
+                    let target = instance.delegate ?? host
+                    guard let transport = transports[target.name] else { throw EngineError(exitCode: 1, "\(target.name): not connected") }
+                    plan = try await planStep(step, host: target, transport: transport, context: instance.context(context),
+                                              prepared: prepared, atApply: false, planned: shared.files(on: target.name),
+                                              cache: caches.cache(for: target.name))
+                    if let facts = plan.facts { context.facts.merge(facts) { _, new in new } }
+                    shared.record(plan.operation, step: step.index, on: target.name)
+                }
+                Self.address(&plan.change, instance: instance, host: host.name)
+                plans.append(PlannedInstance(instance: instance, plan: plan))
+            }
         }
         return plans
+    }
+
+    /// Gives a change its address (`web2/drain[2]`), its host (the one it is for), its
+    /// iteration and item, and the host it is delegated to.
+    static func address(_ change: inout PlannedChange, instance: StepInstance, host: String) {
+        change.address = "\(host)/\(instance.step.reference(iteration: instance.iteration))"
+        change.host = host
+        change.iteration = instance.iteration
+        change.item = instance.iteration.map { itemDisplay(instance.items[$0 - 1]) }
+        change.delegate = instance.delegate?.name
+    }
+
+    /// An item for people: a string or number as is, anything else as compact JSON.
+    static func itemDisplay(_ item: Value) -> String {
+        let text: String
+        switch item {
+        case .string(let s): text = s
+        case .int, .double, .bool: text = item.plainText
+        default: text = canonicalJSON(["item": item]).dropFirst("{\"item\":".count).dropLast().description
+        }
+        return text.count > 80 ? String(text.prefix(77)) + "..." : text
     }
 
     /// Plans one step; at plan time a step that reads earlier steps' results is deferred, and
@@ -496,20 +569,25 @@ public struct Engine: Sendable {
 
     /// Makes a plan: loads, connects, reads facts, and returns the plan with the operations
     /// behind it (still connected). Nothing on any host changes.
-    func makePlan(_ request: RunRequest, prepared: PreparedRun, transports: [String: any Transport]) async throws -> (Plan, [String: [HostStepPlan]]) {
-        let results = await boundedMap(prepared.hosts, limit: settings.forks) { host -> HostPlanResult in
-            guard let transport = transports[host.name] else {
+    func makePlan(_ request: RunRequest, prepared: PreparedRun, transports: [String: any Transport]) async throws -> (Plan, [String: [PlannedInstance]]) {
+        let shared = SharedPlanning()
+        // Hosts whose steps are delegated may change the same host's files: they are planned one
+        // after another, in the order the run applies them, each against what the ones before leave.
+        let together = prepared.runbook.steps.contains { $0.delegateTo != nil } ? 1 : settings.forks
+        let results = await boundedMap(prepared.hosts, limit: together) { host -> HostPlanResult in
+            guard transports[host.name] != nil else {
                 return HostPlanResult(host: host.name, outcome: .failed("\(host.name): not connected"))
             }
             do {
-                return HostPlanResult(host: host.name, outcome: .planned(try await self.planHost(host, transport: transport, prepared: prepared)))
+                return HostPlanResult(host: host.name, outcome: .planned(try await self.planHost(host, transports: transports, prepared: prepared,
+                                                                                                  shared: shared)))
             } catch let error as DiagnosticError {
                 return HostPlanResult(host: host.name, outcome: .invalid(error.diagnostics))
             } catch {
                 return HostPlanResult(host: host.name, outcome: .failed("\(host.name): \(error)"))
             }
         }
-        var byHost: [String: [HostStepPlan]] = [:]
+        var byHost: [String: [PlannedInstance]] = [:]
         var diagnostics: [Diagnostic] = []
         var failures: [String] = []
         for result in results {
@@ -524,11 +602,12 @@ public struct Engine: Sendable {
         let masker = prepared.secrets.masker
         var changes: [PlannedChange] = []
         for host in prepared.hosts {
-            for var plan in byHost[host.name] ?? [] {
-                plan.change.diff = plan.change.diff.map(masker.mask)
-                plan.change.summary = masker.mask(plan.change.summary)
-                plan.change.commands = plan.change.commands.map(masker.mask)
-                changes.append(plan.change)
+            for var planned in byHost[host.name] ?? [] {
+                planned.plan.change.diff = planned.plan.change.diff.map(masker.mask)
+                planned.plan.change.summary = masker.mask(planned.plan.change.summary)
+                planned.plan.change.commands = planned.plan.change.commands.map(masker.mask)
+                planned.plan.change.item = planned.plan.change.item.map(masker.mask)
+                changes.append(planned.plan.change)
             }
         }
         let plan = Plan(runbook: prepared.runbook.name, params: prepared.params, hosts: prepared.hosts.map(\.name),
@@ -539,7 +618,7 @@ public struct Engine: Sendable {
     /// `runbook plan`: the plan, optionally saved (JSON, mode 0600).
     public func plan(_ request: RunRequest, saveTo path: String?) async throws -> Plan {
         let prepared = try prepare(request)
-        let connections = await connectAll(prepared.hosts, secrets: prepared.secrets)
+        let connections = await connectAll(prepared.touchedHosts, secrets: prepared.secrets)
         let transports = connections.compactMapValues { try? $0.get() }
         do {
             let plan = try await planConnected(request, prepared: prepared, connections: connections, transports: transports, saveTo: path)
@@ -641,10 +720,42 @@ extension Value {
 /// task group corrupted in release builds (Swift 6.3.1), and `runbook plan` crashed.
 struct HostPlanResult: Sendable {
     enum Outcome: Sendable {
-        case planned([HostStepPlan])
+        case planned([PlannedInstance])
         case invalid([Diagnostic])
         case failed(String)
     }
     let host: String
     let outcome: Outcome
+}
+
+/// A step instance as planned: what apply runs for it.
+struct PlannedInstance: Sendable {
+    let instance: StepInstance
+    var plan: HostStepPlan
+}
+
+/// What a run's planning shares across hosts: the files each host will hold once the steps
+/// planned so far have run (a delegated step changes another host's files).
+final class SharedPlanning: Sendable {
+    private let files = Mutex<[String: PlannedFiles]>([:])
+
+    func files(on host: String) -> PlannedFiles { files.withLock { $0[host] ?? PlannedFiles() } }
+
+    func record(_ operation: StepOperation, step: Int, on host: String) {
+        files.withLock { $0[host, default: PlannedFiles()].record(operation, step: step) }
+    }
+}
+
+/// One host's fact caches, by the host the facts are read on.
+final class FactCaches: Sendable {
+    private let caches = Mutex<[String: FactCache]>([:])
+
+    func cache(for host: String) -> FactCache {
+        caches.withLock { caches in
+            if let cache = caches[host] { return cache }
+            let cache = FactCache()
+            caches[host] = cache
+            return cache
+        }
+    }
 }

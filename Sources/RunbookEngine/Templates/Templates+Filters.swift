@@ -22,6 +22,13 @@ final class RunbookTemplateExtension: Extension {
                     hint: "loop over a list or a map", path: path))
             }
         }
+        registerFilter(TemplateSource.captureFilter) { [unowned session] (value: Any?) throws -> Any? in
+            guard let captured = capturedValue(value) else {
+                throw session.fail(TemplateProblem(summary: "the expression yields \(kindDescription(value)), which is not a value a step can use"))
+            }
+            session.captured = captured
+            return ""
+        }
         registerFilter("default") { (value: Any?, arguments: [Any?]) -> Any? in
             if let value, !(value is NullValue) { return value }
             for case let argument? in arguments { return argument }

@@ -18,6 +18,8 @@ final class TemplateSource {
     static let shellFilter = "__runbook_shell__"
     /// The filter added to the list of a `for` loop: looping over a string or number is an error.
     static let iterableFilter = "__runbook_iterable__"
+    /// The private filter that hands an expression's value back as a `Value` (a step's `loop:`).
+    static let captureFilter = "__runbook_capture__"
 
     /// The Stencil template name (the path under templates/); nil for an inline string.
     let name: String?

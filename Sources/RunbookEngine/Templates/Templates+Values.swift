@@ -42,6 +42,8 @@ final class RenderSession {
     let namespaces: [String: [String: Value]]
     /// Names of the secrets read, as the store knows them.
     var secretsUsed: Set<String> = []
+    /// The value the capture filter received (`TemplateEngine.value(of:)`).
+    var captured: Value?
     /// The problem behind the error being thrown, with more detail than Stencil's message carries.
     var problem: TemplateProblem?
     /// The template being rendered (or checked) first.
@@ -58,7 +60,8 @@ final class RenderSession {
         self.secrets = secrets
         if let context {
             namespaces = ["params": context.params, "vars": context.vars, "host": context.host,
-                          "facts": context.facts, "steps": context.steps]
+                          "facts": context.facts, "steps": context.steps, "groups": context.groups,
+                          "hostvars": context.hostvars, "loop": context.loop ?? [:]]
         } else {
             namespaces = [:]
         }
@@ -408,5 +411,36 @@ final class SecretReference: DynamicMemberLookup, CustomStringConvertible {
         return UndefinedValue(problem: TemplateProblem(summary: "undefined variable `secrets.\(name).\(key)`: a secret is a string",
                                                        hint: "use `secrets.\(name)` itself", path: "secrets.\(name).\(key)"),
                               session: session)
+    }
+}
+
+/// A value a template resolved, as a `Value` again (the capture filter, `loop:`); nil for
+/// something a template value cannot be.
+func capturedValue(_ any: Any?) -> Value? {
+    switch any {
+    case nil: return .null
+    case let v as MapValue: return .map(v.entries)
+    case let v as ListValue: return .list(v.items)
+    case let v as ScalarValue: return v.value
+    case is NullValue: return .null
+    case let v as Int: return .int(v)
+    case let v as Double: return .double(v)
+    case let v as Bool: return .bool(v)
+    case let v as String: return .string(v)
+    case let v as [Any]:
+        var items: [Value] = []
+        for element in v {
+            guard let item = capturedValue(element) else { return nil }
+            items.append(item)
+        }
+        return .list(items)
+    case let v as [String: Any]:
+        var entries: [String: Value] = [:]
+        for (key, element) in v {
+            guard let item = capturedValue(element) else { return nil }
+            entries[key] = item
+        }
+        return .map(entries)
+    default: return nil
     }
 }

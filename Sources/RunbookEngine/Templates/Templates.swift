@@ -6,7 +6,7 @@ import Stencil
 /// What templates and `{{ }}` in step arguments can read.
 public struct TemplateContext: Sendable {
     /// The top-level names a template can read, besides its loop variables.
-    public static let namespaces: [String] = ["params", "vars", "host", "facts", "steps", "secrets"]
+    public static let namespaces: [String] = ["params", "vars", "host", "facts", "steps", "secrets", "groups", "hostvars", "item", "loop"]
 
     /// The runbook's parameters, typed.
     public var params: [String: Value]
@@ -20,6 +20,23 @@ public struct TemplateContext: Sendable {
     public var steps: [String: Value]
     /// Where `secrets.NAME` comes from.
     public var secrets: SecretStore
+    /// `groups.NAME`: the host names of each inventory group, in inventory order (`all` too).
+    public var groups: [String: Value] = [:]
+    /// `hostvars.NAME`: every inventory host's name, address, port, user, groups and merged vars.
+    public var hostvars: [String: Value] = [:]
+    /// `item`: the current item of the step's `loop:` (nil outside a loop).
+    public var item: Value? = nil
+    /// `loop.index` (1-based), `loop.index0`, `loop.first`, `loop.last`, `loop.length`.
+    public var loop: [String: Value]? = nil
+
+    /// This context inside iteration `index` (0-based) of a loop over `items`.
+    public func iterating(_ items: [Value], at index: Int) -> TemplateContext {
+        var context = self
+        context.item = items[index]
+        context.loop = ["index": .int(index + 1), "index0": .int(index), "first": .bool(index == 0),
+                        "last": .bool(index == items.count - 1), "length": .int(items.count)]
+        return context
+    }
 
     /// A context with every namespace given.
     public init(params: [String: Value] = [:], vars: [String: Value] = [:], host: [String: Value] = [:],
@@ -79,6 +96,8 @@ public struct TemplateEngine: Sendable {
 
     /// The names `check` accepts when none are given: the context's namespaces.
     public static let defaultKnownNames: Set<String> = Set(TemplateContext.namespaces)
+    /// The names a step's `loop:` adds (`item`, `loop`).
+    public static let loopNames: Set<String> = ["item", "loop"]
 
     /// An engine reading template files from `templatesDirectory` (`ROOT/templates`).
     public init(templatesDirectory: String) {
@@ -117,6 +136,19 @@ public struct TemplateEngine: Sendable {
                           context: context, secrets: secrets)
     }
 
+    /// The value of `expression`, one `{{ … }}` written at `location` (filters allowed): a list
+    /// stays a list, a map a map (a step's `loop:`).
+    public func value(of expression: String, at location: SourceLocation, context: TemplateContext) throws(DiagnosticError) -> (value: Value, secretsUsed: [String]) {
+        var inner = expression.trimmingCharacters(in: .whitespaces)
+        if inner.hasPrefix("{{"), inner.hasSuffix("}}") { inner = String(inner.dropFirst(2).dropLast(2)) }
+        let text = "{{ " + inner.trimmingCharacters(in: .whitespaces) + "|" + TemplateSource.captureFilter + " }}"
+        let prepared = TemplateSource.prepare(text, name: nil, file: location.file, firstLine: location.line,
+                                              firstColumn: max(1, location.column))
+        var captured: Value? = nil
+        let result = try render(prepared, original: text, fallback: location, context: context, secrets: .values) { captured = $0.captured }
+        return (captured ?? .null, result.secretsUsed)
+    }
+
     /// Whether the `when:`/`assert:` expression `condition` holds: Stencil's `if` expression
     /// (`and`, `or`, `not`, `==`, `!=`, `<`, `>`, `<=`, `>=`, `in`; numbers compare as numbers).
     public func evaluate(condition: String, at location: SourceLocation,
@@ -139,7 +171,8 @@ public struct TemplateEngine: Sendable {
     }
 
     private func render(_ prepared: Result<TemplateSource, TemplateProblem>, original: String, fallback: SourceLocation,
-                        context: TemplateContext, secrets mode: SecretRendering) throws(DiagnosticError) -> RenderResult
+                        context: TemplateContext, secrets mode: SecretRendering,
+                        inspect: ((RenderSession) -> Void)? = nil) throws(DiagnosticError) -> RenderResult
     {
         let source: TemplateSource
         switch prepared {
@@ -152,7 +185,8 @@ public struct TemplateEngine: Sendable {
         }
         let session = RenderSession(context: context, secretMode: mode, secrets: context.secrets)
         session.main = source
-        let known = Self.defaultKnownNames
+        // `item` and `loop` exist only inside a step's loop.
+        let known = context.item == nil ? Self.defaultKnownNames.subtracting(Self.loopNames) : Self.defaultKnownNames
         let environment = makeEnvironment(session: session, knownNames: known)
         let template = Self.makeTemplate(source, environment: environment)
         do {
@@ -163,14 +197,18 @@ public struct TemplateEngine: Sendable {
         if let problem = Self.unknownNames(in: source, known: known, session: session).first {
             throw DiagnosticError(Self.diagnostic(problem, at: fallback))
         }
-        let values: [String: Any] = [
+        var values: [String: Any] = [
             "params": MapValue(entries: context.params, path: "params", session: session),
             "vars": MapValue(entries: context.vars, path: "vars", session: session),
             "host": MapValue(entries: context.host, path: "host", session: session),
             "facts": MapValue(entries: context.facts, path: "facts", session: session),
             "steps": MapValue(entries: context.steps, path: "steps", session: session),
             "secrets": SecretsValue(session: session),
+            "groups": MapValue(entries: context.groups, path: "groups", session: session),
+            "hostvars": MapValue(entries: context.hostvars, path: "hostvars", session: session),
         ]
+        if let item = context.item { values["item"] = session.element(item, path: "item") }
+        if let loop = context.loop { values["loop"] = MapValue(entries: loop, path: "loop", session: session) }
         var text: String
         do {
             text = try template.render(Context(dictionary: values, environment: environment))
@@ -180,6 +218,7 @@ public struct TemplateEngine: Sendable {
         if original.hasSuffix("\n"), !text.isEmpty, !text.hasSuffix("\n") {
             text += "\n"
         }
+        inspect?(session)
         return RenderResult(text: text, secretsUsed: session.secretsUsed.sorted())
     }
 
