@@ -345,6 +345,7 @@ package enum StepRegistry {
         ServiceStep.self,
         ComposeScaleStep.self,
         NginxReloadStep.self,
+        NginxUpstreamStep.self,
         PostgresBackupStep.self,
         PostgresVacuumStep.self,
         PostgresKillQueriesStep.self,

@@ -63,13 +63,13 @@ func scripted(_ testCase: StepCase) -> ScriptedTransport {
         let covered = Set(stepCases.map(\.kind))
         #expect(covered == Set(StepRegistry.names))
         // Every kind that can change something has a no-op row too, where the kind has one.
-        for kind in ["command", "template", "copy", "env_set", "yaml_set", "service", "compose_scale", "pg_kill_queries", "pg_index"] {
+        for kind in ["command", "template", "copy", "env_set", "yaml_set", "service", "compose_scale", "nginx_upstream", "pg_kill_queries", "pg_index"] {
             #expect(stepCases.contains { $0.kind == kind && $0.action == .noop }, "\(kind) has no no-op case")
         }
     }
 
     @Test func registryDescribesEveryKindOfTheSpec() {
-        let kinds = ["command", "template", "copy", "env_set", "yaml_set", "service", "compose_scale", "nginx_reload", "pg_backup", "pg_vacuum",
+        let kinds = ["command", "template", "copy", "env_set", "yaml_set", "service", "compose_scale", "nginx_reload", "nginx_upstream", "pg_backup", "pg_vacuum",
                      "pg_kill_queries", "pg_sql", "pg_slow_queries", "pg_index", "health", "load_test", "wait_for", "docker_prune", "gather", "assert", "sleep"]
         #expect(StepRegistry.names == kinds)
         #expect(StepRegistry.schema(for: "sleep")?.scalarForm == .duration)

@@ -84,6 +84,15 @@ public let stepCases: [StepCase] = [
              files: ["/srv/app/.env.prod": .init("A=1\n")], action: .noop, undo: .restore),
     StepCase(name: "new file", kind: "env_set", arguments: ["file": "/srv/app/.env", "vars": .map(["A": "1"])],
              action: .create, summary: "create (mode 600)", undo: .restore),
+    // nginx_upstream
+    StepCase(name: "drain one server", kind: "nginx_upstream",
+             arguments: ["file": "/etc/nginx/conf.d/app.conf", "server": "10.0.0.11:8000", "state": "drained"],
+             files: ["/etc/nginx/conf.d/app.conf": .init("upstream app {\n    server 10.0.0.11:8000 max_fails=3;\n    server 10.0.0.12:8000;\n}\n")],
+             action: .update, summary: "/etc/nginx/conf.d/app.conf: content", undo: .restore),
+    StepCase(name: "already active", kind: "nginx_upstream",
+             arguments: ["file": "/etc/nginx/conf.d/app.conf", "server": "10.0.0.12:8000"],
+             files: ["/etc/nginx/conf.d/app.conf": .init("upstream app {\n    server 10.0.0.11:8000 down;\n    server 10.0.0.12:8000;\n}\n")],
+             action: .noop, undo: .restore),
     // yaml_set
     StepCase(name: "flag in place, validated by the host's compose", kind: "yaml_set",
              arguments: ["file": "/srv/app/docker-compose.yml", "path": "services.web.command",
