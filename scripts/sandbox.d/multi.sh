@@ -98,7 +98,7 @@ m_make_files() {
     fi
     for h in "${M_HOSTS[@]}"; do
         d="$(m_dir "$h")"
-        mkdir -p "$d/srv"
+        mkdir -p "$d/srv/backups"
         write_sshd_config "$d" "$M_STATE/authorized_keys" "$h"
     done
     d="$(m_dir lb)"
