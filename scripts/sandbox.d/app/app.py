@@ -3,10 +3,15 @@
 It stands in for the seeds' Flask/FastAPI service: it talks to PostgreSQL, answers a
 health check, and tells who answered so tests can see every replica and its worker count.
 
+Its version is baked into the image (/app/VERSION: 1, 2 or broken) and every response
+carries it in the header X-App-Version. Version `broken` starts like the others but answers
+500 on every path, /health included (a bad release for rollouts to catch).
+
   /health         200 "ok" when the database answers `SELECT 1` (within 2 s), else 503; also
                   503 while /tmp/unhealthy exists in the container (how tests break one replica)
   /whoami         "<container hostname> <worker pid>"
-  /info           JSON: replica (hostname), pid, workers (gunicorn workers of this replica)
+  /info           JSON: replica (hostname), pid, workers (gunicorn workers of this replica),
+                  version
   /products       JSON: the first 20 products (a real query)
   /queue          JSON: workers (queue workers seen in the last 5 s), pending (jobs not done)
   /slow?ms=N      sleeps N ms, then 200 "ok" (for latency gates)
@@ -22,6 +27,17 @@ from urllib.parse import parse_qs
 import psycopg2
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://app@db/app")
+
+
+def read_version():
+    try:
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "VERSION")) as f:
+            return f.read().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+VERSION = read_version()
 
 
 def connect():
@@ -53,6 +69,15 @@ def respond(start, status, body, content_type="text/plain"):
 
 
 def app(environ, start):
+    def start_with_version(status, headers, *exc_info):
+        return start(status, headers + [("X-App-Version", VERSION)], *exc_info)
+
+    if VERSION == "broken":
+        return respond(start_with_version, "500 Internal Server Error", "broken release\n")
+    return route(environ, start_with_version)
+
+
+def route(environ, start):
     path = environ.get("PATH_INFO", "/")
     query = parse_qs(environ.get("QUERY_STRING", ""))
     if path == "/health":
@@ -69,7 +94,8 @@ def app(environ, start):
     if path == "/whoami":
         return respond(start, "200 OK", f"{socket.gethostname()} {os.getpid()}\n")
     if path == "/info":
-        info = {"replica": socket.gethostname(), "pid": os.getpid(), "workers": gunicorn_workers()}
+        info = {"replica": socket.gethostname(), "pid": os.getpid(), "workers": gunicorn_workers(),
+                "version": VERSION}
         return respond(start, "200 OK", json.dumps(info) + "\n", "application/json")
     if path == "/products":
         with connect() as conn, conn.cursor() as cur:
