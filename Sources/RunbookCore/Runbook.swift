@@ -159,6 +159,9 @@ public struct Step: Sendable {
     /// Where `loop:` and `delegate_to:` were written.
     public var loopLocation: SourceLocation? = nil
     public var delegateLocation: SourceLocation? = nil
+    /// The `block:` the step belongs to, if any: its steps run in order, once per item of
+    /// the block's loop (the step's `loop` is the block's).
+    public var block: StepBlock? = nil
 
     /// Creates a step.
     public init(index: Int, id: String?, name: String, kind: String, arguments: Value, argumentLocations: [String: SourceLocation],
@@ -183,6 +186,9 @@ public struct Step: Sendable {
         self.delegateLocation = delegateLocation
     }
 
+    /// Its block's `when:` and its own, in that order: the step runs when all hold.
+    public var conditions: [String] { [block?.when, when].compactMap { $0 } }
+
     /// `id` or `#N` (1-based): the step's part of a change address.
     public var reference: String { id ?? "#\(index + 1)" }
 
@@ -190,6 +196,23 @@ public struct Step: Sendable {
     /// as `loop.index`), or the plain reference without a loop.
     public func reference(iteration: Int?) -> String {
         iteration.map { "\(reference)[\($0)]" } ?? reference
+    }
+}
+
+/// A `block:` of steps: its steps share its `loop:` (all of them per item, in order), its
+/// `when:` (besides their own) and its `delegate_to:` (unless they name their own).
+public struct StepBlock: Sendable, Hashable {
+    /// The position of the block's first step (its steps are consecutive).
+    public var first: Int
+    /// The block's name.
+    public var name: String
+    /// The block's `when:`, checked with each step's own.
+    public var when: String?
+
+    public init(first: Int, name: String, when: String?) {
+        self.first = first
+        self.name = name
+        self.when = when
     }
 }
 

@@ -295,6 +295,95 @@ final class ThreeHostProject: Sendable {
         #expect(q.ran("lb", prefix: "echo ") == ["echo once web1"])
     }
 
+    /// A looped block runs all its steps per item, in order, each item drained on lb and back,
+    /// with the block's `when` and `delegate_to`; a failure in item 2 undoes item 2, then item 1.
+    @Test func loopedBlockRunsItsStepsPerItem() async throws {
+        let upstream = "upstream app {\n    server 10.0.0.11:8001;\n    server 10.0.0.11:8002;\n}\n"
+        let p = try ThreeHostProject(files: ["lb": ["/etc/up.conf": .init(upstream)]])
+        try p.write("runbooks/t.yml", """
+            hosts: web1
+            params:
+              fail_at: { type: int, default: 0 }
+            steps:
+              - name: each replica
+                loop: [8001, 8002]
+                block:
+                  - name: drain
+                    nginx_upstream: { file: /etc/up.conf, server: "{{ host.address }}:{{ item }}", state: drained }
+                    delegate_to: lb
+                  - name: restart
+                    command: { run: "echo restart {{ item }}", undo: "echo unrestart {{ item }}" }
+                  - name: check
+                    command: "echo check {{ item }} {{ params.fail_at }}"
+                  - name: undrain
+                    nginx_upstream: { file: /etc/up.conf, server: "{{ host.address }}:{{ item }}", state: active }
+                    delegate_to: lb
+            """)
+        let (outcome, log) = try await p.apply()
+        #expect(outcome.exitCode == 0, "\(outcome.message)")
+        let changes = try #require(log.plan?.changes)
+        #expect(changes.map(\.address) == ["web1/#1[1]", "web1/#2[1]", "web1/#3[1]", "web1/#4[1]",
+                                            "web1/#1[2]", "web1/#2[2]", "web1/#3[2]", "web1/#4[2]"])
+        #expect(changes.map(\.delegate) == ["lb", nil, nil, "lb", "lb", nil, nil, "lb"])
+        #expect(changes[0].diff?.contains("+    server 10.0.0.11:8001 down;") == true, "\(changes[0].diff ?? "")")
+        // The second drain is planned against the file as the first item's undrain leaves it.
+        #expect(changes[4].diff?.contains("+    server 10.0.0.11:8002 down;") == true, "\(changes[4].diff ?? "")")
+        #expect(p.ran("web1", prefix: "echo ") == ["echo restart 8001", "echo check 8001 0", "echo restart 8002", "echo check 8002 0"])
+        #expect(p["lb"].files["/etc/up.conf"]?.contents == Array(upstream.utf8))
+
+        let q = try ThreeHostProject(files: ["lb": ["/etc/up.conf": .init(upstream)]])
+        try q.write("runbooks/t.yml", try String(contentsOfFile: p.root + "/runbooks/t.yml", encoding: .utf8))
+        q["web1"].reply(to: "echo check 8002 1", status: 1)
+        let (failed, _) = try await q.apply(params: ["fail_at": "1"])
+        #expect(failed.exitCode == 1, "\(failed.message)")
+        #expect(failed.message.contains("check [2]"), "\(failed.message)")
+        #expect(q.ran("web1", prefix: "echo ") == ["echo restart 8001", "echo check 8001 1", "echo restart 8002", "echo check 8002 1",
+                                                  "echo unrestart 8002", "echo unrestart 8001"])
+        #expect(q["lb"].files["/etc/up.conf"]?.contents == Array(upstream.utf8))
+    }
+
+    /// A block's `when` skips all its steps; keys a block does not take are refused.
+    @Test func blockWhenAndBadKeys() async throws {
+        let p = try ThreeHostProject()
+        try p.write("runbooks/t.yml", """
+            hosts: web1
+            params:
+              go: { type: bool, default: false }
+            steps:
+              - when: params.go
+                block:
+                  - command: "echo a"
+                  - command: "echo b"
+                    when: "1 == 1"
+            """)
+        let (outcome, log) = try await p.apply()
+        #expect(outcome.exitCode == 0, "\(outcome.message)")
+        #expect(log.plan?.changes.map(\.action) == [.noop, .noop])
+        #expect(p.ran("web1", prefix: "echo ").isEmpty)
+        let (again, _) = try await p.apply(params: ["go": "true"])
+        #expect(again.exitCode == 0)
+        #expect(p.ran("web1", prefix: "echo ") == ["echo a", "echo b"])
+
+        try p.write("runbooks/bad.yml", """
+            hosts: web1
+            steps:
+              - retries: 2
+                loop: [1]
+                block:
+                  - command: "echo {{ item }}"
+                    loop: [2]
+            """)
+        let (engine, _) = p.engine()
+        do {
+            _ = try await engine.plan(RunRequest(runbook: "bad"), saveTo: nil)
+            Issue.record("no error")
+        } catch let error as DiagnosticError {
+            let text = error.diagnostics.map(\.rendered).joined(separator: "\n")
+            #expect(text.contains("bad.yml:3:5: error:") && text.contains("unknown key \"retries\" in a block"), "\(text)")
+            #expect(text.contains("bad.yml:7:") && text.contains("a step of a looped block cannot loop itself"), "\(text)")
+        }
+    }
+
     /// Bad loops and delegations are errors naming the line, before any host is contacted.
     @Test(arguments: [
         ("delegate_to: nowhere", "", "delegate_to: \"nowhere\" is not a host of the inventory"),

@@ -12,9 +12,18 @@ extension RunbookValidator {
             node.error("a runbook needs at least one step", hint: "add steps: with a list of steps", in: &diagnostics)
             return []
         }
+        // Blocks are flattened: their steps take their place in the list, numbered with the rest.
+        var flat: [(node: YAMLNode, block: BlockSource?)] = []
+        for item in items {
+            if case .mapping(let entries) = item.kind, entries.contains(where: { $0.key == "block" }) {
+                readBlock(item, entries: entries, first: flat.count, into: &flat)
+            } else {
+                flat.append((item, nil))
+            }
+        }
         // Every id written, to tell "a later step" from "no such step".
         var allIDs: [String: Int] = [:]
-        for (index, item) in items.enumerated() {
+        for (index, item) in flat.map(\.node).enumerated() {
             if case .mapping(let entries) = item.kind, let idText = entries.first(where: { $0.key == "id" })?.value.scalarText,
                allIDs[idText] == nil
             {
@@ -23,12 +32,77 @@ extension RunbookValidator {
         }
         var steps: [Step] = []
         var earlier: [String: YAMLNode] = [:]
-        for (index, item) in items.enumerated() {
+        for (index, entry) in flat.enumerated() {
             var context = StepContext(index: index, earlierIDs: earlier, allIDs: allIDs)
-            if let step = readStep(item, context: &context) { steps.append(step) }
+            if var step = readStep(entry.node, context: &context) {
+                if let block = entry.block { apply(block, to: &step) }
+                steps.append(step)
+            }
             if let id = context.ownID, earlier[id] == nil, let idNode = context.idNode { earlier[id] = idNode }
         }
         return steps
+    }
+
+    /// A `block:` as written: its own keys, applied to each of its steps.
+    struct BlockSource {
+        var info: StepBlock
+        var loop: StepLoop?
+        var loopNode: YAMLNode?
+        var delegateTo: String?
+        var delegateNode: YAMLNode?
+    }
+
+    static let blockKeys = ["block", "name", "loop", "when", "delegate_to"]
+
+    /// Reads a `block:` item into its steps' nodes, each with the block's keys.
+    mutating func readBlock(_ node: YAMLNode, entries: [YAMLEntry], first: Int, into flat: inout [(node: YAMLNode, block: BlockSource?)]) {
+        for entry in entries where !Self.blockKeys.contains(entry.key) {
+            entry.keyNode.error("unknown key \(entry.key.debugDescription) in a block",
+                                hint: "a block takes \(Self.blockKeys.joined(separator: ", ")); put step keys on its steps", in: &diagnostics)
+        }
+        func value(_ key: String) -> YAMLNode? { entries.first { $0.key == key }?.value }
+        let name = value("name")?.scalarText ?? "block \(first + 1)"
+        var when: String?
+        let context = StepContext(index: first, earlierIDs: [:], allIDs: [:])
+        if let whenNode = value("when"), let text = whenNode.nonEmptyString(&diagnostics) {
+            when = text
+            checkTemplateText(text, node: whenNode, expression: true)
+        }
+        var source = BlockSource(info: StepBlock(first: first, name: name, when: when))
+        if let loopNode = value("loop") {
+            source.loop = readLoop(loopNode, context: context)
+            source.loopNode = loopNode
+        }
+        if let delegateNode = value("delegate_to"), let text = delegateNode.nonEmptyString(&diagnostics) {
+            checkTemplateText(text, node: delegateNode, expression: false)
+            source.delegateTo = text
+            source.delegateNode = delegateNode
+        }
+        guard let stepsNode = value("block"), let inner = stepsNode.list(&diagnostics) else { return }
+        if inner.isEmpty { stepsNode.error("a block needs at least one step", in: &diagnostics) }
+        for item in inner {
+            if case .mapping(let innerEntries) = item.kind, innerEntries.contains(where: { $0.key == "block" }) {
+                item.error("a block inside a block is not supported", hint: "put its steps in the outer block", in: &diagnostics)
+                continue
+            }
+            if source.loop != nil, case .mapping(let innerEntries) = item.kind, let loopEntry = innerEntries.first(where: { $0.key == "loop" }) {
+                loopEntry.keyNode.error("a step of a looped block cannot loop itself", hint: "the block's loop runs each of its steps per item", in: &diagnostics)
+            }
+            flat.append((item, source))
+        }
+    }
+
+    /// Gives a step of a block the block's loop, delegation and condition.
+    func apply(_ block: BlockSource, to step: inout Step) {
+        step.block = block.info
+        if let loop = block.loop {
+            step.loop = loop
+            step.loopLocation = block.loopNode?.location
+        }
+        if step.delegateTo == nil, let delegate = block.delegateTo {
+            step.delegateTo = delegate
+            step.delegateLocation = block.delegateNode?.location
+        }
     }
 
     /// What a step's references are checked against.
@@ -125,31 +199,7 @@ extension RunbookValidator {
         var become = false
         if let node = map["become"] { become = node.bool(&diagnostics) ?? false }
         var loop: StepLoop?
-        if let node = map["loop"] {
-            if case .sequence(let items) = node.kind {
-                if items.count > 10_000 {
-                    node.error("loop: \(items.count) items is more than a runbook needs (10000 at most)", in: &diagnostics)
-                }
-                for item in items {
-                    if let text = item.scalarText, text.contains("{") { checkTemplateText(text, node: item, expression: false, step: context) }
-                }
-                loop = .items(items.map(\.value))
-            } else if let text = node.nonEmptyString(&diagnostics) {
-                let trimmed = text.trimmingCharacters(in: .whitespaces)
-                if trimmed.hasPrefix("{{"), trimmed.hasSuffix("}}"), Self.templateBlocks(trimmed).blocks.count == 1 {
-                    if let read = Self.references(to: "steps", in: trimmed[...]).first {
-                        node.error("loop: reads steps.\(read), a result known only while applying; the plan must know every iteration",
-                                   hint: "loop over params, vars, groups, hostvars or gathered facts", in: &diagnostics)
-                    }
-                    checkTemplateText(text, node: node, expression: false, step: context)
-                    loop = .expression(trimmed)
-                } else {
-                    node.error("loop: takes a list or one {{ }} expression that yields a list, not \(node.gotDescription)",
-                               hint: "loop: [a, b] or loop: \"{{ groups.web }}\" or loop: \"{{ range(1, params.replicas + 1) }}\"",
-                               in: &diagnostics)
-                }
-            }
-        }
+        if let node = map["loop"] { loop = readLoop(node, context: context) }
         var delegateTo: String?
         if let node = map["delegate_to"], let text = node.nonEmptyString(&diagnostics) {
             checkTemplateText(text, node: node, expression: false, step: context)
@@ -170,6 +220,36 @@ extension RunbookValidator {
             kind: schema.name, arguments: .map(arguments), argumentLocations: locations, when: when, timeout: timeout,
             retries: retries, delay: delay, runOnce: runOnce, become: become, location: node.location,
             loop: loop, delegateTo: delegateTo, loopLocation: map["loop"]?.location, delegateLocation: map["delegate_to"]?.location)
+    }
+
+
+    /// `loop:` of a step or a block: a list, or one `{{ }}` expression.
+    mutating func readLoop(_ node: YAMLNode, context: StepContext) -> StepLoop? {
+        var loop: StepLoop?
+        if case .sequence(let items) = node.kind {
+            if items.count > 10_000 {
+                node.error("loop: \(items.count) items is more than a runbook needs (10000 at most)", in: &diagnostics)
+            }
+            for item in items {
+                if let text = item.scalarText, text.contains("{") { checkTemplateText(text, node: item, expression: false, step: context) }
+            }
+            loop = .items(items.map(\.value))
+        } else if let text = node.nonEmptyString(&diagnostics) {
+            let trimmed = text.trimmingCharacters(in: .whitespaces)
+            if trimmed.hasPrefix("{{"), trimmed.hasSuffix("}}"), Self.templateBlocks(trimmed).blocks.count == 1 {
+                if let read = Self.references(to: "steps", in: trimmed[...]).first {
+                    node.error("loop: reads steps.\(read), a result known only while applying; the plan must know every iteration",
+                               hint: "loop over params, vars, groups, hostvars or gathered facts", in: &diagnostics)
+                }
+                checkTemplateText(text, node: node, expression: false, step: context)
+                loop = .expression(trimmed)
+            } else {
+                node.error("loop: takes a list or one {{ }} expression that yields a list, not \(node.gotDescription)",
+                           hint: "loop: [a, b] or loop: \"{{ groups.web }}\" or loop: \"{{ range(1, params.replicas + 1) }}\"",
+                           in: &diagnostics)
+            }
+        }
+        return loop
     }
 
     mutating func nonNegativeInt(_ node: YAMLNode) -> Int? {

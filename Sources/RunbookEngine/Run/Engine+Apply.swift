@@ -449,8 +449,8 @@ extension Engine {
                 if plan.deferredUntilApply {
                     plan = try await planStep(step, host: target, transport: transport, context: stepContext, prepared: prepared, atApply: true)
                     Self.address(&plan.change, instance: instance, host: host.name)
-                } else if plan.change.action != .noop, let when = step.when,
-                          !(try prepared.templates.evaluate(condition: when, at: step.location, context: stepContext)) {
+                } else if plan.change.action != .noop,
+                          let when = try step.conditions.first(where: { !(try prepared.templates.evaluate(condition: $0, at: step.location, context: stepContext)) }) {
                     // Planned to run, but what the condition reads (gathered facts) says no now.
                     plan.change.action = .noop
                     plan.change.reason = "when is false at apply time: \(when)"
@@ -476,7 +476,12 @@ extension Engine {
                 finishStep(.skipped, plan.change.reason)
                 continue
             }
-            let undo = Self.undoRecord(for: plan.operation, step: step, runID: runID)
+            var backup: String? = nil
+            if case .putFile(let path, _, _, _, _, _, _, _) = plan.operation {
+                backup = Self.backupPath(for: path, runID: runID, step: step.index, iteration: instance.iteration,
+                                         for: instance.delegate == nil ? nil : host.name)
+            }
+            let undo = Self.undoRecord(for: plan.operation, step: step, runID: runID, backup: backup)
             // A command is handed to the transport now (over SSH its channel opens while the
             // intent is committed) and starts only once the commit is done (the gate opens).
             var command: PendingCommand? = nil
@@ -513,7 +518,7 @@ extension Engine {
                     }
                 } else {
                     result = await execute(plan.operation, step: step, transport: transport, context: stepContext, prepared: prepared,
-                                           runID: runID, delegated: instance.delegate != nil)
+                                           runID: runID, delegated: instance.delegate != nil, backup: backup)
                 }
                 if case .success = result { break }
             }
@@ -566,11 +571,15 @@ extension Engine {
     /// its whole process group, and the step fails).
     static let defaultStepTimeout: Duration = .seconds(3600)
 
-    /// The backup a file step keeps beside the file, for undo.
-    static func backupPath(for path: String, runID: String) -> String {
+    /// The backup a file step keeps beside the file, for undo: one per write, so that a file
+    /// written several times in a run (a loop, two hosts delegating to one load balancer) is
+    /// put back write by write: `.NAME.runbook-bak-RUN_ID.STEP[.ITERATION]`, with the host the
+    /// write was for when it was delegated (`.NAME.runbook-bak-RUN_ID.web1.3.2`).
+    static func backupPath(for path: String, runID: String, step: Int = 0, iteration: Int? = nil, for host: String? = nil) -> String {
         let directory = (path as NSString).deletingLastPathComponent
         let base = (path as NSString).lastPathComponent
-        return (directory == "/" ? "" : directory) + "/.\(base).runbook-bak-\(runID)"
+        let tag = ([host, String(step + 1), iteration.map(String.init)].compactMap { $0 }).joined(separator: ".")
+        return (directory == "/" ? "" : directory) + "/.\(base).runbook-bak-\(runID).\(tag)"
     }
 
     /// When rollback runs a step of `kind` again (never for an unknown kind).
@@ -602,10 +611,11 @@ extension Engine {
         }
     }
 
-    static func undoRecord(for operation: StepOperation, step: Step, runID: String) -> UndoRecord {
+    /// `backup`: where a file step's previous content is copied (`backupPath`).
+    static func undoRecord(for operation: StepOperation, step: Step, runID: String, backup: String? = nil) -> UndoRecord {
         switch operation {
         case .putFile(let path, let contents, _, _, _, _, let existed, let before):
-            return .restoreFile(path: path, backup: existed ? backupPath(for: path, runID: runID) : nil,
+            return .restoreFile(path: path, backup: existed ? (backup ?? backupPath(for: path, runID: runID, step: step.index)) : nil,
                                 beforeDigest: before, afterDigest: sha256Hex(contents))
         case .run(_, let undo):
             // The undo runs as the step did: through sudo when the step has become.
@@ -625,7 +635,7 @@ extension Engine {
     /// `delegated`: the step runs on another host for this one; other hosts' steps may change
     /// the same files there, so a file is written only while it is what the plan read.
     func execute(_ operation: StepOperation, step: Step, transport: any Transport, context: TemplateContext,
-                 prepared: PreparedRun, runID: String, delegated: Bool = false) async -> StepResult {
+                 prepared: PreparedRun, runID: String, delegated: Bool = false, backup: String? = nil) async -> StepResult {
         do throws(TransportError) {
             switch operation {
             case .putFile(let path, let contents, let mode, let owner, let group, let validate, let existed, let before):
@@ -636,7 +646,7 @@ extension Engine {
                     }
                 }
                 if existed {
-                    let backup = Self.backupPath(for: path, runID: runID)
+                    let backup = backup ?? Self.backupPath(for: path, runID: runID, step: step.index)
                     let copy = try await transport.run(Become.wrap("cp -p -- \(path) \(backup)", if: step.become), stdin: [], timeout: step.timeout, onOutput: nil)
                     guard copy.succeeded else { return .failure("cannot back up \(path): \(copy.stderrText)") }
                 }

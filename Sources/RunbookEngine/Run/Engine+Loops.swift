@@ -134,6 +134,39 @@ extension Engine {
         return target.name == host.name ? nil : target
     }
 
+    /// The runbook's steps in the units they expand in: a step alone, or the steps of a block.
+    static func stepGroups(_ steps: [Step]) -> [[Step]] {
+        var groups: [[Step]] = []
+        for step in steps {
+            if let block = step.block, let last = groups.last?.last, last.block?.first == block.first {
+                groups[groups.count - 1].append(step)
+            } else {
+                groups.append([step])
+            }
+        }
+        return groups
+    }
+
+    /// The instances of a group for one host: a looped block runs all its steps per item, in
+    /// order (item 1: steps a, b, c; item 2: a, b, c); otherwise each step's own.
+    func instances(of group: [Step], host: RunbookCore.Host, context: TemplateContext, prepared: PreparedRun) throws(DiagnosticError) -> [StepInstance] {
+        guard let first = group.first, first.block != nil, first.loop != nil else {
+            var out: [StepInstance] = []
+            for step in group { out += try instances(of: step, host: host, context: context, prepared: prepared) }
+            return out
+        }
+        let items = try loopItems(first, context: context, prepared: prepared)
+        var out: [StepInstance] = []
+        for index in items.indices {
+            let inner = context.iterating(items, at: index)
+            for step in group {
+                out.append(StepInstance(step: step, iteration: index + 1, items: items,
+                                        delegate: try delegateHost(step, for: host, context: inner, prepared: prepared)))
+            }
+        }
+        return out
+    }
+
     /// The step instances of `step` for one host: one per loop item (or one), each with its
     /// delegate.
     func instances(of step: Step, host: RunbookCore.Host, context: TemplateContext, prepared: PreparedRun) throws(DiagnosticError) -> [StepInstance] {

@@ -414,6 +414,7 @@ extension Engine {
             // (it may read results of earlier steps, which a later rollback does not have).
             var ran = step
             ran.when = nil
+            ran.block?.when = nil
             do {
                 // A loop's iteration gets its item again; a delegated step is planned where it ran.
                 var stepContext = context

@@ -187,7 +187,7 @@ public struct Engine: Sendable {
             if step.loop != nil { known.formUnion(TemplateEngine.loopNames) }
             defer { known = outer.union(known.subtracting(TemplateEngine.loopNames)) }
             if let delegate = step.delegateTo { problems += templates.check(string: delegate, at: step.delegateLocation ?? step.location, knownNames: known) }
-            if let when = step.when { problems += templates.check(condition: when, at: step.location, knownNames: known) }
+            for when in step.conditions { problems += templates.check(condition: when, at: step.location, knownNames: known) }
             if case .map(let arguments) = step.arguments {
                 let schema = StepRegistry.schema(for: step.kind)
                 for (key, value) in arguments.sorted(by: { $0.key < $1.key }) {
@@ -429,7 +429,7 @@ public struct Engine: Sendable {
 
     /// True when a step's `when` or arguments read earlier steps' results.
     static func readsSteps(_ step: Step) -> Bool {
-        if let when = step.when, when.contains("steps.") { return true }
+        if step.conditions.contains(where: { $0.contains("steps.") }) { return true }
         return step.arguments.containsText("steps.")
     }
 
@@ -444,18 +444,21 @@ public struct Engine: Sendable {
         var plans: [PlannedInstance] = []
         let caches = FactCaches()
         let leader = prepared.batchLeader(of: host.name)
-        for step in prepared.runbook.steps {
-            let instances = try instances(of: step, host: host, context: context, prepared: prepared)
+        for group in Self.stepGroups(prepared.runbook.steps) {
+            let instances = try instances(of: group, host: host, context: context, prepared: prepared)
             if instances.isEmpty {
                 // A loop over no items: nothing to do, and the plan says why.
-                var change = PlannedChange.make(step: step, host: host.name, action: .noop, reversible: true, summary: "skip: the loop has no items")
-                change.reason = "loop: no items"
-                change.operationsDigest = StepOperation.nothing.digest(become: false, extra: "empty loop")
-                plans.append(PlannedInstance(instance: StepInstance(step: step, iteration: nil, items: [], delegate: nil),
-                                             plan: HostStepPlan(change: change, operation: .nothing, deferredUntilApply: false)))
+                for step in group {
+                    var change = PlannedChange.make(step: step, host: host.name, action: .noop, reversible: true, summary: "skip: the loop has no items")
+                    change.reason = "loop: no items"
+                    change.operationsDigest = StepOperation.nothing.digest(become: false, extra: "empty loop")
+                    plans.append(PlannedInstance(instance: StepInstance(step: step, iteration: nil, items: [], delegate: nil),
+                                                 plan: HostStepPlan(change: change, operation: .nothing, deferredUntilApply: false)))
+                }
                 continue
             }
             for instance in instances {
+                let step = instance.step
                 var plan: HostStepPlan
                 if step.runOnce, let leader, leader != host.name {
                     var change = PlannedChange.make(step: step, host: host.name, action: .noop, reversible: true,
@@ -508,7 +511,7 @@ public struct Engine: Sendable {
         if !atApply && Self.readsSteps(step) {
             return try await deferredPlan(step, host: host, facts: FactReader(transport: transport, planned: planned, cache: cache))
         }
-        if let when = step.when {
+        for when in step.conditions {
             let holds = try prepared.templates.evaluate(condition: when, at: step.location, context: context)
             if !holds {
                 var change = PlannedChange.make(step: step, host: host.name, action: .noop, reversible: true, summary: "skip: when is false")
@@ -538,7 +541,7 @@ public struct Engine: Sendable {
     /// results), and fingerprints of the file it would change, so a hand edit made after the
     /// plan makes a saved plan stale instead of being overwritten unseen.
     func deferredPlan(_ step: Step, host: RunbookCore.Host, facts: FactReader) async throws -> HostStepPlan {
-        let reads = Set(([step.when].compactMap { $0 } + step.arguments.strings).flatMap { RunbookValidator.references(to: "steps", in: $0[...]) }).sorted()
+        let reads = Set((step.conditions + step.arguments.strings).flatMap { RunbookValidator.references(to: "steps", in: $0[...]) }).sorted()
         var change = PlannedChange.make(step: step, host: host.name, action: .deferred,
                                         reversible: !StepRegistry.isIrreversible(kind: step.kind, arguments: step.arguments),
                                         summary: "decided at apply time: reads " + reads.map { "steps.\($0)" }.joined(separator: ", "))
@@ -551,14 +554,14 @@ public struct Engine: Sendable {
             default: if key == "dest" || key == "src" || key == "sql" { change.commands.append("\(key): \(text)") }
             }
         }
-        if let when = step.when { change.commands.append("when: \(when)") }
+        for when in step.conditions { change.commands.append("when: \(when)") }
         if case .string(let dest)? = step.arguments["dest"], !dest.contains("{{") {
             let current = try await facts.file(dest)
             change.fingerprints.append(FactFingerprint(fact: "file:\(dest)", digest: current.map {
                 "\(sha256Hex($0.contents)) mode \(String($0.mode, radix: 8)) owner \($0.uid):\($0.gid)" } ?? "absent"))
         }
         change.operationsDigest = sha256Hex("deferred\u{0}" + step.kind + "\u{0}" + Self.canonicalJSON(["arguments": step.arguments])
-                                            + "\u{0}" + (step.when ?? "") + "\u{0}" + String(step.become))
+                                            + "\u{0}" + step.conditions.joined(separator: "\u{0}") + "\u{0}" + String(step.become))
         return HostStepPlan(change: change, operation: .nothing, deferredUntilApply: true)
     }
 
