@@ -136,10 +136,10 @@ struct ShippedRunbookTests {
         let sandbox = try Sandbox.ready()
         let r = try sandbox.runbook(["validate"])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
-        #expect(r.stdout.contains("8 runbooks: 8 ok"), "\(r.stdout)")
+        #expect(r.stdout.contains("9 runbooks: 9 ok"), "\(r.stdout)")
         let list = try sandbox.runbook(["list"])
         for name in ["vertical-scale", "site-slow", "nightly-maintenance", "horizontal-scale", "rolling-restart",
-                     "db-optimize", "capacity-check", "scale-workers"] {
+                     "db-optimize", "capacity-check", "scale-workers", "rolling-update"] {
             #expect(list.stdout.contains(name), "\(name) missing from runbook list")
         }
     }

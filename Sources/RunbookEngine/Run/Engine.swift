@@ -380,9 +380,11 @@ public struct Engine: Sendable {
                     continue
                 }
                 if case .map(let entries) = value {
-                    // A mapping's string values are rendered (env_set's vars).
+                    // A mapping's string values are rendered (env_set's vars), and its keys
+                    // where they hold `{{ }}` (`"{{ vars.version_var }}": 2`).
                     var out: [String: Value] = [:]
-                    for (name, item) in entries {
+                    for (written, item) in entries {
+                        let name = written.contains("{{") ? try renderValue(written, key) : written
                         if case .string(let text) = item {
                             out[name] = .string(try renderValue(text, key))
                         } else {

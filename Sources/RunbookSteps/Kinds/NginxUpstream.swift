@@ -13,7 +13,7 @@ package struct NginxUpstreamStep: StepKind {
         arguments: [
             ArgumentSpec("file", .string, required: true, "the nginx config file holding the upstream block"),
             ArgumentSpec("server", .string, required: true, "the server's address as the file writes it (10.0.0.11:8000, app_web_1:5000, unix:/run/app.sock)"),
-            ArgumentSpec("upstream", .string, "the upstream block's name (needed when the file has more than one)"),
+            ArgumentSpec("upstream", .string, "the upstream block's name (needed when the file has more than one; empty: the only one)"),
             ArgumentSpec("state", .enumeration(["active", "drained", "present", "absent"]), default: "active",
                          "active: in rotation (no `down`); drained: marked `down`; present: added when missing; absent: removed"),
             ArgumentSpec("weight", .int, "weight=N on the server (1 … 1000)"),
@@ -49,7 +49,8 @@ package struct NginxUpstreamStep: StepKind {
         }
         let edited: [UInt8]
         do {
-            edited = try Self.edit(current.contents, upstream: arguments.string("upstream"), server: server, state: state,
+            let upstream = arguments.string("upstream").flatMap { $0.trimmingCharacters(in: .whitespaces).isEmpty ? nil : $0 }
+            edited = try Self.edit(current.contents, upstream: upstream, server: server, state: state,
                                    weight: weight, params: params)
         } catch let problem as EditProblem {
             throw StepFailure("\(file) on \(host.name): \(problem.message)")
