@@ -222,4 +222,7 @@ public enum StepLoop: Sendable, Hashable {
     case items([Value])
     /// `"{{ groups.web }}"`, `"{{ range(1, params.replicas + 1) }}"`: evaluated per host.
     case expression(String)
+    /// A template with `{% %}` tags that renders a YAML flow list (`[a, b]`): for lists built
+    /// from several others (every replica of every other web host).
+    case template(String)
 }

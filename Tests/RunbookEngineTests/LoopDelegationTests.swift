@@ -384,6 +384,50 @@ final class ThreeHostProject: Sendable {
         }
     }
 
+    /// A loop written as a template that renders a flow list: every replica of every other
+    /// host, each item a map, each delegated to the host it names.
+    @Test func templateLoopBuildsAList() async throws {
+        let p = try ThreeHostProject()
+        try p.write("runbooks/t.yml", """
+            hosts: lb
+            steps:
+              - command: "echo {{ item.host }} {{ item.port }}"
+                loop: "[{% for h in groups.web %}{% for port in hostvars[h].ports %}{ host: '{{ h }}', port: {{ port }} }, {% endfor %}{% endfor %}]"
+                delegate_to: "{{ item.host }}"
+            """)
+        try p.write("inventory/hosts.yml", """
+            hosts:
+              lb: { address: 10.0.0.10 }
+              web1: { address: 10.0.0.11, vars: { ports: [8001, 8002] } }
+              web2: { address: 10.0.0.12, vars: { ports: [8001] } }
+            groups:
+              web: { hosts: [web1, web2] }
+            """)
+        let (outcome, log) = try await p.apply()
+        #expect(outcome.exitCode == 0, "\(outcome.message)")
+        #expect(p.ran("web1", prefix: "echo ") == ["echo web1 8001", "echo web1 8002"])
+        #expect(p.ran("web2", prefix: "echo ") == ["echo web2 8001"])
+        #expect(log.plan?.changes.map(\.delegate) == ["web1", "web1", "web2"])
+        #expect(log.plan?.changes.first?.item == #"{"host":"web1","port":8001}"#)
+    }
+
+    /// `command` with `check: true` is a read-only check: shown as one, nothing to undo.
+    @Test func commandCheckIsReadOnly() async throws {
+        let p = try ThreeHostProject()
+        p["web1"].reply(to: "exit 9", status: 9)
+        try p.write("runbooks/t.yml", """
+            hosts: web1
+            steps:
+              - command: { run: "echo verify", check: true }
+              - command: "exit 9"
+            """)
+        let (outcome, log) = try await p.apply()
+        #expect(outcome.exitCode == 1)
+        #expect(log.plan?.changes.first?.action == .check && log.plan?.changes.first?.reversible == true)
+        // Only the failed command is reported as not undone, not the check.
+        #expect(!outcome.message.contains("echo verify"), "\(outcome.message)")
+    }
+
     /// Bad loops and delegations are errors naming the line, before any host is contacted.
     @Test(arguments: [
         ("delegate_to: nowhere", "", "delegate_to: \"nowhere\" is not a host of the inventory"),

@@ -243,9 +243,16 @@ extension RunbookValidator {
                 }
                 checkTemplateText(text, node: node, expression: false, step: context)
                 loop = .expression(trimmed)
+            } else if trimmed.hasPrefix("["), trimmed.hasSuffix("]"), trimmed.contains("{%") {
+                if let read = Self.references(to: "steps", in: trimmed[...]).first {
+                    node.error("loop: reads steps.\(read), a result known only while applying; the plan must know every iteration",
+                               hint: "loop over params, vars, groups, hostvars or gathered facts", in: &diagnostics)
+                }
+                checkTemplateText(text, node: node, expression: false, step: context)
+                loop = .template(trimmed)
             } else {
                 node.error("loop: takes a list or one {{ }} expression that yields a list, not \(node.gotDescription)",
-                           hint: "loop: [a, b] or loop: \"{{ groups.web }}\" or loop: \"{{ range(1, params.replicas + 1) }}\"",
+                           hint: "loop: [a, b], loop: \"{{ groups.web }}\", loop: \"{{ range(1, params.replicas + 1) }}\", or a flow list built with {% for %}: \"[{% for h in groups.web %}{{ h }}, {% endfor %}]\"",
                            in: &diagnostics)
             }
         }

@@ -87,6 +87,18 @@ extension Engine {
             var out: [Value] = []
             for item in items { out.append(try renderValue(item, at: location, context: context, templates: prepared.templates)) }
             return out
+        case .template(let text):
+            let rendered = try prepared.templates.render(string: text, at: location, context: context, secrets: .values).text
+            let parsed: YAMLNode?
+            do { parsed = try YAMLDocument.parse(text: rendered, file: location.file).root } catch {
+                throw problem("loop: the template renders \(rendered.prefix(200).debugDescription), which is not a YAML list",
+                              hint: "render a flow list: [a, b, c] (a trailing comma is fine)")
+            }
+            guard case .list(let items)? = parsed?.value else {
+                throw problem("loop: the template renders \(rendered.prefix(200).debugDescription), which is not a list")
+            }
+            guard items.count <= 10_000 else { throw problem("loop: the template renders \(items.count) items (10000 at most)") }
+            return items
         case .expression(let text):
             if let (lowText, highText) = Self.rangeOperands(text) {
                 func number(_ operand: String) throws(DiagnosticError) -> Int {
@@ -197,8 +209,11 @@ extension Engine {
             let text = step.delegateTo!
             let readsLate = ["facts", "steps"].contains { !RunbookValidator.references(to: $0, in: text[...]).isEmpty }
             let loopReadsLate: Bool = {
-                guard case .expression(let expression)? = step.loop else { return false }
-                return ["facts", "steps"].contains { !RunbookValidator.references(to: $0, in: expression[...]).isEmpty }
+                switch step.loop {
+                case .expression(let expression)?, .template(let expression)?:
+                    return ["facts", "steps"].contains { !RunbookValidator.references(to: $0, in: expression[...]).isEmpty }
+                default: return false
+                }
             }()
             let readsItem = text.contains("item") || text.contains("loop.")
             if readsLate || (readsItem && loopReadsLate) {

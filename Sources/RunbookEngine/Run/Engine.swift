@@ -178,6 +178,8 @@ public struct Engine: Sendable {
             switch step.loop {
             case .expression(let text)?:
                 problems += templates.check(string: Self.loopExpressionForCheck(text), at: step.loopLocation ?? step.location, knownNames: known)
+            case .template(let text)?:
+                problems += templates.check(string: text, at: step.loopLocation ?? step.location, knownNames: known)
             case .items(let items)?:
                 for text in Value.list(items).strings { problems += templates.check(string: text, at: step.loopLocation ?? step.location, knownNames: known) }
             case nil:

@@ -11,9 +11,15 @@ package struct CommandStep: StepKind {
             ArgumentSpec("creates", .string, "skip when this path exists on the host"),
             ArgumentSpec("unless", .command, "skip when this command exits 0 (run at plan time)"),
             ArgumentSpec("undo", .command, "command that undoes it on rollback; without it the step is irreversible"),
+            ArgumentSpec("check", .bool, default: false,
+                         "the command only reads (a verification that fails by its exit status): shown as a check, nothing to undo"),
         ],
         scalarForm: .command, scalarKey: "run")
-    package static func undoPolicy(_ arguments: Value) -> UndoBehavior { arguments.has("undo") ? .restore : .irreversible }
+    package static func undoPolicy(_ arguments: Value) -> UndoBehavior {
+        if arguments.has("undo") { return .restore }
+        if case .map(let map) = arguments, map["check"]?.boolValue == true { return .readOnly }
+        return .irreversible
+    }
     package static func irreversibleReason(_ arguments: Value) -> String { "command without undo" }
     package static func defaultName(_ arguments: [String: Value]) -> String {
         let run = (arguments["run"]?.description ?? "").split(whereSeparator: \.isNewline).joined(separator: " ")
@@ -24,7 +30,9 @@ package struct CommandStep: StepKind {
     package func plan(step: Step, host: RunbookCore.Host, arguments: RenderedArguments, facts: FactReader) async throws -> HostStepPlan {
         guard let run = arguments.commands["run"] else { throw StepFailure("command needs run") }
         let undo = arguments.commands["undo"]
-        var change = PlannedChange.make(step: step, host: host.name, action: .run, reversible: undo != nil,
+        let check = arguments.raw["check"]?.boolValue == true
+        if check && undo != nil { throw StepFailure("command: a check has nothing to undo; give check: true or undo, not both") }
+        var change = PlannedChange.make(step: step, host: host.name, action: check ? .check : .run, reversible: undo != nil || check,
                                         summary: run.display.split(separator: "\n").first.map(String.init) ?? "")
         if let creates = arguments.string("creates") {
             let exists = try await facts.exists(creates)
