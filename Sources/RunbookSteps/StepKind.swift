@@ -347,6 +347,7 @@ package enum StepRegistry {
         NginxReloadStep.self,
         NginxUpstreamStep.self,
         PostgresBackupStep.self,
+        PostgresRestoreStep.self,
         PostgresVacuumStep.self,
         PostgresKillQueriesStep.self,
         PostgresSQLStep.self,

@@ -31,9 +31,14 @@ struct MultiSandbox {
         let config = try String(contentsOfFile: upstreamSource, encoding: .utf8)
         let lb = try on("lb", "printf '%s' \"$1\" > /etc/nginx/conf.d/app.conf && nginx -q -t && nginx -s reload", config)
         guard lb.status == 0 else { throw SandboxError("cannot reset lb: \(lb.stderr)") }
+        // The database on web1 again, and the database host's copy empty.
+        let db = try on("db", "su postgres -c \"psql -X -q -d app -v ON_ERROR_STOP=1 -c 'DROP SCHEMA public CASCADE' -c 'CREATE SCHEMA public AUTHORIZATION app'\" >/dev/null")
+        guard db.status == 0 else { throw SandboxError("cannot reset db: \(db.stderr)") }
         for host in ["web1", "web2"] {
             let web = try on(host, """
                 sed -i 's/^APP_VERSION=.*/APP_VERSION=1/' /srv/app/.env && cd /srv/app &&
+                password=$(sed -n 's/^POSTGRES_PASSWORD=//p' .env.prod) &&
+                sed -i "s#^DATABASE_URL=.*#DATABASE_URL=postgresql://app:$password@10.234.0.11:5432/app#" .env.prod &&
                 docker-compose -f docker-compose.prod.yml up -d >/dev/null 2>&1 &&
                 for port in 8001 8002; do i=0; until curl -fsS -m 2 -o /dev/null http://127.0.0.1:$port/health; do
                   i=$((i+1)); [ $i -lt 60 ] || exit 1; sleep 0.5; done; done
@@ -57,6 +62,15 @@ struct MultiSandbox {
 
     func runbook(_ arguments: [String]) throws -> ProcessOutput {
         try runBuiltRunbook(arguments + ["-i", Self.inventory, "--root", repositoryRoot, "--state-dir", stateDir], environment: environment)
+    }
+
+    /// The version the load balancer's answer came from.
+    static func throughBalancer() throws -> String {
+        let head = try runProcessFull("/usr/bin/curl", ["-sS", "-m", "5", "-o", "/dev/null", "-D", "-", lbURL + "/info"])
+        for line in head.stdout.split(separator: "\r\n") where line.lowercased().hasPrefix("x-app-version:") {
+            return line.dropFirst("x-app-version:".count).trimmingCharacters(in: .whitespaces)
+        }
+        return "no answer"
     }
 
     /// The version each replica answers with, asked on its own host: `web1:8001` → `2`.
@@ -209,5 +223,136 @@ struct MultiHostRunbookTests {
         process.waitUntilExit()
         #expect(process.terminationStatus == 0, "\(firstOutput)")
         if let holder = Sandbox.runID(firstOutput) { #expect(text.contains(holder), "\(text)") }
+    }
+
+    @Test("add-web-host: a host out of the load balancer comes up, is checked, and joins the upstream")
+    func addWebHost() throws {
+        let sandbox = try MultiSandbox.ready()
+        #expect(try MultiSandbox.on("lb", "sed -i '/server 10.234.0.12:/d' /etc/nginx/conf.d/app.conf && nginx -s reload").status == 0)
+        #expect(try MultiSandbox.on("web2", "cd /srv/app && docker-compose -f docker-compose.prod.yml stop >/dev/null 2>&1").status == 0)
+        let plan = try sandbox.runbook(["plan", "add-web-host", "-l", "web2"])
+        #expect(plan.status == 0, "\(plan.stdout)\(plan.stderr)")
+        #expect(plan.stdout.contains("Add each replica to the upstream [1] (8001)") || plan.stdout.contains("Add each replica to the upstream [1]"), "\(plan.stdout)")
+        #expect(plan.stdout.contains("+    server 10.234.0.12:8001 max_fails=3 fail_timeout=30s;"), "\(plan.stdout)")
+        let r = try sandbox.runbook(["apply", "add-web-host", "-l", "web2", "--yes"])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        let config = try MultiSandbox.on("lb", "cat /etc/nginx/conf.d/app.conf").stdout
+        #expect(config.contains("    server 10.234.0.12:8001 max_fails=3 fail_timeout=30s;\n    server 10.234.0.12:8002 max_fails=3 fail_timeout=30s;\n"), "\(config)")
+        // Requests through lb reach web2's replicas.
+        var upstreams = Set<String>()
+        for _ in 0..<40 {
+            let head = try runProcessFull("/usr/bin/curl", ["-sS", "-m", "5", "-o", "/dev/null", "-D", "-", MultiSandbox.lbURL + "/info"])
+            for line in head.stdout.split(separator: "\r\n") where line.lowercased().hasPrefix("x-upstream:") {
+                upstreams.insert(line.dropFirst("x-upstream:".count).trimmingCharacters(in: .whitespaces))
+            }
+        }
+        #expect(upstreams.contains("10.234.0.12:8001") && upstreams.contains("10.234.0.12:8002"), "\(upstreams)")
+        // Again: nothing to do.
+        let again = try sandbox.runbook(["plan", "add-web-host", "-l", "web2"])
+        #expect(again.stdout.contains("skip: unless check passed"), "\(again.stdout)")
+    }
+
+    @Test("blue-green: green gets the new version out of rotation, the switch sends every request to it, blue keeps running; rollback switches back")
+    func blueGreen() throws {
+        let sandbox = try MultiSandbox.ready()
+        let before = try String(contentsOfFile: MultiSandbox.upstreamSource, encoding: .utf8)
+        let load = try LoadThroughBalancer()
+        let r = try sandbox.runbook(["apply", "blue-green", "-p", "version=2", "-p", "green=web2", "-p", "blue=web1", "--yes"])
+        let traffic = try load.stop()
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(traffic.failed == 0, "\(traffic.failures)")
+        // Every request through lb now reaches green's new version; blue still runs the old one.
+        for _ in 0..<20 { #expect(try MultiSandbox.throughBalancer() == "2") }
+        #expect(try MultiSandbox.versions() == ["web1:8001": "1", "web1:8002": "1", "web2:8001": "2", "web2:8002": "2"])
+        let config = try MultiSandbox.on("lb", "cat /etc/nginx/conf.d/app.conf").stdout
+        #expect(config.contains("server 10.234.0.11:8001 max_fails=3 fail_timeout=30s down;"), "\(config)")
+        // The quick switch back.
+        let back = try sandbox.runbook(["rollback", try #require(Sandbox.runID(r.stdout))])
+        #expect(back.status == 0, "\(back.stdout)\(back.stderr)")
+        #expect(try MultiSandbox.on("lb", "cat /etc/nginx/conf.d/app.conf").stdout == before)
+        #expect(try MultiSandbox.versions() == ["web1:8001": "1", "web1:8002": "1", "web2:8001": "1", "web2:8002": "1"])
+    }
+
+    @Test("blue-green with the broken version: green fails its first check, rolls back, zero failed requests, every replica on the old version")
+    func blueGreenBroken() throws {
+        let sandbox = try MultiSandbox.ready()
+        let before = try String(contentsOfFile: MultiSandbox.upstreamSource, encoding: .utf8)
+        let load = try LoadThroughBalancer()
+        let r = try sandbox.runbook(["apply", "blue-green", "-p", "version=broken", "-p", "green=web2", "-p", "blue=web1", "--yes"])
+        let traffic = try load.stop()
+        #expect(r.status == 1, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("Check the replica directly [1]  FAILED"), "\(r.stdout)")
+        #expect(traffic.failed == 0, "\(traffic.failures)")
+        #expect(traffic.versions["broken"] == nil, "\(traffic.versions)")
+        #expect(try MultiSandbox.versions() == ["web1:8001": "1", "web1:8002": "1", "web2:8001": "1", "web2:8002": "1"])
+        #expect(try MultiSandbox.on("lb", "cat /etc/nginx/conf.d/app.conf").stdout == before)
+    }
+
+    @Test("canary with the broken version: the 10 % gate fails, traffic returns to the old version, the canary runs it again")
+    func canaryBroken() throws {
+        let sandbox = try MultiSandbox.ready()
+        let before = try String(contentsOfFile: MultiSandbox.upstreamSource, encoding: .utf8)
+        let load = try LoadThroughBalancer()
+        let r = try sandbox.runbook(["apply", "canary", "-p", "version=broken", "-p", "canary=web2", "-p", "gate_requests=50", "--yes"])
+        let traffic = try load.stop()
+        #expect(r.status == 1, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("10%: gate: p95 and errors of each canary replica [1]  FAILED"), "\(r.stdout)")
+        #expect(!r.stdout.contains("50%: weight"), "\(r.stdout)")
+        // Failures stay within the canary's share (the load balancer retries a 500 on another server).
+        let total = traffic.versions.values.reduce(0, +) + traffic.failed
+        #expect(traffic.failed * 10 <= total, "\(traffic.failed) of \(total) failed: \(traffic.failures)")
+        #expect(try MultiSandbox.versions() == ["web1:8001": "1", "web1:8002": "1", "web2:8001": "1", "web2:8002": "1"])
+        #expect(try MultiSandbox.on("lb", "cat /etc/nginx/conf.d/app.conf").stdout == before)
+        for _ in 0..<10 { #expect(try MultiSandbox.throughBalancer() == "1") }
+    }
+
+    @Test("canary: 10 % → 50 % → 100 % with gates; at the end every request reaches the new version")
+    func canary() throws {
+        let sandbox = try MultiSandbox.ready()
+        let load = try LoadThroughBalancer()
+        let r = try sandbox.runbook(["apply", "canary", "-p", "version=2", "-p", "canary=web2", "-p", "gate_requests=50", "--yes"])
+        let traffic = try load.stop()
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(traffic.failed == 0, "\(traffic.failures)")
+        #expect((traffic.versions["2"] ?? 0) > 0, "\(traffic.versions)")
+        let config = try MultiSandbox.on("lb", "cat /etc/nginx/conf.d/app.conf").stdout
+        #expect(config.contains("server 10.234.0.12:8001 max_fails=3 fail_timeout=30s weight=1;"), "\(config)")
+        #expect(config.contains("server 10.234.0.11:8002 max_fails=3 fail_timeout=30s weight=1 down;"), "\(config)")
+        for _ in 0..<20 { #expect(try MultiSandbox.throughBalancer() == "2") }
+    }
+
+    @Test("migrate-db: row counts equal on both sides, the app serves from the database host; rollback puts DATABASE_URL back")
+    func migrateDB() throws {
+        let sandbox = try MultiSandbox.ready()
+        let envBefore = try MultiSandbox.on("web2", "cat /srv/app/.env.prod").stdout
+        let r = try sandbox.runbook(["apply", "migrate-db", "--yes"])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(!r.stdout.contains(try String(contentsOfFile: repositoryRoot + "/.sandbox/multi/db_password", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)), "the password was printed")
+        let count = { (host: String, address: String) throws -> String in
+            try MultiSandbox.on(host, "PGPASSWORD=$(sed -n 's/^POSTGRES_PASSWORD=//p' /srv/app/.env.prod 2>/dev/null || true) psql -X -tA -h \(address) -U app -d app -c 'select count(*) from product'").stdout
+        }
+        #expect(try count("web1", "10.234.0.13") == "50000\n")
+        for host in ["web1", "web2"] {
+            let env = try MultiSandbox.on(host, "grep ^DATABASE_URL= /srv/app/.env.prod; stat -c %a /srv/app/.env.prod").stdout
+            #expect(env.contains("@10.234.0.13:5432/app\n600\n"), "\(host): \(env)")
+        }
+        // The app serves from the database host: web1's database stopped, the site still answers.
+        #expect(try MultiSandbox.on("web1", "cd /srv/app && docker-compose -f docker-compose.prod.yml stop db >/dev/null 2>&1").status == 0)
+        for _ in 0..<10 {
+            let products = try runProcessFull("/usr/bin/curl", ["-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", MultiSandbox.lbURL + "/products"])
+            #expect(products.stdout == "200")
+        }
+        #expect(try MultiSandbox.on("web1", "cd /srv/app && docker-compose -f docker-compose.prod.yml start db >/dev/null 2>&1").status == 0)
+
+        let back = try sandbox.runbook(["rollback", try #require(Sandbox.runID(r.stdout))])
+        #expect(back.status == 0, "\(back.stdout)\(back.stderr)")
+        #expect(try MultiSandbox.on("web2", "cat /srv/app/.env.prod").stdout == envBefore)
+        // The app serves from the old database: the database host's copy is emptied, and the site answers.
+        #expect(try MultiSandbox.on("db", "echo \"select count(*) from pg_tables where schemaname = 'public'\" | su postgres -c 'psql -X -tA -d app'").stdout == "0\n")
+        for _ in 0..<10 {
+            let products = try runProcessFull("/usr/bin/curl", ["-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", MultiSandbox.lbURL + "/products"])
+            #expect(products.stdout == "200")
+        }
     }
 }

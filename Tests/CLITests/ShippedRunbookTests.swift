@@ -136,10 +136,11 @@ struct ShippedRunbookTests {
         let sandbox = try Sandbox.ready()
         let r = try sandbox.runbook(["validate"])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
-        #expect(r.stdout.contains("9 runbooks: 9 ok"), "\(r.stdout)")
+        #expect(r.stdout.contains("14 runbooks: 14 ok"), "\(r.stdout)")
         let list = try sandbox.runbook(["list"])
         for name in ["vertical-scale", "site-slow", "nightly-maintenance", "horizontal-scale", "rolling-restart",
-                     "db-optimize", "capacity-check", "scale-workers", "rolling-update"] {
+                     "db-optimize", "capacity-check", "scale-workers", "rolling-update", "add-web-host", "blue-green", "canary",
+                     "migrate-db", "restore-db"] {
             #expect(list.stdout.contains(name), "\(name) missing from runbook list")
         }
     }
@@ -433,6 +434,46 @@ struct ShippedRunbookTests {
         #expect(apply.status == 1)
         #expect((apply.stdout + apply.stderr).contains("needs at least 2 running replicas"), "\(apply.stdout)")
         #expect(try sandbox.containers("web") == ["app_web_1"])
+    }
+
+    @Test("restore-db: the latest dump restored beside the live database and counted; swap=true puts it in place; rollback puts the live one back")
+    func restoreDB() throws {
+        let sandbox = try Sandbox.ready()
+        _ = try? sandbox.psql("DROP DATABASE IF EXISTS app_restore WITH (FORCE)", database: "postgres")
+        _ = try? sandbox.psql("DROP DATABASE IF EXISTS app_before_restore WITH (FORCE)", database: "postgres")
+        let backup = try sandbox.runbook(["apply", "nightly-maintenance", "--yes"])
+        #expect(backup.status == 0, "\(backup.stdout)\(backup.stderr)")
+        // A row written after the backup: the restored database must not have it.
+        _ = try sandbox.psql("INSERT INTO tenant (name) VALUES ('after the backup')")
+        let live = try sandbox.psql("SELECT count(*) FROM product")
+
+        let plan = try sandbox.runbook(["plan", "restore-db"])
+        #expect(plan.status == 0, "\(plan.stdout)\(plan.stderr)")
+        #expect(plan.stdout.contains("restore /srv/backups/app-") && plan.stdout.contains("into app_restore"), "\(plan.stdout)")
+        #expect(plan.stdout.contains("skip: when is false"), "\(plan.stdout)")
+
+        let drill = try sandbox.runbook(["apply", "restore-db", "--yes"])
+        #expect(drill.status == 0, "\(drill.stdout)\(drill.stderr)")
+        #expect(try sandbox.psql("SELECT count(*) FROM product", database: "app_restore") == live)
+        #expect(try sandbox.psql("SELECT count(*) FROM tenant WHERE name = 'after the backup'", database: "app_restore") == "0")
+        // A second drill refuses: the scratch database is there.
+        let again = try sandbox.runbook(["plan", "restore-db"])
+        #expect(again.status == 2 && (again.stdout + again.stderr).contains("the database app_restore already exists"), "\(again.stdout)\(again.stderr)")
+        let dropped = try sandbox.runbook(["rollback", try #require(Sandbox.runID(drill.stdout))])
+        #expect(dropped.status == 0, "\(dropped.stdout)\(dropped.stderr)")
+        #expect(try sandbox.psql("SELECT count(*) FROM pg_database WHERE datname = 'app_restore'", database: "postgres") == "0")
+
+        let swap = try sandbox.runbook(["apply", "restore-db", "-p", "swap=true", "--yes"])
+        #expect(swap.status == 0, "\(swap.stdout)\(swap.stderr)")
+        #expect(try sandbox.psql("SELECT count(*) FROM tenant WHERE name = 'after the backup'") == "0")
+        #expect(try sandbox.psql("SELECT count(*) FROM tenant WHERE name = 'after the backup'", database: "app_before_restore") == "1")
+        #expect(try Sandbox.get("/products").status == 200)
+        let back = try sandbox.runbook(["rollback", try #require(Sandbox.runID(swap.stdout))])
+        #expect(back.status == 0, "\(back.stdout)\(back.stderr)")
+        #expect(try sandbox.psql("SELECT count(*) FROM tenant WHERE name = 'after the backup'") == "1")
+        #expect(try sandbox.psql("SELECT count(*) FROM pg_database WHERE datname IN ('app_restore', 'app_before_restore')", database: "postgres") == "0")
+        #expect(try Sandbox.get("/health").status == 200)
+        _ = try sandbox.psql("DELETE FROM tenant WHERE name = 'after the backup'")
     }
 
     @Test("nightly-maintenance: a restorable backup, old ones pruned, last_vacuum set")
