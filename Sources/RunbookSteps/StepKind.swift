@@ -262,6 +262,9 @@ package protocol StepKind: Sendable {
     static var fileSource: FileSource { get }
     /// True when the step's outputs are host facts for later steps (`gather`); default false.
     static var outputsAreFacts: Bool { get }
+    /// True when a successful command's stdout is the step's report, shown under it and
+    /// journaled (`pg_restore`'s row counts); default false.
+    static var reportsOutput: Bool { get }
     /// False when the step cannot run through sudo (it writes over SFTP); default true.
     static var supportsBecome: Bool { get }
     /// Outputs parsed from a successful command's stdout, besides rc/stdout/stderr; default none.
@@ -300,6 +303,7 @@ extension StepKind {
     package static var replay: ReplayPhase { .never }
     package static var fileSource: FileSource { .none }
     package static var outputsAreFacts: Bool { false }
+    package static var reportsOutput: Bool { false }
     package static var supportsBecome: Bool { true }
     package static func outputs(stdout: String) -> [String: Value] { [:] }
     package static func defaultName(_ arguments: [String: Value]) -> String {

@@ -476,6 +476,24 @@ struct ShippedRunbookTests {
         _ = try sandbox.psql("DELETE FROM tenant WHERE name = 'after the backup'")
     }
 
+    @Test("restore drill: nightly-maintenance with drill=true restores its new dump and finds every row count equal; a corrupted dump fails restore-db's drill")
+    func restoreDrill() throws {
+        let sandbox = try Sandbox.ready()
+        let r = try sandbox.runbook(["apply", "nightly-maintenance", "-p", "drill=true", "--yes"])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("product: 50000 rows"), "\(r.stdout)")
+        #expect(r.stdout.contains("every table's row count equals app's"), "\(r.stdout)")
+        #expect(try sandbox.psql("SELECT count(*) FROM pg_database WHERE datname = 'app_drill'", database: "postgres") == "0")
+
+        let newest = try sandbox.onHost("ls -1t /srv/backups/app-*.dump | head -n 1").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(newest.hasPrefix("/srv/backups/app-"), "\(newest)")
+        #expect(try sandbox.onHost("truncate -s 3000 \(newest)").status == 0)
+        let drill = try sandbox.runbook(["apply", "restore-db", "-p", "drill=true", "--yes"])
+        #expect(drill.status == 1, "\(drill.stdout)\(drill.stderr)")
+        #expect(drill.stdout.contains("Drill: restore") && drill.stdout.contains("FAILED"), "\(drill.stdout)")
+        #expect(try sandbox.psql("SELECT count(*) FROM pg_database WHERE datname = 'app_drill'", database: "postgres") == "0")
+    }
+
     @Test("nightly-maintenance: a restorable backup, old ones pruned, last_vacuum set")
     func nightlyMaintenance() throws {
         let sandbox = try Sandbox.ready()

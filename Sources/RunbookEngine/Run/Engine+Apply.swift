@@ -564,6 +564,10 @@ extension Engine {
             let tail = output.stderrText.split(separator: "\n").suffix(5).joined(separator: " | ")
             return .failure("\(output.statusText)\(tail.isEmpty ? "" : ": " + tail)")
         }
+        if StepRegistry.kind(step.kind)?.reportsOutput == true {
+            let report = output.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+            if !report.isEmpty { return .success(outputs, message: report) }
+        }
         return .success(outputs)
     }
 

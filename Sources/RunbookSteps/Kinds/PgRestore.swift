@@ -13,14 +13,17 @@ package struct PostgresRestoreStep: StepKind {
         name: "pg_restore", summary: "restore a dump into a database of its own, verified",
         arguments: pgConnection + [
             ArgumentSpec("dir", .string, required: true, "directory on the host holding the dumps"),
-            ArgumentSpec("dump", .string, default: "latest", "the dump's file name in dir, or latest (the newest matching prefix)"),
+            ArgumentSpec("dump", .string, default: "latest", "the dump's file name in dir (or its path there), or latest (the newest matching prefix)"),
             ArgumentSpec("prefix", .string, "with latest: only dumps whose names start with this"),
             ArgumentSpec("replace", .bool, default: false, "drop the target database first when it exists (else that is an error)"),
             ArgumentSpec("maintenance_database", .string, default: "postgres", "the database connected to for CREATE and DROP DATABASE"),
+            ArgumentSpec("compare_with", .string, "a database whose tables must hold the same row counts (a drill right after a backup: the live one)"),
+            ArgumentSpec("drop_after", .bool, default: false, "drop the restored database once it is verified (a restore drill)"),
             ArgumentSpec("owner", .string, "the role that owns the new database and everything restored into it (pg_restore --role; default: the connecting user)"),
         ],
         requirements: pgRequirements)
     package static func undoPolicy(_ arguments: Value) -> UndoBehavior { .restore }
+    package static let reportsOutput = true
     package static func defaultName(_ arguments: [String: Value]) -> String {
         "pg_restore \(arguments["dump"]?.description ?? "latest") into \(arguments["database"]?.description ?? "")"
     }
@@ -31,7 +34,9 @@ package struct PostgresRestoreStep: StepKind {
         guard let database = target.database, !database.isEmpty else { throw StepFailure("pg_restore needs database: the database to restore into") }
         guard let dir = arguments.string("dir"), dir.hasPrefix("/") else { throw StepFailure("pg_restore needs dir, an absolute path") }
         let directory = dir.count > 1 && dir.hasSuffix("/") ? String(dir.dropLast()) : dir
-        let wanted = arguments.string("dump") ?? "latest"
+        var wanted = arguments.string("dump") ?? "latest"
+        // A path in dir (a pg_backup step's `path`) names the file too.
+        if wanted.hasPrefix(directory + "/") { wanted = String(wanted.dropFirst(directory.count + 1)) }
         let prefix = arguments.string("prefix") ?? ""
         let replace = arguments.raw["replace"]?.boolValue ?? (arguments.string("replace") == "true")
         var maintenance = target
@@ -39,7 +44,7 @@ package struct PostgresRestoreStep: StepKind {
 
         // The dump: named, or the newest by modification time.
         if wanted != "latest", wanted.contains("/") || wanted.hasPrefix(".") {
-            throw StepFailure("dump must be a file name in \(directory) (or latest), not \(wanted)")
+            throw StepFailure("dump must be a file name in \(directory), a path in it, or latest; not \(wanted)")
         }
         let find: ShellCommand = wanted == "latest"
             ? "cd \(directory) 2>/dev/null || exit 3; ls -1t -- \(prefix)\(literal: "*.dump") 2>/dev/null | head -n 1"
@@ -65,6 +70,12 @@ package struct PostgresRestoreStep: StepKind {
         let owner = arguments.string("owner").flatMap { $0.isEmpty ? nil : $0 }
         var script = ShellCommand("set -e\n")
         if present { script = script + maintenance.psql("DROP DATABASE \(ident) WITH (FORCE);") + "\n" }
+        var compare: PostgresClient? = nil
+        if let other = arguments.string("compare_with"), !other.isEmpty {
+            compare = target
+            compare?.database = other
+        }
+        let dropAfter = arguments.raw["drop_after"]?.boolValue ?? (arguments.string("drop_after") == "true")
         script = script + maintenance.psql("CREATE DATABASE \(ident)" + (owner.map { " OWNER " + PostgresSQL.identifier($0) } ?? "") + ";") + "\n"
             + target.program("pg_restore") + " " + ShellCommand(argv: ["--no-owner", "--exit-on-error"] + (owner.map { ["--role=" + $0] } ?? []))
             + " < " + ShellCommand(argv: [path]) + "\n"
@@ -72,11 +83,28 @@ package struct PostgresRestoreStep: StepKind {
             + """
             printf '%s\\n' "$counts" | awk -F'|' 'NF == 2 { printf "%s: %s rows\\n", $1, $2 }'
             [ -n "$counts" ] || { echo "the restored database has no tables: the dump is empty or not a dump of this schema" >&2; exit 1; }
+
             """
+        if let compare {
+            script = script + "live=$(" + compare.psql(Self.countSQL, tuples: true) + ")\n" + """
+                if [ "$counts" != "$live" ]; then
+                  printf 'row counts differ from %s:\\n' \(compare.database ?? "") >&2
+                  printf '%s\\n' "$live" | awk -F'|' 'NF == 2 { printf "  %s: %s rows there\\n", $1, $2 }' >&2
+                  exit 1
+                fi
+                printf "every table's row count equals %s's\\n" \(compare.database ?? "")
+
+                """
+        }
+        if dropAfter {
+            script = script + maintenance.psql("DROP DATABASE \(ident) WITH (FORCE);") + "\n"
+                + ShellCommand("printf 'dropped %s\\n' ") + ShellCommand(argv: [database]) + "\n"
+        }
         let undo = maintenance.command(maintenance.psql("DROP DATABASE IF EXISTS \(ident) WITH (FORCE);"))
         var change = PlannedChange.make(step: step, host: host.name, action: .run, reversible: true,
                                         summary: "restore \(path) (\(info.size / 1024) KiB) into \(target.label)"
-                                            + (present ? ", replacing it" : ", a new database") + "; count every table")
+                                            + (present ? ", replacing it" : ", a new database") + "; count every table"
+                                            + (compare.map { ", compare with \($0.database ?? "")" } ?? "") + (dropAfter ? ", then drop it (drill)" : ""))
         change.fingerprints.append(FactFingerprint(fact: "dump:\(path)", digest: "size \(info.size)"))
         change.fingerprints.append(FactFingerprint(fact: "database:\(database)", digest: present ? "present" : "absent"))
         return HostStepPlan(change: change, operation: .run(target.command(script), undo: undo), deferredUntilApply: false)
