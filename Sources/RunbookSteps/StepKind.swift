@@ -362,6 +362,7 @@ package enum StepRegistry {
         WaitForStep.self,
         DockerPruneStep.self,
         GatherStep.self,
+        QueueDepthStep.self,
         AssertStep.self,
         SleepStep.self,
     ]

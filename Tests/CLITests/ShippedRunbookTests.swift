@@ -771,6 +771,38 @@ struct ShippedRunbookTests {
         #expect(try sandbox.containers("worker") == ["app_worker_1"])
         #expect(try Sandbox.get("/queue").body.contains("\"workers\": 1,"))
     }
+
+    @Test("autoscale-workers: 2000 pending jobs raise the workers to max and the queue drains; an empty queue lowers them to min")
+    func autoscaleWorkers() throws {
+        let sandbox = try Sandbox.ready()
+        _ = try sandbox.psql("DELETE FROM job")
+        _ = try sandbox.psql("INSERT INTO job (payload) SELECT 'job ' || i FROM generate_series(1, 2000) AS i")
+        let plan = try sandbox.runbook(["plan", "autoscale-workers", "-p", "max=4"])
+        #expect(plan.status == 0, "\(plan.stdout)\(plan.stderr)")
+        // The plan shows the depth it read and why it chose N (a worker may already have taken a few).
+        #expect(plan.stdout.contains(" pending, 1 running → 4 workers (") && plan.stdout.contains("≥ 1000: the most workers, max 4)"), "\(plan.stdout)")
+        let up = try sandbox.runbook(["apply", "autoscale-workers", "-p", "max=4", "--yes"])
+        #expect(up.status == 0, "\(up.stdout)\(up.stderr)")
+        #expect(try sandbox.containers("worker").count == 4)
+        // The queue drains.
+        var pending = -1
+        for _ in 0..<240 {
+            let queue = try Sandbox.get("/queue")
+            if let data = queue.body.data(using: .utf8), let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+               let n = json["pending"] as? Int {
+                pending = n
+                if n == 0 { break }
+            }
+            Thread.sleep(forTimeInterval: 0.5)
+        }
+        #expect(pending == 0, "\(pending) jobs still pending")
+        let down = try sandbox.runbook(["apply", "autoscale-workers", "-p", "max=4", "--yes"])
+        #expect(down.status == 0, "\(down.stdout)\(down.stderr)")
+        #expect(down.stdout.contains("an empty queue: the fewest workers, min 1"), "\(down.stdout)")
+        #expect(try sandbox.containers("worker") == ["app_worker_1"])
+        let compose = try String(decoding: Sandbox.file("/srv/app/docker-compose.prod.yml"), as: UTF8.self)
+        #expect(compose.contains("scale: 1"), "\(compose)")
+    }
 }
 
 /// A flag set once from one task and read from another.

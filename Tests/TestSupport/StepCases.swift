@@ -141,6 +141,13 @@ public let stepCases: [StepCase] = [
              replies: [("pg_size_pretty", .init(stdout: "12 MB|12582912\n")), ("df -Pk", .init(stdout: "5242880\n")),
                        ("for f in /var/backups/pg/app-pre-vertical-scale-", .init(stdout: "dir\n"))],
              action: .run, summary: "/var/backups/pg/app-pre-vertical-scale-YYYYmmdd-HHMMSS.dump", commands: ["pg_dump"], undo: .kept),
+    // pg_restore
+    StepCase(name: "latest dump into a new database", kind: "pg_restore",
+             arguments: ["database": "app_restore", "dir": "/var/backups/pg", "prefix": "app", "owner": "app"],
+             files: ["/var/backups/pg/app-20261204-030000.dump": .init("PGDMP")],
+             replies: [("ls -1t", .init(stdout: "app-20261204-030000.dump\n")), ("FROM pg_database", .init(stdout: "0\n"))],
+             action: .run, summary: "restore /var/backups/pg/app-20261204-030000.dump (0 KiB) into app_restore, a new database; count every table",
+             commands: ["pg_restore"], undo: .restore),
     // pg_vacuum
     StepCase(name: "tables", kind: "pg_vacuum", arguments: ["database": "app", "tables": .list(["products"])],
              replies: [("pg_class", .init(stdout: "products\n"))],
@@ -214,6 +221,12 @@ public let stepCases: [StepCase] = [
              action: .noop, summary: "nothing to prune", undo: .irreversible, reversible: false),
     // gather
     StepCase(name: "facts", kind: "gather", arguments: [:], action: .check, commands: ["/proc"], undo: .readOnly),
+    // queue_depth
+    StepCase(name: "deep queue: the most workers", kind: "queue_depth",
+             arguments: ["url": "http://127.0.0.1/queue", "workers_of": "worker", "max": 4],
+             replies: [("curl -fsS", .init(stdout: "json={\"workers\": 1, \"pending\": 2000}\nworkers=1\n"))],
+             action: .check, summary: "http://127.0.0.1/queue: 2000 pending, 1 running → 4 workers (2000 ≥ 1000: the most workers, max 4)",
+             undo: .readOnly),
     // assert
     StepCase(name: "expressions", kind: "assert", arguments: ["that": .list(["facts.cpu_percent < 90"])], action: .check,
              summary: "assert facts.cpu_percent < 90", undo: .readOnly),

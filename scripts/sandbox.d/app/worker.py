@@ -1,7 +1,8 @@
 """The sandbox's queue worker: the role Celery plays in the seeds' stack.
 
 Each replica registers itself in the `worker` table (name = container hostname) and
-refreshes its heartbeat every 2 s; it takes jobs from the `job` table with
+refreshes its heartbeat every 2 s while idle (with every job while busy); it takes jobs
+(20 ms of work each, one after another while there are any) from the `job` table with
 FOR UPDATE SKIP LOCKED, so any number of replicas share the queue. On SIGTERM it
 removes its row and exits, so `SELECT count(*) FROM worker` is the number running.
 """
@@ -45,9 +46,15 @@ def main():
                     " FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING id",
                     (NAME,),
                 )
+                took = cur.fetchone() is not None
         except psycopg2.Error as error:
             print(f"worker {NAME}: {error}", file=sys.stderr, flush=True)
             conn = None
+            took = False
+        if took:
+            # A job takes a moment of work; the next one is taken at once.
+            time.sleep(0.02)
+            continue
         for _ in range(20):
             if not running:
                 break
