@@ -208,11 +208,14 @@ public struct StepBlock: Sendable, Hashable {
     public var name: String
     /// The block's `when:`, checked with each step's own.
     public var when: String?
+    /// True when the block has a `loop:` (its steps then run per item, together).
+    public var looped: Bool
 
-    public init(first: Int, name: String, when: String?) {
+    public init(first: Int, name: String, when: String?, looped: Bool = false) {
         self.first = first
         self.name = name
         self.when = when
+        self.looped = looped
     }
 }
 

@@ -136,11 +136,11 @@ struct ShippedRunbookTests {
         let sandbox = try Sandbox.ready()
         let r = try sandbox.runbook(["validate"])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
-        #expect(r.stdout.contains("14 runbooks: 14 ok"), "\(r.stdout)")
+        #expect(r.stdout.contains("15 runbooks: 15 ok"), "\(r.stdout)")
         let list = try sandbox.runbook(["list"])
         for name in ["vertical-scale", "site-slow", "nightly-maintenance", "horizontal-scale", "rolling-restart",
                      "db-optimize", "capacity-check", "scale-workers", "rolling-update", "add-web-host", "blue-green", "canary",
-                     "migrate-db", "restore-db"] {
+                     "migrate-db", "restore-db", "autoscale-workers"] {
             #expect(list.stdout.contains(name), "\(name) missing from runbook list")
         }
     }
@@ -459,7 +459,7 @@ struct ShippedRunbookTests {
         // A second drill refuses: the scratch database is there.
         let again = try sandbox.runbook(["plan", "restore-db"])
         #expect(again.status == 2 && (again.stdout + again.stderr).contains("the database app_restore already exists"), "\(again.stdout)\(again.stderr)")
-        let dropped = try sandbox.runbook(["rollback", try #require(Sandbox.runID(drill.stdout))])
+        let dropped = try sandbox.runbook(["rollback", try #require(Sandbox.runID(drill.stdout)), "--yes"])
         #expect(dropped.status == 0, "\(dropped.stdout)\(dropped.stderr)")
         #expect(try sandbox.psql("SELECT count(*) FROM pg_database WHERE datname = 'app_restore'", database: "postgres") == "0")
 
@@ -468,7 +468,7 @@ struct ShippedRunbookTests {
         #expect(try sandbox.psql("SELECT count(*) FROM tenant WHERE name = 'after the backup'") == "0")
         #expect(try sandbox.psql("SELECT count(*) FROM tenant WHERE name = 'after the backup'", database: "app_before_restore") == "1")
         #expect(try Sandbox.get("/products").status == 200)
-        let back = try sandbox.runbook(["rollback", try #require(Sandbox.runID(swap.stdout))])
+        let back = try sandbox.runbook(["rollback", try #require(Sandbox.runID(swap.stdout)), "--yes"])
         #expect(back.status == 0, "\(back.stdout)\(back.stderr)")
         #expect(try sandbox.psql("SELECT count(*) FROM tenant WHERE name = 'after the backup'") == "1")
         #expect(try sandbox.psql("SELECT count(*) FROM pg_database WHERE datname IN ('app_restore', 'app_before_restore')", database: "postgres") == "0")

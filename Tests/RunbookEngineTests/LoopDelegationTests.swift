@@ -352,17 +352,19 @@ final class ThreeHostProject: Sendable {
             steps:
               - when: params.go
                 block:
-                  - command: "echo a"
+                  - command: "echo a {{ item }}"
+                    loop: [x, y]
                   - command: "echo b"
                     when: "1 == 1"
             """)
         let (outcome, log) = try await p.apply()
         #expect(outcome.exitCode == 0, "\(outcome.message)")
-        #expect(log.plan?.changes.map(\.action) == [.noop, .noop])
+        #expect(log.plan?.changes.map(\.action) == [.noop, .noop, .noop])
         #expect(p.ran("web1", prefix: "echo ").isEmpty)
+        // A step of a block without a loop loops on its own: both of its items, then the next step.
         let (again, _) = try await p.apply(params: ["go": "true"])
         #expect(again.exitCode == 0)
-        #expect(p.ran("web1", prefix: "echo ") == ["echo a", "echo b"])
+        #expect(p.ran("web1", prefix: "echo ") == ["echo a x", "echo a y", "echo b"])
 
         try p.write("runbooks/bad.yml", """
             hosts: web1

@@ -147,7 +147,7 @@ public let stepCases: [StepCase] = [
              files: ["/var/backups/pg/app-20261204-030000.dump": .init("PGDMP")],
              replies: [("ls -1t", .init(stdout: "app-20261204-030000.dump\n")), ("FROM pg_database", .init(stdout: "0\n"))],
              action: .run, summary: "restore /var/backups/pg/app-20261204-030000.dump (0 KiB) into app_restore, a new database; count every table",
-             commands: ["pg_restore"], undo: .restore),
+             commands: ["pg_restore", "DROP DATABASE IF EXISTS"], undo: .restore),
     // pg_vacuum
     StepCase(name: "tables", kind: "pg_vacuum", arguments: ["database": "app", "tables": .list(["products"])],
              replies: [("pg_class", .init(stdout: "products\n"))],

@@ -72,6 +72,7 @@ extension RunbookValidator {
         if let loopNode = value("loop") {
             source.loop = readLoop(loopNode, context: context)
             source.loopNode = loopNode
+            source.info.looped = source.loop != nil
         }
         if let delegateNode = value("delegate_to"), let text = delegateNode.nonEmptyString(&diagnostics) {
             checkTemplateText(text, node: delegateNode, expression: false)

@@ -564,7 +564,10 @@ extension Engine {
             let tail = output.stderrText.split(separator: "\n").suffix(5).joined(separator: " | ")
             return .failure("\(output.statusText)\(tail.isEmpty ? "" : ": " + tail)")
         }
-        if StepRegistry.kind(step.kind)?.reportsOutput == true {
+        // A read-only command (a check) changed nothing, and what it printed is its report.
+        let readOnly = StepRegistry.undoBehavior(kind: step.kind, arguments: step.arguments) == .readOnly
+        if readOnly { outputs["changed"] = false }
+        if readOnly || StepRegistry.kind(step.kind)?.reportsOutput == true {
             let report = output.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
             if !report.isEmpty { return .success(outputs, message: report) }
         }

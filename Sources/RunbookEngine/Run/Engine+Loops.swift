@@ -162,7 +162,7 @@ extension Engine {
     /// The instances of a group for one host: a looped block runs all its steps per item, in
     /// order (item 1: steps a, b, c; item 2: a, b, c); otherwise each step's own.
     func instances(of group: [Step], host: RunbookCore.Host, context: TemplateContext, prepared: PreparedRun) throws(DiagnosticError) -> [StepInstance] {
-        guard let first = group.first, first.block != nil, first.loop != nil else {
+        guard let first = group.first, first.block?.looped == true else {
             var out: [StepInstance] = []
             for step in group { out += try instances(of: step, host: host, context: context, prepared: prepared) }
             return out

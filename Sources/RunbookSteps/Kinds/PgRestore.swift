@@ -4,7 +4,8 @@ import RunbookCore
 /// `pg_restore`: a dump (`pg_backup`'s custom format) restored into a database of its own
 /// beside the live one, and verified: the dump, chosen by name or the newest of `dir`, is
 /// pinned in the plan; the target database (`database`) must not exist (or `replace: true`
-/// drops it first); `pg_restore --no-owner --exit-on-error` fills it; then every table of
+/// drops it first); `pg_restore --no-owner --exit-on-error` fills it (as the connecting user,
+/// so that extensions can be created; `owner` then gets the rest); then every table of
 /// the public schema is counted, the counts printed, and an empty restore fails the step. One
 /// remote command; the undo drops the restored database. A test restore, a restore drill, or
 /// the first half of swapping a backup in (renaming databases is a `pg_sql` step).
@@ -19,7 +20,7 @@ package struct PostgresRestoreStep: StepKind {
             ArgumentSpec("maintenance_database", .string, default: "postgres", "the database connected to for CREATE and DROP DATABASE"),
             ArgumentSpec("compare_with", .string, "a database whose tables must hold the same row counts (a drill right after a backup: the live one)"),
             ArgumentSpec("drop_after", .bool, default: false, "drop the restored database once it is verified (a restore drill)"),
-            ArgumentSpec("owner", .string, "the role that owns the new database and everything restored into it (pg_restore --role; default: the connecting user)"),
+            ArgumentSpec("owner", .string, "the role that owns the new database and what is restored into it, extensions aside (default: the connecting user)"),
         ],
         requirements: pgRequirements)
     package static func undoPolicy(_ arguments: Value) -> UndoBehavior { .restore }
@@ -69,17 +70,19 @@ package struct PostgresRestoreStep: StepKind {
         let ident = PostgresSQL.identifier(database)
         let owner = arguments.string("owner").flatMap { $0.isEmpty ? nil : $0 }
         var script = ShellCommand("set -e\n")
-        if present { script = script + maintenance.psql("DROP DATABASE \(ident) WITH (FORCE);") + "\n" }
+        if present { script = script + Self.quiet(maintenance.psql("DROP DATABASE \(ident) WITH (FORCE);")) }
         var compare: PostgresClient? = nil
         if let other = arguments.string("compare_with"), !other.isEmpty {
             compare = target
             compare?.database = other
         }
         let dropAfter = arguments.raw["drop_after"]?.boolValue ?? (arguments.string("drop_after") == "true")
-        script = script + maintenance.psql("CREATE DATABASE \(ident)" + (owner.map { " OWNER " + PostgresSQL.identifier($0) } ?? "") + ";") + "\n"
-            + target.program("pg_restore") + " " + ShellCommand(argv: ["--no-owner", "--exit-on-error"] + (owner.map { ["--role=" + $0] } ?? []))
+        script = script + Self.quiet(maintenance.psql("CREATE DATABASE \(ident)" + (owner.map { " OWNER " + PostgresSQL.identifier($0) } ?? "") + ";"))
+            + target.program("pg_restore") + " " + ShellCommand(argv: ["--no-owner", "--exit-on-error"])
             + " < " + ShellCommand(argv: [path]) + "\n"
-            + "counts=$(" + target.psql(Self.countSQL, tuples: true) + ")\n"
+        // Restored as the connecting user (extensions need a superuser), then handed to the owner.
+        if let owner { script = script + Self.quiet(target.psql(Self.ownershipSQL(owner))) }
+        script = script + "counts=$(" + target.psql(Self.countSQL, tuples: true) + ")\n"
             + """
             printf '%s\\n' "$counts" | awk -F'|' 'NF == 2 { printf "%s: %s rows\\n", $1, $2 }'
             [ -n "$counts" ] || { echo "the restored database has no tables: the dump is empty or not a dump of this schema" >&2; exit 1; }
@@ -97,7 +100,7 @@ package struct PostgresRestoreStep: StepKind {
                 """
         }
         if dropAfter {
-            script = script + maintenance.psql("DROP DATABASE \(ident) WITH (FORCE);") + "\n"
+            script = script + Self.quiet(maintenance.psql("DROP DATABASE \(ident) WITH (FORCE);"))
                 + ShellCommand("printf 'dropped %s\\n' ") + ShellCommand(argv: [database]) + "\n"
         }
         let undo = maintenance.command(maintenance.psql("DROP DATABASE IF EXISTS \(ident) WITH (FORCE);"))
@@ -109,6 +112,34 @@ package struct PostgresRestoreStep: StepKind {
         change.fingerprints.append(FactFingerprint(fact: "database:\(database)", digest: present ? "present" : "absent"))
         return HostStepPlan(change: change, operation: .run(target.command(script), undo: undo), deferredUntilApply: false)
     }
+
+    /// Gives `owner` the public schema's tables, views and sequences and functions, except what
+    /// belongs to an extension and sequences a column owns (they follow their table).
+    static func ownershipSQL(_ owner: String) -> String {
+        let role = PostgresSQL.literal(owner)
+        return """
+            DO $runbook$
+            DECLARE r record;
+            BEGIN
+              FOR r IN SELECT c.oid::regclass AS name, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                       WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+                         AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i') AND (c.relkind = 'S' OR d.deptype = 'e'))
+              LOOP
+                EXECUTE format('ALTER %s %s OWNER TO %I', CASE r.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW'
+                  WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, r.name, \(role));
+              END LOOP;
+              FOR r IN SELECT p.oid::regprocedure AS name FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                       WHERE n.nspname = 'public' AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+              LOOP
+                EXECUTE format('ALTER ROUTINE %s OWNER TO %I', r.name, \(role));
+              END LOOP;
+            END
+            $runbook$;
+            """
+    }
+
+    /// `command` (which may end in a heredoc) with its stdout discarded: psql's command tags.
+    static func quiet(_ command: ShellCommand) -> ShellCommand { "{ " + command + "\n} >/dev/null\n" }
 
     /// Exact row counts of every table of the public schema, `name|count` per line.
     static let countSQL = """
