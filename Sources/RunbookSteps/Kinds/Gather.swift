@@ -32,10 +32,7 @@ package struct GatherStep: StepKind {
             command = command + "\n{ " + client.command(client.psql(Self.postgresSQL, tuples: true)) + "\n} || exit $?"
         }
         if let service = arguments.string("replicas_of") {
-            let compose = ComposeCommand(file: arguments.string("compose_file"))
-            let format = "{{.State.Running}}"
-            command = command + "\nids=$(\(compose(["ps", "-q", service]))) || exit 1; n=0; for id in $ids; do "
-                + "[ \"$(docker inspect -f \(format) \"$id\")\" = true ] && n=$((n + 1)); done; echo \"replicas=$n\""
+            command = command + "\n" + ComposeCommand(file: arguments.string("compose_file")).runningCount(of: service, as: "replicas")
         }
         command = command + "\n" + ShellCommand(Self.dockerStats)
         let output = try await facts.check(command, timeout: step.timeout ?? .seconds(30))

@@ -67,9 +67,7 @@ package struct QueueDepthStep: StepKind {
             source = url
         }
         if let service = arguments.string("workers_of"), !service.isEmpty {
-            let format = "{{.State.Running}}"
-            command = command + "\nids=$(" + compose(["ps", "-q", service]) + ") || exit 1; n=0; for id in $ids; do "
-                + "[ \"$(docker inspect -f \(format) \"$id\")\" = true ] && n=$((n + 1)); done; echo \"workers=$n\""
+            command = command + "\n" + compose.runningCount(of: service, as: "workers")
         }
         let output = try await facts.check(command, timeout: step.timeout ?? .seconds(30))
         guard output.succeeded else {

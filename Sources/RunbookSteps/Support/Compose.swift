@@ -122,6 +122,13 @@ struct ComposeCommand: Sendable, Hashable {
     }
 
     /// Runs compose with `words` as arguments, each quoted.
+    /// Prints `KEY=N`, N the running containers of `service` (a step's fact: `replicas`, `workers`).
+    func runningCount(of service: String, as key: String) -> ShellCommand {
+        let format = "{{.State.Running}}"
+        return "ids=$(" + self(["ps", "-q", service]) + ") || exit 1; n=0; for id in $ids; do "
+            + "[ \"$(docker inspect -f \(format) \"$id\")\" = true ] && n=$((n + 1)); done; echo \"\(literal: key)=$n\""
+    }
+
     func callAsFunction(_ words: [String]) -> ShellCommand {
         self(ShellCommand(argv: words))
     }
