@@ -20,11 +20,18 @@ extension Runbook {
 
         func run() async throws {
             let context = Context(options)
-            let holder: LockInfo?
+            var holder: LockInfo?
             var transport: (any Transport)? = nil
             var lockPath = HostLock.defaultPath
+            // A lock that names no run (empty or unreadable: its taker was killed between creating
+            // and writing it) can only be removed by hand; say so and offer that.
+            var nameless = false
             if host == "local" {
-                holder = try LocalLock.read(stateDir: context.stateDir)
+                do { holder = try LocalLock.read(stateDir: context.stateDir) } catch let held as LockHeld where held.holder == nil {
+                    holder = nil
+                    nameless = true
+                    lockPath = held.path
+                }
             } else {
                 let inventory = try context.loadInventory()
                 guard let target = inventory.host(named: host) else {
@@ -38,9 +45,23 @@ extension Runbook {
                     throw ExitCode(1)
                 }
                 lockPath = target.lockPath
-                holder = try await HostLock.read(on: transport!, path: lockPath)
+                do { holder = try await HostLock.read(on: transport!, path: lockPath) } catch let held as LockHeld where held.holder == nil {
+                    holder = nil
+                    nameless = true
+                }
             }
             defer { if let transport { Task { await transport.close() } } }
+            if nameless {
+                context.out.write("\(host) has a lock at \(lockPath) that names no run (empty or unreadable: whoever took it was stopped before writing it)\n")
+                try context.confirmOrRefuse("Remove this lock?", yes: yes, what: "remove it")
+                if let transport {
+                    try await HostLock.forceRemove(on: transport, path: lockPath)
+                } else {
+                    try LocalLock.forceRemove(stateDir: context.stateDir)
+                }
+                context.out.write("unlocked \(host)\n")
+                return
+            }
             guard let holder else {
                 context.out.write("\(host) is not locked\n")
                 return

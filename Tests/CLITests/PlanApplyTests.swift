@@ -414,6 +414,21 @@ struct PlanApplyTests {
         #expect(try p.remote("h1", "test -e \(p.lockPath) && echo held || echo free") == "free\n")
         let again = try p.run(["unlock", "h1"])
         #expect(again.status == 0 && again.stdout.contains("h1 is not locked"))
+
+        // A lock that names no run (its taker was killed before writing it) is shown as such
+        // and removed once confirmed, on a host and on the controller.
+        _ = try p.remote("h1", ": > \(p.lockPath)")
+        let empty = try p.run(["unlock", "h1"])
+        #expect(empty.status == 3 && empty.stdout.contains("h1 has a lock at \(p.lockPath) that names no run"), "\(empty.stdout)\(empty.stderr)")
+        #expect(try p.remote("h1", "test -e \(p.lockPath) && echo held") == "held\n")
+        let emptyRemoved = try p.run(["unlock", "h1", "--yes"])
+        #expect(emptyRemoved.status == 0 && emptyRemoved.stdout.contains("unlocked h1"), "\(emptyRemoved.stdout)\(emptyRemoved.stderr)")
+        #expect(try p.remote("h1", "test -e \(p.lockPath) && echo held || echo free") == "free\n")
+        let localPath = p.root + "/.runbook/lock"
+        #expect(FileManager.default.createFile(atPath: localPath, contents: Data()))
+        let localEmpty = try p.run(["unlock", "local", "--yes"])
+        #expect(localEmpty.status == 0 && localEmpty.stdout.contains("names no run"), "\(localEmpty.stdout)\(localEmpty.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: localPath))
     }
 
     @Test("rollback RUN_ID restores files and runs the service action again; without the step it is incomplete (exit 4)")
