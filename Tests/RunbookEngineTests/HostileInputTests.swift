@@ -38,6 +38,20 @@ import TestSupport
         #expect(nested?.contains("nest more than") == true, "\(nested ?? "accepted")")
     }
 
+    /// A file that is not UTF-8 is refused naming the line and column of the first bad byte.
+    @Test func nonUTF8NamesItsLine() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("rb-latin1-\(UUID().uuidString).yml").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Data(Array("hosts: all\nsteps:\n  - command: \"echo caf".utf8) + [0xE9] + Array("\"\n".utf8)).write(to: URL(fileURLWithPath: path))
+        do {
+            _ = try YAMLDocument.load(path: path, file: "runbooks/t.yml")
+            Issue.record("no error")
+        } catch {
+            let text = error.diagnostics.map(\.rendered).joined(separator: "\n")
+            #expect(text.contains("runbooks/t.yml:3:23: error: cannot read runbooks/t.yml: not valid UTF-8 text (byte 0xe9 at line 3, column 23)"), "\(text)")
+        }
+    }
+
     @Test func aliasBombIsRefused() {
         var yaml = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n"
         for level in 1...9 {

@@ -35,9 +35,11 @@ public struct YAMLDocument: Sendable {
         do {
             let data = try Data(contentsOf: URL(fileURLWithPath: path))
             guard let decoded = String(data: data, encoding: .utf8) else {
+                let at = Self.firstInvalidUTF8(Array(data))
                 throw DiagnosticError(
-                    .error("cannot read \(name): not valid UTF-8 text",
-                           at: SourceLocation(file: name, line: 0, column: 0)))
+                    .error("cannot read \(name): not valid UTF-8 text" + (at.map { " (byte 0x\(String($0.byte, radix: 16)) at line \($0.line), column \($0.column))" } ?? ""),
+                           at: SourceLocation(file: name, line: at?.line ?? 0, column: at?.column ?? 0),
+                           hint: "save the file as UTF-8"))
             }
             text = decoded
         } catch let error as DiagnosticError {
@@ -49,6 +51,24 @@ public struct YAMLDocument: Sendable {
                        at: SourceLocation(file: name, line: 0, column: 0)))
         }
         return try parse(text: text, file: name)
+    }
+
+    /// Where the first byte that is not UTF-8 stands (1-based line and column, in characters).
+    static func firstInvalidUTF8(_ bytes: [UInt8]) -> (line: Int, column: Int, byte: UInt8)? {
+        var iterator = bytes.makeIterator()
+        var decoder = UTF8()
+        var (line, column, offset) = (1, 1, 0)
+        while true {
+            switch decoder.decode(&iterator) {
+            case .scalarValue(let scalar):
+                offset += UTF8.width(scalar)
+                if scalar == "\n" { (line, column) = (line + 1, 1) } else { column += 1 }
+            case .emptyInput:
+                return nil
+            case .error:
+                return (line, column, offset < bytes.count ? bytes[offset] : 0)
+            }
+        }
     }
 
     /// A diagnostic for an error thrown by Yams, located where the YAML parser reports it.
