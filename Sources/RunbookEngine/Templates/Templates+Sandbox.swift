@@ -105,8 +105,12 @@ struct TemplateSandbox: Sendable {
         case .failure(let problem): return .failure(problem)
         case .success(let (bytes, normalized)):
             guard let text = String(bytes: bytes, encoding: .utf8) else {
-                return .failure(TemplateProblem(summary: "template `\(normalized)` is not UTF-8 text",
-                                                hint: "use a `copy` step for binary files"))
+                let at = YAMLDocument.firstInvalidUTF8(bytes)
+                var problem = TemplateProblem(summary: "template `\(normalized)` is not UTF-8 text"
+                                                  + (at.map { " (byte 0x\(String($0.byte, radix: 16)) at line \($0.line), column \($0.column))" } ?? ""),
+                                              hint: "save it as UTF-8, or use a `copy` step for binary files")
+                if let at { problem.location = SourceLocation(file: displayName(normalized), line: at.line, column: at.column) }
+                return .failure(problem)
             }
             return .success((text, normalized))
         }
