@@ -119,7 +119,7 @@ extension Engine {
                 }
                 let output = try await transport.run(command, stdin: [], timeout: .seconds(600), onOutput: nil)
                 guard output.succeeded else { return .failed("undo `\(recorded.display)`: \(output.statusText): \(output.stderrText)") }
-                return .undone("ran \(recorded.display)")
+                return .undone("ran " + Self.oneLine(recorded.display))
             case .restoreFile(let path, let backup, let before, _):
                 let current = try await transport.readFile(path)
                 let currentDigest = current.map(sha256Hex) ?? "absent"
@@ -141,6 +141,19 @@ extension Engine {
         } catch {
             return .failed(error.message)
         }
+    }
+
+    /// A command as one line of the rollback's report: a one-line command as it is; of a
+    /// script, the first line fed to its heredoc (a built-in kind's SQL) or else its last line,
+    /// with the number of lines; cut at 120 characters. The journal's undo record keeps it whole.
+    static func oneLine(_ command: String) -> String {
+        func cut(_ text: String) -> String { text.count > 120 ? String(text.prefix(119)) + "…" : text }
+        let lines = command.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard lines.count > 1 else { return cut(lines.first ?? "") }
+        if let start = lines.firstIndex(where: { $0.contains("<<'") }), start + 1 < lines.count {
+            return cut(lines[start + 1] + " (a \(lines.count)-line script)")
+        }
+        return cut(lines.last! + " (a \(lines.count)-line script)")
     }
 
     /// `web2` or `web2 → lb`.
