@@ -30,7 +30,7 @@ extension Runbook {
                 [run.id, run.runbook, Self.time(run.startedAt), context.out.paint(run.status.rawValue, Self.style(run.status)),
                  run.hosts.joined(separator: ","), run.message.map { String($0.prefix(80)) } ?? ""]
             }
-            context.out.write(table(header: ["RUN", "RUNBOOK", "STARTED", "STATUS", "HOSTS", "MESSAGE"], rows: rows, terminal: context.out))
+            context.out.write(table(header: ["RUN", "RUNBOOK", "STARTED", "STATUS", "HOSTS", "MESSAGE"], rows: rows, terminal: context.out, wrap: [5]))
         }
 
         static func time(_ date: Date) -> String {
@@ -87,7 +87,7 @@ extension Runbook {
                 [e.hostDisplay, e.phase.rawValue, "#\(e.stepIndex + 1) \(e.stepDisplay)", e.status.rawValue + (e.changed ? " (changed)" : ""),
                  e.irreversible ? "irreversible" : "", e.durationMs.map { "\($0) ms" } ?? "", e.message ?? ""]
             }
-            out.write(table(header: ["HOST", "PHASE", "STEP", "STATUS", "", "TIME", "MESSAGE"], rows: rows, terminal: out))
+            out.write(table(header: ["HOST", "PHASE", "STEP", "STATUS", "", "TIME", "MESSAGE"], rows: rows, terminal: out, wrap: [2, 6]))
         }
     }
 }

@@ -42,20 +42,63 @@ extension Runbook {
 }
 
 /// Left-aligned columns separated by two spaces; the header is bold when colour is on.
-func table(header: [String], rows: [[String]], terminal: Terminal) -> String {
+func table(header: [String], rows: [[String]], terminal: Terminal, wrap wrapColumns: [Int] = [], width: Int? = nil) -> String {
     var widths = header.map(\.count)
     for row in rows {
-        for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) }
+        for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.split(separator: "\n").map(\.count).max() ?? 0) }
+    }
+    // Too wide for the terminal: the wrappable columns share what the others leave, at least
+    // 16 columns each, and their cells wrap at spaces (`--json` has every text whole).
+    if let limit = width ?? terminal.columns, !wrapColumns.isEmpty {
+        let total = widths.reduce(0, +) + 2 * (widths.count - 1)
+        if total > limit {
+            let fixed = widths.enumerated().filter { !wrapColumns.contains($0.offset) }.map(\.element).reduce(0, +) + 2 * (widths.count - 1)
+            let natural = wrapColumns.map { widths[$0] }.reduce(0, +)
+            let available = max(16 * wrapColumns.count, limit - fixed)
+            for column in wrapColumns {
+                widths[column] = max(16, min(widths[column], available * widths[column] / max(1, natural)))
+            }
+        }
     }
     // The last cell may have several lines (a load test's table): they go on under its column.
     let lastColumn = String(repeating: " ", count: widths.dropLast().reduce(0) { $0 + $1 + 2 })
-    func line(_ cells: [String]) -> String {
-        cells.enumerated().map { i, cell in
-            i == cells.count - 1 ? cell.replacingOccurrences(of: "\n", with: "\n" + lastColumn)
-                : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
-        }.joined(separator: "  ")
+    func lines(_ cells: [String]) -> String {
+        // Wrapped cells make a row several lines tall; the others stay on its first line.
+        let wrapped = cells.enumerated().map { i, cell in
+            wrapColumns.contains(i) && cell.count > widths[i] ? wrapWords(cell, width: widths[i]) : [cell]
+        }
+        let height = wrapped.dropLast().map(\.count).max() ?? 1
+        var out: [String] = []
+        for lineIndex in 0..<max(1, height) {
+            out.append(wrapped.enumerated().map { i, parts in
+                let cell = lineIndex < parts.count ? parts[lineIndex] : ""
+                if i == cells.count - 1 { return lineIndex == 0 ? parts.joined(separator: "\n").replacingOccurrences(of: "\n", with: "\n" + lastColumn) : cell }
+                return cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+            }.joined(separator: "  "))
+        }
+        return out.map { $0.replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression) }.joined(separator: "\n")
     }
-    var text = terminal.paint(line(header), .bold) + "\n"
-    for row in rows { text += line(row) + "\n" }
+    var text = terminal.paint(lines(header), .bold) + "\n"
+    for row in rows { text += lines(row) + "\n" }
     return text
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces (a longer word is cut).
+func wrapWords(_ text: String, width: Int) -> [String] {
+    var lines: [String] = []
+    var current = ""
+    for word in text.split(separator: " ", omittingEmptySubsequences: true) {
+        var word = String(word)
+        while word.count > width {
+            if !current.isEmpty { lines.append(current); current = "" }
+            lines.append(String(word.prefix(width)))
+            word = String(word.dropFirst(width))
+        }
+        if current.isEmpty { current = word } else if current.count + 1 + word.count <= width { current += " " + word } else {
+            lines.append(current)
+            current = word
+        }
+    }
+    if !current.isEmpty || lines.isEmpty { lines.append(current) }
+    return lines
 }

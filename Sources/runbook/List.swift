@@ -47,7 +47,7 @@ extension Runbook {
                         return [entry.name, context.out.paint("INVALID: " + first + more, .red), "-", "-"]
                     }
                 }
-                context.out.write(table(header: ["NAME", "DESCRIPTION", "PARAMS", "SCHEDULE"], rows: rows, terminal: context.out))
+                context.out.write(table(header: ["NAME", "DESCRIPTION", "PARAMS", "SCHEDULE"], rows: rows, terminal: context.out, wrap: [1, 2]))
                 if failed > 0 {
                     context.err.write("\(failed) of \(entries.count) runbook\(entries.count == 1 ? "" : "s") invalid: run `runbook validate` for every problem\n")
                 }

@@ -16,6 +16,15 @@ final class Terminal: Sendable {
         self.colorEnabled = color
     }
 
+    /// How many columns the output has: the terminal's width when it is one, else `COLUMNS`
+    /// when set; nil (no limit) for a pipe or a file without it.
+    var columns: Int? {
+        var size = winsize()
+        if isatty(fd) == 1, ioctl(fd, UInt(TIOCGWINSZ), &size) == 0, size.ws_col > 0 { return Int(size.ws_col) }
+        if let text = ProcessInfo.processInfo.environment["COLUMNS"], let n = Int(text), n > 0 { return n }
+        return nil
+    }
+
     /// Writes `text` in one piece, made safe for a terminal: every control character (but
     /// newline and tab, and a carriage return before a newline) is shown escaped as `\u001b`,
     /// so nothing a host, a file or an argument holds can move the cursor, recolour or forge

@@ -128,7 +128,8 @@ struct HealthAction: StepAction {
     /// One line for the plan.
     var summary: String {
         var parts = ["\(target): expect \(expectStatus)"]
-        if let contains { parts[0] += ", body contains \"\(contains)\"" }
+        // Quoted so that quotes inside read right: 'the "workers": 8' rather than ""workers": 8".
+        if let contains { parts[0] += ", body contains " + (contains.contains("\"") && !contains.contains("'") ? "'\(contains)'" : "\"\(contains)\"") }
         if let p95Under {
             parts.append("p95 under \(Durations.text(p95Under)) over \(samples) requests")
         } else if samples > 1 {
