@@ -65,7 +65,8 @@ func table(header: [String], rows: [[String]], terminal: Terminal, wrap wrapColu
     func lines(_ cells: [String]) -> String {
         // Wrapped cells make a row several lines tall; the others stay on its first line.
         let wrapped = cells.enumerated().map { i, cell in
-            wrapColumns.contains(i) && cell.count > widths[i] ? wrapWords(cell, width: widths[i]) : [cell]
+            // A cell of several lines is laid out already (a load test's table): never rewrapped.
+            wrapColumns.contains(i) && !cell.contains("\n") && cell.count > widths[i] ? wrapWords(cell, width: widths[i]) : [cell]
         }
         let height = wrapped.dropLast().map(\.count).max() ?? 1
         var out: [String] = []

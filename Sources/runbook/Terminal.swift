@@ -16,11 +16,12 @@ final class Terminal: Sendable {
         self.colorEnabled = color
     }
 
-    /// How many columns the output has: the terminal's width when it is one, else `COLUMNS`
-    /// when set; nil (no limit) for a pipe or a file without it.
+    /// How many columns the output has when it is a terminal (its width, or `COLUMNS` when the
+    /// terminal does not say); nil (no limit) for a pipe or a file, which scripts and logs read.
     var columns: Int? {
+        guard isatty(fd) == 1 else { return nil }
         var size = winsize()
-        if isatty(fd) == 1, ioctl(fd, UInt(TIOCGWINSZ), &size) == 0, size.ws_col > 0 { return Int(size.ws_col) }
+        if ioctl(fd, UInt(TIOCGWINSZ), &size) == 0, size.ws_col > 0 { return Int(size.ws_col) }
         if let text = ProcessInfo.processInfo.environment["COLUMNS"], let n = Int(text), n > 0 { return n }
         return nil
     }
