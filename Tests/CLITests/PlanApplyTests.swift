@@ -558,9 +558,10 @@ struct PlanApplyTests {
         let plan = try p.run(["plan", "secret", "--out", "plan.json"], environment: environment)
         #expect(plan.status == 0, "\(plan.stderr)")
         let applying = onOwnThread { try p.run(["apply", "secret", "--yes", "-v"], environment: environment) }
-        // Look at ps while the command runs: its `sleep 3` is in the snapshot.
+        // Look at ps while the command runs: its `sleep 3` is in the snapshot. A loaded machine
+        // may take many seconds to plan and connect first, so the watch lasts up to a minute.
         var ps = ""
-        for _ in 0..<200 {
+        for _ in 0..<2400 {
             ps = try p.remote("h1", "ps -eo args")
             if ps.contains("sleep 3") { break }
             try await Task.sleep(for: .milliseconds(25))
