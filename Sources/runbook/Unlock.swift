@@ -51,8 +51,8 @@ extension Runbook {
                 }
             }
             defer { if let transport { Task { await transport.close() } } }
-            if nameless {
-                context.out.write("\(host) has a lock at \(lockPath) that names no run (empty or unreadable: whoever took it was stopped before writing it)\n")
+            /// Removes the lock once the operator confirms.
+            func remove() async throws {
                 try context.confirmOrRefuse("Remove this lock?", yes: yes, what: "remove it")
                 if let transport {
                     try await HostLock.forceRemove(on: transport, path: lockPath)
@@ -60,6 +60,10 @@ extension Runbook {
                     try LocalLock.forceRemove(stateDir: context.stateDir)
                 }
                 context.out.write("unlocked \(host)\n")
+            }
+            if nameless {
+                context.out.write("\(host) has a lock at \(lockPath) that names no run (empty or unreadable: whoever took it was stopped before writing it)\n")
+                try await remove()
                 return
             }
             guard let holder else {
@@ -71,13 +75,7 @@ extension Runbook {
                 context.err.write("refused: that run is still alive on this controller (pid \(holder.pid))\n")
                 throw ExitCode(3)
             }
-            try context.confirmOrRefuse("Remove this lock?", yes: yes, what: "remove it")
-            if let transport {
-                try await HostLock.forceRemove(on: transport, path: lockPath)
-            } else {
-                try LocalLock.forceRemove(stateDir: context.stateDir)
-            }
-            context.out.write("unlocked \(host)\n")
+            try await remove()
         }
     }
 }
