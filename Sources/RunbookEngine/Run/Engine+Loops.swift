@@ -205,6 +205,9 @@ extension Engine {
         guard !delegated.isEmpty else { return [] }
         var found: [String: RunbookCore.Host] = [:]
         let runHosts = Set(prepared.hosts.map(\.name))
+        // Each host's context (its vars rendered) once, not once per delegated step.
+        var hostContexts: [(RunbookCore.Host, TemplateContext)] = []
+        for host in prepared.hosts { hostContexts.append((host, try self.context(for: host, prepared: prepared, steps: [:]))) }
         for step in delegated {
             let text = step.delegateTo!
             let readsLate = ["facts", "steps"].contains { !RunbookValidator.references(to: $0, in: text[...]).isEmpty }
@@ -221,8 +224,7 @@ extension Engine {
                                              at: step.delegateLocation ?? step.location, field: "steps[\(step.index)].delegate_to",
                                              hint: "every host a run touches is locked before the first change; name it from the inventory"))
             }
-            for host in prepared.hosts {
-                let context = try self.context(for: host, prepared: prepared, steps: [:])
+            for (host, context) in hostContexts {
                 var contexts = [context]
                 if readsItem, step.loop != nil {
                     let items = try loopItems(step, context: context, prepared: prepared)
