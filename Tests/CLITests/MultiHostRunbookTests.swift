@@ -209,7 +209,7 @@ struct MultiHostRunbookTests {
         // Wait until the first run holds lb's lock.
         var held = false
         for _ in 0..<100 where !held {
-            held = try MultiSandbox.on("lb", "test -s /run/runbook.lock").status == 0
+            held = try MultiSandbox.on("lb", "test -s /tmp/runbook.lock").status == 0
             if !held { Thread.sleep(forTimeInterval: 0.2) }
         }
         #expect(held)

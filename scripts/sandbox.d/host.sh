@@ -53,7 +53,9 @@ EOF
 # start_host_sshd NS HOSTNAME DIR ADDRESS [SOURCE TARGET]...: starts sshd in the namespaces
 # that make the host: the network namespace NS, and new mount and UTS namespaces in which /sys
 # shows NS (dockerd needs it, with the machine's cgroup hierarchies mounted again), /run is
-# private (the host's own /run/docker.sock, /run/containerd, /run/sshd, /run/nginx.pid) and each
+# private (the host's own /run/docker.sock, /run/containerd, /run/sshd, /run/nginx.pid), /tmp is
+# private and empty, as after a boot (the host's own /tmp/runbook.lock: a run of another checkout
+# or one killed before this start cannot leave this host locked), and each
 # SOURCE is bind-mounted on TARGET: a directory always (TARGET is made if missing), a file only
 # over a TARGET that exists. Waits until sshd answers on ADDRESS:22.
 start_host_sshd() {
@@ -77,6 +79,7 @@ start_host_sshd() {
                     mount -t "$fstype" ${opts:+-o "$opts"} "$fstype" "$target"
                 done
                 mount -t tmpfs -o mode=755 tmpfs /run
+                mount -t tmpfs -o mode=1777 tmpfs /tmp
                 # in this /run, what ensure_sshd_dirs and `ip netns add` make in the root one
                 mkdir -p /run/sshd /run/netns
                 chmod 0755 /run/sshd

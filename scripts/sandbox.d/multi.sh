@@ -15,7 +15,7 @@
 #
 # Each host is a network namespace (rbm-lb, rbm-web1, rbm-web2, rbm-db) on the bridge rbmbr0
 # (10.234.0.1/24 on this side), with its own mount and UTS namespaces (hostname lb, web1, ...),
-# a private /run and /srv, and its own sshd on port 22 (root login with the key
+# a private /run, /tmp and /srv, and its own sshd on port 22 (root login with the key
 # .sandbox/multi/id_ed25519; host keys in .sandbox/multi/known_hosts). lb has a private
 # /etc/nginx, /var/log/nginx and /var/lib/nginx; db a private /etc/postgresql,
 # /var/lib/postgresql and /var/log/postgresql. The images runbook-sandbox/app:1, :2 and
