@@ -129,7 +129,7 @@ public let stepCases: [StepCase] = [
              replies: [("running=", .init(stdout: "flavor=v1\nrunning=1\n"))], action: .noop, undo: .restore),
     // nginx_reload
     StepCase(name: "direct", kind: "nginx_reload", arguments: ["config": "/etc/nginx/nginx.conf"],
-             action: .run, summary: "then reload", commands: ["nginx -c /etc/nginx/nginx.conf -q -t && nginx -c /etc/nginx/nginx.conf -s reload"],
+             action: .run, summary: "then reload", commands: ["nginx -c /etc/nginx/nginx.conf -q -t && sh -c 'n=$1; shift; live() {"],
              undo: .rerun),
     // pg_backup
     StepCase(name: "dump with retention", kind: "pg_backup", arguments: ["database": "app", "dir": "/var/backups/pg", "keep": 2],
