@@ -121,6 +121,10 @@ public protocol Transport: Sendable {
                onOutput: (@Sendable (OutputEvent) -> Void)?, startingAfter gate: CommandGate) -> PendingCommand
     /// The file's bytes, or nil when it does not exist.
     func readFile(_ path: String) async throws(TransportError) -> [UInt8]?
+    /// The file's bytes in order, chunk by chunk as they arrive, to `sink` (an implementation
+    /// holds no more than a chunk); nil when it does not exist, else its size. `sink` returns
+    /// false to stop the read, which then throws.
+    func readFile(_ path: String, chunks sink: @escaping @Sendable (UnsafeRawBufferPointer) -> Bool) async throws(TransportError) -> UInt64?
     /// What the path is, or nil when it does not exist.
     func stat(_ path: String) async throws(TransportError) -> FileInfo?
     /// Writes a file with exactly `mode`; `exclusive` fails when it exists.
@@ -180,6 +184,16 @@ extension Transport {
         }
         task.withLock { $0 = running }
         return pending
+    }
+
+    /// Reads the whole file and hands it over as one chunk: for transports whose files are
+    /// small or already in memory (the in-memory one of unit tests).
+    public func readFile(_ path: String, chunks sink: @escaping @Sendable (UnsafeRawBufferPointer) -> Bool) async throws(TransportError) -> UInt64? {
+        guard let bytes = try await readFile(path) else { return nil }
+        guard bytes.withUnsafeBytes({ sink($0) }) else {
+            throw TransportError(host: hostName, message: "reading \(path) was stopped by its receiver")
+        }
+        return UInt64(bytes.count)
     }
 
     /// Runs a command without stdin, timeout or streaming.

@@ -235,6 +235,8 @@ package struct RenderedArguments: Sendable {
     package var raw: [String: Value]
     /// Rendered template file contents (`template` src), when the kind has one.
     package var fileContents: [UInt8]?
+    /// The project's root on the controller, which a controller path relative to it is of.
+    package var projectRoot: String?
 
     /// Rendered arguments.
     package init(strings: [String: String] = [:], commands: [String: ShellCommand] = [:], raw: [String: Value] = [:],
@@ -352,6 +354,7 @@ package enum StepRegistry {
         NginxUpstreamStep.self,
         PostgresBackupStep.self,
         PostgresRestoreStep.self,
+        FetchStep.self,
         PostgresVacuumStep.self,
         PostgresKillQueriesStep.self,
         PostgresSQLStep.self,

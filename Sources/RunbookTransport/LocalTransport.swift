@@ -85,6 +85,29 @@ public struct LocalTransport: Transport {
         return Array(data)
     }
 
+    public func readFile(_ path: String, chunks sink: @escaping @Sendable (UnsafeRawBufferPointer) -> Bool) async throws(TransportError) -> UInt64? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return nil }
+            throw TransportError(host: hostName, message: "cannot open \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { Glibc.close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var total: UInt64 = 0
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw TransportError(host: hostName, message: "cannot read \(path): \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { return total }
+            total += UInt64(n)
+            guard buffer.withUnsafeBytes({ sink(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }) else {
+                throw TransportError(host: hostName, message: "reading \(path) was stopped by its receiver")
+            }
+        }
+    }
+
     public func stat(_ path: String) async throws(TransportError) -> FileInfo? {
         guard FileManager.default.fileExists(atPath: path) else { return nil }
         do {

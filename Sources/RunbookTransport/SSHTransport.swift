@@ -131,6 +131,10 @@ public final class SSHTransport: Transport {
         do { return try await connection.readFile(path) } catch { throw Self.wrap(error, host: hostName) }
     }
 
+    public func readFile(_ path: String, chunks sink: @escaping @Sendable (UnsafeRawBufferPointer) -> Bool) async throws(TransportError) -> UInt64? {
+        do { return try await connection.readFile(path, chunks: sink) } catch { throw Self.wrap(error, host: hostName) }
+    }
+
     public func stat(_ path: String) async throws(TransportError) -> FileInfo? {
         do {
             return try await connection.stat(path).map {

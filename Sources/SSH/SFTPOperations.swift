@@ -146,6 +146,56 @@ final class ReadFileOperation: SFTPOperation<[UInt8]?> {
     }
 }
 
+/// Reads a remote file in chunks and hands each to `sink` as it arrives, in order: nothing
+/// beyond one read buffer (64 KiB) is held, whatever the file's size. nil when the file does
+/// not exist; else the bytes read. `sink` returning false stops the copy: the handle is
+/// closed and the request fails.
+final class StreamReadOperation: SFTPOperation<UInt64?> {
+    private let sink: @Sendable (UnsafeRawBufferPointer) -> Bool
+    private var handle: OpaquePointer?
+    private var total: UInt64 = 0
+    private var reachedEnd = false
+    private var stopped: SSHError?
+
+    init(loopState: LoopState, session: SessionState, path: String, sink: @escaping @Sendable (UnsafeRawBufferPointer) -> Bool,
+         continuation: CheckedContinuation<UInt64?, any Error>) {
+        self.sink = sink
+        super.init(loopState: loopState, session: session, path: path, continuation: continuation)
+    }
+
+    override func step(raw: OpaquePointer, sftp: OpaquePointer) -> Result<UInt64?, SSHError>? {
+        if handle == nil {
+            guard let h = rb_sftp_open(sftp, path, UInt32(path.utf8.count), RB_FXF_READ, 0) else {
+                if wouldBlock(raw) { return nil }
+                if sftpStatus(sftp) == RB_FX_NO_SUCH_FILE { return .success(nil) }
+                return .failure(sftpError("cannot open", raw: raw, sftp: sftp))
+            }
+            handle = h
+        }
+        while !reachedEnd && stopped == nil {
+            let size = loopState.readBuffer.count
+            let n = loopState.readBuffer.withUnsafeMutableBufferPointer { buf in
+                buf.withMemoryRebound(to: CChar.self) { libssh2_sftp_read(handle, $0.baseAddress, size) }
+            }
+            if n > 0 {
+                total += UInt64(n)
+                let taken = loopState.readBuffer.withUnsafeBytes { sink(UnsafeRawBufferPointer(rebasing: $0[0..<Int(n)])) }
+                if !taken { stopped = SSHError(.sftp, "copying \(path) from \(session.label) was stopped by its receiver") }
+            } else if n == 0 {
+                reachedEnd = true
+            } else if Int32(n) == RB_ERROR_EAGAIN {
+                return nil
+            } else {
+                stopped = sftpError("cannot read", raw: raw, sftp: sftp)
+            }
+        }
+        if call(rb_sftp_close(handle)).isAgain { return nil }
+        handle = nil
+        if let stopped { return .failure(stopped) }
+        return .success(total)
+    }
+}
+
 /// Stats a remote path (following symlinks); nil when it does not exist.
 final class StatOperation: SFTPOperation<FileAttributes?> {
     override func step(raw: OpaquePointer, sftp: OpaquePointer) -> Result<FileAttributes?, SSHError>? {

@@ -219,6 +219,15 @@ public final class SSHConnection: Sendable {
         }
     }
 
+    /// Reads a remote file over SFTP in chunks, each handed to `sink` on the connection's
+    /// thread as it arrives (never the whole file in memory); nil when it does not exist, else
+    /// its size. `sink` returns false to stop (the read then throws).
+    public func readFile(_ path: String, chunks sink: @escaping @Sendable (UnsafeRawBufferPointer) -> Bool) async throws -> UInt64? {
+        try await submit { state, session, continuation in
+            StreamReadOperation(loopState: state, session: session, path: path, sink: sink, continuation: continuation)
+        }
+    }
+
     /// Stats a remote path over SFTP; nil when it does not exist.
     public func stat(_ path: String) async throws -> FileAttributes? {
         try await submit { state, session, continuation in

@@ -296,10 +296,13 @@ struct ShippedRunbookTests {
         #expect(try Sandbox.get("/health").status == 200)
     }
 
+    // The horizontal-scale tests below are about replicas, upstreams and rollback: their
+    // latency gate is set far above the sandbox's latency on a machine busy with the other
+    // suites (the gate itself is tested in LoadTestTests and WebStepTests).
     @Test("horizontal-scale: N replicas behind an upstream of N servers, each answering; a bad template rolls back")
     func horizontalScale() throws {
         let sandbox = try Sandbox.ready()
-        let apply = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=3", "--yes"])
+        let apply = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=3", "-p", "p95_under=5s", "--yes"])
         #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
         #expect(try sandbox.containers("web") == ["app_web_1", "app_web_2", "app_web_3"])
         let upstreamPath = repositoryRoot + "/.sandbox/srv/app/nginx/upstream.conf"
@@ -321,7 +324,7 @@ struct ShippedRunbookTests {
         let template = broken + "/templates/nginx-upstream.conf.j2"
         try String(contentsOfFile: template, encoding: .utf8).replacingOccurrences(of: "least_conn;", with: "least_conn_typo;")
             .write(toFile: template, atomically: true, encoding: .utf8)
-        let failed = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=2", "--yes"], root: broken)
+        let failed = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=2", "-p", "p95_under=5s", "--yes"], root: broken)
         #expect(failed.status == 1, "\(failed.stdout)\(failed.stderr)")
         #expect(failed.stdout.contains("rolled back"), "\(failed.stdout)")
         #expect(try String(contentsOfFile: upstreamPath, encoding: .utf8) == upstream)
@@ -332,7 +335,7 @@ struct ShippedRunbookTests {
     @Test("horizontal-scale records the count in the compose file and scales down upstream first, then containers")
     func horizontalScalePersistsAndScalesDownSafely() throws {
         let sandbox = try Sandbox.ready()
-        let up = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=3", "--yes"])
+        let up = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=3", "-p", "p95_under=5s", "--yes"])
         #expect(up.status == 0, "\(up.stdout)\(up.stderr)")
         var compose = try String(contentsOfFile: repositoryRoot + "/.sandbox/srv/app/docker-compose.prod.yml", encoding: .utf8)
         #expect(compose.contains("    depends_on: [db]\n    scale: 3\n"), "\(compose)")
@@ -344,7 +347,7 @@ struct ShippedRunbookTests {
         let plan = try sandbox.runbook(["plan", "horizontal-scale", "-p", "replicas=2"])
         #expect(plan.stdout.contains("Take the extra replicas out of the upstream first (scaling down)  /srv/app/nginx/upstream.conf: content"),
                 "\(plan.stdout)")
-        let down = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=2", "--yes"])
+        let down = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=2", "-p", "p95_under=5s", "--yes"])
         #expect(down.status == 0, "\(down.stdout)\(down.stderr)")
         let lines = down.stdout.split(separator: "\n").map(String.init)
         let reload = lines.firstIndex { $0.contains("Reload nginx before their containers stop") && $0.contains("changed") }
@@ -359,7 +362,7 @@ struct ShippedRunbookTests {
     @Test("horizontal-scale with one replica broken fails its per-replica check and rolls back, though nginx still answers")
     func horizontalScaleCatchesABrokenReplica() throws {
         let sandbox = try Sandbox.ready()
-        let two = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=2", "--yes"])
+        let two = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=2", "-p", "p95_under=5s", "--yes"])
         #expect(two.status == 0, "\(two.stdout)\(two.stderr)")
         let upstream = try Sandbox.file("/srv/app/nginx/upstream.conf")
         let compose = try Sandbox.file("/srv/app/docker-compose.prod.yml")
@@ -368,7 +371,7 @@ struct ShippedRunbookTests {
         #expect(broke.stdout == "broken\n", "\(broke.stderr)")
         for _ in 0..<10 { #expect(try Sandbox.get("/health").status == 200) }
 
-        let failed = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=3", "--yes"])
+        let failed = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=3", "-p", "p95_under=5s", "--yes"])
         #expect(failed.status == 1, "\(failed.stdout)\(failed.stderr)")
         #expect(failed.stdout.contains("replica app_web_2"), "\(failed.stdout)")
         #expect(failed.stdout.contains("rolled back"), "\(failed.stdout)")
@@ -381,7 +384,7 @@ struct ShippedRunbookTests {
     @Test("the sandbox comes back from down as it was left: scaled web replicas, nginx healthy")
     func downAndUpKeepsTheStack() throws {
         let sandbox = try Sandbox.ready()
-        let scale = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=2", "--yes"])
+        let scale = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=2", "-p", "p95_under=5s", "--yes"])
         #expect(scale.status == 0, "\(scale.stdout)\(scale.stderr)")
         let down = try runProcessFull(Sandbox.script, ["down"])
         #expect(down.status == 0, "\(down.stderr)")
@@ -398,7 +401,7 @@ struct ShippedRunbookTests {
     @Test("rolling-restart: every replica restarts while a client sees no failed request")
     func rollingRestart() async throws {
         let sandbox = try Sandbox.ready()
-        let scale = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=2", "--yes"])
+        let scale = try sandbox.runbook(["apply", "horizontal-scale", "-p", "replicas=2", "-p", "p95_under=5s", "--yes"])
         #expect(scale.status == 0, "\(scale.stdout)\(scale.stderr)")
         let startedAt = { () throws -> String in
             try sandbox.onHost("docker inspect -f '{{.State.StartedAt}}' app_web_1 app_web_2").stdout
@@ -441,6 +444,8 @@ struct ShippedRunbookTests {
         let sandbox = try Sandbox.ready()
         _ = try? sandbox.psql("DROP DATABASE IF EXISTS app_restore WITH (FORCE)", database: "postgres")
         _ = try? sandbox.psql("DROP DATABASE IF EXISTS app_before_restore WITH (FORCE)", database: "postgres")
+        // The row of an earlier run of this test that stopped half-way, if any.
+        _ = try sandbox.psql("DELETE FROM tenant WHERE name = 'after the backup'")
         let backup = try sandbox.runbook(["apply", "nightly-maintenance", "--yes"])
         #expect(backup.status == 0, "\(backup.stdout)\(backup.stderr)")
         // A row written after the backup: the restored database must not have it.
@@ -458,7 +463,7 @@ struct ShippedRunbookTests {
         #expect(try sandbox.psql("SELECT count(*) FROM tenant WHERE name = 'after the backup'", database: "app_restore") == "0")
         // A second drill refuses: the scratch database is there.
         let again = try sandbox.runbook(["plan", "restore-db"])
-        #expect(again.status == 2 && (again.stdout + again.stderr).contains("the database app_restore already exists"), "\(again.stdout)\(again.stderr)")
+        #expect(again.status == 1 && (again.stdout + again.stderr).contains("the database app_restore already exists"), "\(again.stdout)\(again.stderr)")
         let dropped = try sandbox.runbook(["rollback", try #require(Sandbox.runID(drill.stdout)), "--yes"])
         #expect(dropped.status == 0, "\(dropped.stdout)\(dropped.stderr)")
         #expect(try sandbox.psql("SELECT count(*) FROM pg_database WHERE datname = 'app_restore'", database: "postgres") == "0")
@@ -511,6 +516,12 @@ struct ShippedRunbookTests {
         #expect(Int(list.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0 >= 4, "\(list.stdout)")
         let after = try sandbox.psql("SELECT coalesce(max(last_vacuum)::text, 'never') FROM pg_stat_user_tables WHERE relname = 'product'")
         #expect(after != "never" && after != before, "last_vacuum \(before) → \(after)")
+        // The new dump is also off the host: on the controller, the same bytes.
+        let offsite = repositoryRoot + "/.sandbox/offsite/sandbox"
+        #expect(try FileManager.default.contentsOfDirectory(atPath: offsite) == [fresh])
+        #expect(try FileManager.default.attributesOfItem(atPath: offsite)[.posixPermissions] as? Int == 0o700)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: offsite + "/" + fresh)) == (try Sandbox.file("/srv/backups/" + fresh)))
+        #expect(apply.stdout.contains("Off-host copy: the new dump to the controller, checksummed"), "\(apply.stdout)")
     }
 
     @Test("nightly-maintenance from cron: the installed crontab line runs it and logs the run")
@@ -644,7 +655,7 @@ struct ShippedRunbookTests {
         let inventory = try Sandbox.inventoryVariant("managed-db", vars: ["db_via": "direct", "db_host": address, "db_port": "5432"])
         let secrets = ["RUNBOOK_SECRET_DB_PASSWORD": String(password)]
 
-        let plan = try sandbox.runbook(["plan", "nightly-maintenance"], inventory: inventory, environment: secrets)
+        let plan = try sandbox.runbook(["plan", "nightly-maintenance", "-v"], inventory: inventory, environment: secrets)
         #expect(plan.status == 0, "\(plan.stdout)\(plan.stderr)")
         #expect(plan.stdout.contains("-h \(address)") && !plan.stdout.contains("exec -T"), "\(plan.stdout)")
         #expect(!plan.stdout.contains(String(password)) && !plan.stderr.contains(String(password)), "the password is never shown")
@@ -744,7 +755,7 @@ struct ShippedRunbookTests {
             chmod(secrets, 0o600)
         }
         try secret(password)
-        let plan = try sandbox.runbook(["plan", "via-docker"], root: root)
+        let plan = try sandbox.runbook(["plan", "via-docker", "-v"], root: root)
         #expect(plan.status == 0, "\(plan.stdout)\(plan.stderr)")
         #expect(plan.stdout.contains("docker exec -i -e PGPASSWORD -e PGAPPNAME -e PGCONNECT_TIMEOUT app_db_1 psql -h db -U app -d app -w"), "\(plan.stdout)")
         let apply = try sandbox.runbook(["apply", "via-docker", "--yes"], root: root)

@@ -69,7 +69,7 @@ func scripted(_ testCase: StepCase) -> ScriptedTransport {
     }
 
     @Test func registryDescribesEveryKindOfTheSpec() {
-        let kinds = ["command", "template", "copy", "env_set", "yaml_set", "service", "compose_scale", "nginx_reload", "nginx_upstream", "pg_backup", "pg_restore", "pg_vacuum",
+        let kinds = ["command", "template", "copy", "env_set", "yaml_set", "service", "compose_scale", "nginx_reload", "nginx_upstream", "pg_backup", "pg_restore", "fetch", "pg_vacuum",
                      "pg_kill_queries", "pg_sql", "pg_slow_queries", "pg_index", "health", "load_test", "wait_for", "docker_prune", "gather", "queue_depth", "assert", "sleep"]
         #expect(StepRegistry.names == kinds)
         #expect(StepRegistry.schema(for: "sleep")?.scalarForm == .duration)

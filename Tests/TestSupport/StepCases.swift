@@ -127,6 +127,12 @@ public let stepCases: [StepCase] = [
              undo: .restore),
     StepCase(name: "already scaled", kind: "compose_scale", arguments: ["service": "web", "replicas": 1, "compose_file": "/srv/c.yml"],
              replies: [("running=", .init(stdout: "flavor=v1\nrunning=1\n"))], action: .noop, undo: .restore),
+    // fetch
+    StepCase(name: "a dump to the controller", kind: "fetch",
+             arguments: ["src": "/srv/backups/app-20261205-030000.dump", "dest": "/var/backups/offsite", "keep": 3, "prefix": "app-"],
+             files: ["/srv/backups/app-20261205-030000.dump": .init("dump")],
+             action: .create, summary: "(4 bytes) from h1 to /var/backups/offsite/app-20261205-030000.dump on the controller, SHA-256 checked; keep 3 of app-*",
+             commands: ["sha256sum -- /srv/backups/app-20261205-030000.dump"], undo: .kept),
     // nginx_reload
     StepCase(name: "direct", kind: "nginx_reload", arguments: ["config": "/etc/nginx/nginx.conf"],
              action: .run, summary: "then reload", commands: ["nginx -c /etc/nginx/nginx.conf -q -t && sh -c 'n=$1; shift; live() {"],
