@@ -352,6 +352,7 @@ public struct Engine: Sendable {
     /// Renders a step's arguments for one host.
     func renderArguments(_ step: Step, context: TemplateContext, prepared: PreparedRun) throws(DiagnosticError) -> RenderedArguments {
         var rendered = RenderedArguments()
+        rendered.projectRoot = settings.root
         let templates = prepared.templates
         let kind = StepRegistry.kind(step.kind)
         let schema = kind?.schema
@@ -537,7 +538,10 @@ public struct Engine: Sendable {
             plan.change.operationsDigest = plan.operation.digest(become: step.become, extra: plan.digestExtra)
             return plan
         } catch let failure as StepFailure {
-            throw DiagnosticError(.error(failure.description, at: step.location, field: "steps[\(step.index)].\(step.kind)"))
+            let diagnostic = Diagnostic.error(failure.description, at: step.location, field: "steps[\(step.index)].\(step.kind)")
+            // What the host lacks is a runtime failure (exit 1), not invalid input (exit 2).
+            if failure.hostSide { throw HostPlanningFailure(diagnostic: diagnostic) }
+            throw DiagnosticError(diagnostic)
         }
     }
 
@@ -765,4 +769,11 @@ final class FactCaches: Sendable {
             return cache
         }
     }
+}
+
+/// A step that cannot be planned because of the host's state (no such file, no PostgreSQL):
+/// shown like a diagnostic, with the runbook's file, line and field, and exit code 1.
+struct HostPlanningFailure: Error, CustomStringConvertible {
+    let diagnostic: Diagnostic
+    var description: String { diagnostic.rendered }
 }

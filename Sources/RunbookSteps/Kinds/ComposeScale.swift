@@ -45,7 +45,7 @@ package struct ComposeScaleStep: StepKind {
         let output = try await facts.check(probe, timeout: step.timeout)
         guard output.succeeded, let counted = ComposeCommand.parseRunningCount(output.stdoutText) else {
             let reason = output.stderrText.split(separator: "\n").suffix(3).joined(separator: " | ")
-            throw StepFailure("compose_scale: cannot count the containers of \(service) on \(host.name) (\(output.statusText))"
+            throw StepFailure.onHost("compose_scale: cannot count the containers of \(service) on \(host.name) (\(output.statusText))"
                               + (reason.isEmpty ? "" : ": \(reason)"))
         }
         let (flavor, current) = counted

@@ -26,7 +26,7 @@ package struct DockerPruneStep: StepKind {
         let output = try await facts.check(Self.factsCommand, timeout: step.timeout)
         guard output.succeeded, let usage = DockerUsage.parse(output.stdoutText) else {
             let reason = output.stderrText.split(separator: "\n").suffix(3).joined(separator: " | ")
-            throw StepFailure("docker_prune: cannot read docker system df on \(host.name) (\(output.statusText))"
+            throw StepFailure.onHost("docker_prune: cannot read docker system df on \(host.name) (\(output.statusText))"
                               + (reason.isEmpty ? "" : ": \(reason)"))
         }
         let command = Self.command(all: all, volumes: volumes)

@@ -37,7 +37,7 @@ package struct GatherStep: StepKind {
         command = command + "\n" + ShellCommand(Self.dockerStats)
         let output = try await facts.check(command, timeout: step.timeout ?? .seconds(30))
         guard output.succeeded else {
-            throw StepFailure("gather failed on \(host.name) (\(output.statusText)): \(output.stderrText)")
+            throw StepFailure.onHost("gather failed on \(host.name) (\(output.statusText)): \(output.stderrText)")
         }
         let gathered = Self.parse(output.stdoutText)
         let change = PlannedChange.make(step: step, host: host.name, action: .check, reversible: true,

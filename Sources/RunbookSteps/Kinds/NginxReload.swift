@@ -92,7 +92,7 @@ package struct NginxReloadStep: StepKind {
         let host = facts.transport.hostName
         if binary.contains("/") {
             guard try await facts.check("test -x \(binary)", timeout: .seconds(30)).succeeded else {
-                throw StepFailure("\(binary) is not an executable on \(host)")
+                throw StepFailure.onHost("\(binary) is not an executable on \(host)")
             }
             return binary
         }
@@ -101,6 +101,6 @@ package struct NginxReloadStep: StepKind {
             let path = directory + "/" + binary
             if try await facts.check("test -x \(path)", timeout: .seconds(30)).succeeded { return path }
         }
-        throw StepFailure("\(binary) not found on \(host): install nginx, or set binary: to its path")
+        throw StepFailure.onHost("\(binary) not found on \(host): install nginx, or set binary: to its path")
     }
 }

@@ -45,7 +45,7 @@ package struct NginxUpstreamStep: StepKind {
             throw StepFailure("nginx_upstream: params must be server parameters only, without ;, { }, # or newlines")
         }
         guard let current = try await facts.file(file) else {
-            throw StepFailure("\(file) does not exist on \(host.name); nginx_upstream edits an existing nginx config")
+            throw StepFailure.onHost("\(file) does not exist on \(host.name); nginx_upstream edits an existing nginx config")
         }
         let edited: [UInt8]
         do {

@@ -53,14 +53,14 @@ package struct PostgresBackupStep: StepKind {
         let freeOutput = try await facts.check(free, timeout: step.timeout ?? .seconds(30))
         let freeKB = Int(freeOutput.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
         if freeKB >= 0, freeKB < neededKB {
-            throw StepFailure("not enough free space for the dump in \(directory) on \(host.name): \(freeKB / 1024) MiB free, \(neededKB / 1024) MiB needed (the database, \(size), plus reserve_mb \(reserve)); nothing was dumped")
+            throw StepFailure.onHost("not enough free space for the dump in \(directory) on \(host.name): \(freeKB / 1024) MiB free, \(neededKB / 1024) MiB needed (the database, \(size), plus reserve_mb \(reserve)); nothing was dumped")
         }
         let list: ShellCommand = """
             if [ -d \(directory) ]; then echo dir; for f in \(directory + "/" + base)\(literal: Self.stampGlob); do \
             [ -e "$f" ] && printf '%s\\n' "${f##*/}"; done; fi; true
             """
         let listed = try await facts.check(list, timeout: step.timeout ?? .seconds(60))
-        guard listed.succeeded else { throw StepFailure("cannot list \(directory) on \(host.name): \(listed.stderrText)") }
+        guard listed.succeeded else { throw StepFailure.onHost("cannot list \(directory) on \(host.name): \(listed.stderrText)") }
         let lines = listed.stdoutText.split(separator: "\n").map(String.init)
         let dirExists = lines.first == "dir"
         let existing = lines.dropFirst().sorted()

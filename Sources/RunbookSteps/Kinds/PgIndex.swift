@@ -305,27 +305,27 @@ package struct PostgresIndexStep: StepKind {
               LEFT JOIN pg_class i ON i.relnamespace = t.relnamespace AND i.relname = \(PostgresSQL.literal(definition.name))
               LEFT JOIN pg_index x ON x.indexrelid = i.oid;
             """, columns: 7, step: step, host: host, facts: facts)
-        guard let row = rows.first else { throw StepFailure("unexpected answer from PostgreSQL on \(host)") }
+        guard let row = rows.first else { throw StepFailure.onHost("unexpected answer from PostgreSQL on \(host)") }
         let database = client.database ?? "the database"
         switch row[0] {
         case "":
-            throw StepFailure("no table \(shownTable) in \(database) on \(host)")
+            throw StepFailure.onHost("no table \(shownTable) in \(database) on \(host)")
         case "r", "m":
             break
         case "p":
-            throw StepFailure("\(shownTable) is a partitioned table: CREATE INDEX CONCURRENTLY cannot build an index on it "
+            throw StepFailure.onHost("\(shownTable) is a partitioned table: CREATE INDEX CONCURRENTLY cannot build an index on it "
                               + "(build one on each partition, or use pg_sql)")
         default:
-            throw StepFailure("\(shownTable) is not a table (relkind \(row[0])) in \(database) on \(host)")
+            throw StepFailure.onHost("\(shownTable) is not a table (relkind \(row[0])) in \(database) on \(host)")
         }
-        guard let schema = hexDecoded(row[1]) else { throw StepFailure("unexpected answer from PostgreSQL on \(host)") }
+        guard let schema = hexDecoded(row[1]) else { throw StepFailure.onHost("unexpected answer from PostgreSQL on \(host)") }
         guard !schema.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f || $0 == "\\" }) else {
             throw StepFailure("the schema of \(shownTable), \(schema.debugDescription), contains a backslash or a control character")
         }
         let missing = row[2].split(separator: ",").compactMap { Int($0) }.filter { (1...definition.columns.count).contains($0) }
         if !missing.isEmpty {
             let names = missing.map { definition.columns[$0 - 1].debugDescription }.joined(separator: ", ")
-            throw StepFailure("columns: \(shownTable) has no column \(names) in \(database) on \(host)")
+            throw StepFailure.onHost("columns: \(shownTable) has no column \(names) in \(database) on \(host)")
         }
         let state: State
         switch row[3] {

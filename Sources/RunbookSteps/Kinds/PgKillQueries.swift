@@ -52,7 +52,7 @@ package struct PostgresKillQueriesStep: StepKind {
              ORDER BY \(ageColumn), pid;
             """, columns: 6, step: step, host: host.name, facts: facts)
         guard let versionRow = rows.first, let serverVersion = Int(versionRow[0]) else {
-            throw StepFailure("unexpected answer from PostgreSQL on \(host.name)")
+            throw StepFailure.onHost("unexpected answer from PostgreSQL on \(host.name)")
         }
         let victims = rows.dropFirst().compactMap { row -> Victim? in
             guard let pid = Int(row[0]) else { return nil }

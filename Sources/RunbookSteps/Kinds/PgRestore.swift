@@ -52,20 +52,20 @@ package struct PostgresRestoreStep: StepKind {
             : "cd \(directory) 2>/dev/null || exit 3; [ -f \(wanted) ] && printf '%s\\n' \(wanted)"
         let found = try await facts.check(find, timeout: step.timeout ?? .seconds(30))
         let name = found.stdoutText.split(separator: "\n").first.map(String.init) ?? ""
-        if found.exitStatus == 3 { throw StepFailure("\(directory) does not exist on \(host.name): no dump to restore") }
+        if found.exitStatus == 3 { throw StepFailure.onHost("\(directory) does not exist on \(host.name): no dump to restore") }
         guard !name.isEmpty else {
-            throw StepFailure(wanted == "latest" ? "no dump \(prefix)*.dump in \(directory) on \(host.name)"
+            throw StepFailure.onHost(wanted == "latest" ? "no dump \(prefix)*.dump in \(directory) on \(host.name)"
                                                  : "no dump \(wanted) in \(directory) on \(host.name)")
         }
         let path = directory + "/" + name
-        guard let info = try await facts.transport.stat(path) else { throw StepFailure("cannot read \(path) on \(host.name)") }
+        guard let info = try await facts.transport.stat(path) else { throw StepFailure.onHost("cannot read \(path) on \(host.name)") }
 
         // The target must not exist, unless replace.
         let exists = try await postgresRows(maintenance, "SELECT count(*) FROM pg_database WHERE datname = \(PostgresSQL.literal(database));",
                                             columns: 1, step: step, host: host.name, facts: facts)
         let present = exists.first?.first == "1"
         if present && !replace {
-            throw StepFailure("the database \(database) already exists on \(target.label): drop it, restore under another name, or give replace: true")
+            throw StepFailure.onHost("the database \(database) already exists on \(target.label): drop it, restore under another name, or give replace: true")
         }
         let ident = PostgresSQL.identifier(database)
         let owner = arguments.string("owner").flatMap { $0.isEmpty ? nil : $0 }

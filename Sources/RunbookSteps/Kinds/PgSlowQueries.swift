@@ -29,7 +29,7 @@ package struct PostgresSlowQueriesStep: StepKind {
                    coalesce((SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'), '?');
             """, columns: 4, step: step, host: host.name, facts: facts)
         guard let row = probe.first, let version = Int(row[0]) else {
-            throw StepFailure("unexpected answer from PostgreSQL on \(host.name)")
+            throw StepFailure.onHost("unexpected answer from PostgreSQL on \(host.name)")
         }
         let database = row[1]
         let installed = !row[2].isEmpty
@@ -45,7 +45,7 @@ package struct PostgresSlowQueriesStep: StepKind {
             if output.stderrText.contains("shared_preload_libraries") {
                 return Self.unavailable(change, Self.enableHint(database: database, installed: true, preloaded: false))
             }
-            throw StepFailure("cannot read pg_stat_statements on \(host.name) (\(output.statusText)): \(postgresError(output.stderrText))")
+            throw StepFailure.onHost("cannot read pg_stat_statements on \(host.name) (\(output.statusText)): \(postgresError(output.stderrText))")
         }
         let rows = PostgresSQL.rows(output.stdoutText, columns: 5)
         change.summary = "top \(rows.count) of at most \(limit) statements in \(database) by total time (pg_stat_statements)"

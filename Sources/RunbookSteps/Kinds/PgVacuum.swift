@@ -45,7 +45,7 @@ package struct PostgresVacuumStep: StepKind {
                 """, columns: 5, step: step, host: host.name, facts: facts)
             let missing = rows.filter { $0[1] != "t" }.map { $0[0] }
             if !missing.isEmpty {
-                throw StepFailure("no table \(missing.joined(separator: ", ")) in \(client.database ?? "the database") on \(host.name)")
+                throw StepFailure.onHost("no table \(missing.joined(separator: ", ")) in \(client.database ?? "the database") on \(host.name)")
             }
             for row in rows {
                 lines.append("\(row[0]): \(row[2]) dead rows, last vacuum \(row[3]), last analyze \(row[4])")

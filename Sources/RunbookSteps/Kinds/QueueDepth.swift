@@ -71,7 +71,7 @@ package struct QueueDepthStep: StepKind {
         }
         let output = try await facts.check(command, timeout: step.timeout ?? .seconds(30))
         guard output.succeeded else {
-            throw StepFailure("cannot read the queue depth on \(host.name) (\(output.statusText)): \(output.stderrText.split(separator: "\n").suffix(3).joined(separator: " | "))")
+            throw StepFailure.onHost("cannot read the queue depth on \(host.name) (\(output.statusText)): \(output.stderrText.split(separator: "\n").suffix(3).joined(separator: " | "))")
         }
         var depth: Int? = nil
         var workers: Int? = nil
@@ -86,7 +86,7 @@ package struct QueueDepthStep: StepKind {
             }
         }
         guard let depth, depth >= 0 else {
-            throw StepFailure("\(source) on \(host.name) gave no depth: \(output.stdoutText.prefix(200))")
+            throw StepFailure.onHost("\(source) on \(host.name) gave no depth: \(output.stdoutText.prefix(200))")
         }
         let (wanted, reason) = Self.choose(depth: depth, min: minimum, max: maximum, target: target, high: high)
         var gathered: [String: Value] = ["queue_depth": .int(depth), "workers_wanted": .int(wanted), "workers_reason": .string(reason)]

@@ -129,7 +129,7 @@ package struct ServiceStep: StepKind {
         let signal = try Self.signalName(arguments.string("signal") ?? (action == "stop" ? "TERM" : "HUP"))
         let fact = "pidfile:\(pidfile)"
         func notRunning(_ why: String) throws -> (ShellCommand, ShellCommand?)? {
-            guard action == "stop" else { throw StepFailure("cannot \(action) \(name) on \(host): \(why)") }
+            guard action == "stop" else { throw StepFailure.onHost("cannot \(action) \(name) on \(host): \(why)") }
             change.action = .noop
             change.reason = why
             change.summary = "skip: \(name) is not running"
@@ -141,7 +141,7 @@ package struct ServiceStep: StepKind {
         }
         let text = String(decoding: file.contents, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         guard let pid = Int(text.split(whereSeparator: { $0.isWhitespace }).first ?? ""), pid > 0 else {
-            throw StepFailure("cannot \(action) \(name) on \(host): \(pidfile) does not hold a process id (\(HTTPResponse.excerpt(file.contents, limit: 40)))")
+            throw StepFailure.onHost("cannot \(action) \(name) on \(host): \(pidfile) does not hold a process id (\(HTTPResponse.excerpt(file.contents, limit: 40)))")
         }
         let probe = ShellCommand(
             "if kill -0 \(pid) 2>/dev/null || [ -d /proc/\(pid) ]; then cat /proc/\(pid)/comm 2>/dev/null; exit 0; fi; exit 1")

@@ -46,7 +46,7 @@ package struct YamlSetStep: StepKind {
             throw StepFailure(failure.description)
         }
         guard let current = try await facts.file(file) else {
-            throw StepFailure("\(file) does not exist on \(host.name); yaml_set edits an existing file (use template or copy to create one)")
+            throw StepFailure.onHost("\(file) does not exist on \(host.name); yaml_set edits an existing file (use template or copy to create one)")
         }
         let edited: [UInt8]
         do {

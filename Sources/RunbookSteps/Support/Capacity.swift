@@ -59,7 +59,7 @@ package enum Capacity {
         async let latency = latencySample(host, transport: transport)
         async let queue = queueDepth(host, transport: transport)
         let output = try await transport.run(command, stdin: [], timeout: window + .seconds(60), onOutput: nil)
-        guard output.succeeded else { throw StepFailure("measuring \(host.name) failed (\(output.statusText)): \(output.stderrText)") }
+        guard output.succeeded else { throw StepFailure.onHost("measuring \(host.name) failed (\(output.statusText)): \(output.stderrText)") }
         let facts = GatherStep.parse(output.stdoutText)
         return (metrics(facts: facts, window: seconds, latency: await latency, queue: await queue), facts["cpu_count"]?.intValue)
     }

@@ -68,7 +68,7 @@ struct ComposeCommand: Sendable, Hashable {
         var v1 = false
         if !v2 { v1 = try await facts.check(v1Probe, timeout: .seconds(30)).succeeded }
         guard v2 || v1 else {
-            throw StepFailure("neither `docker compose` (v2) nor `docker-compose` (v1) works on \(facts.transport.hostName)")
+            throw StepFailure.onHost("neither `docker compose` (v2) nor `docker-compose` (v1) works on \(facts.transport.hostName)")
         }
         return Detected(flavor: v2 ? .v2 : .v1,
                         fingerprint: FactFingerprint(fact: "compose:cli", digest: v2 ? "docker compose" : "docker-compose"))

@@ -9,7 +9,7 @@ func postgresRows(_ client: PostgresClient, _ sql: String, columns: Int, step: S
                           facts: FactReader) async throws -> [[String]] {
     let output = try await facts.check(client.command(client.psql(sql, tuples: true)), timeout: step.timeout ?? .seconds(60))
     guard output.succeeded else {
-        throw StepFailure("cannot read from PostgreSQL (\(client.label)) on \(host) (\(output.statusText)): "
+        throw StepFailure.onHost("cannot read from PostgreSQL (\(client.label)) on \(host) (\(output.statusText)): "
                           + postgresError(output.stderrText))
     }
     return PostgresSQL.rows(output.stdoutText, columns: columns)
