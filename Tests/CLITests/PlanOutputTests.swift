@@ -130,6 +130,75 @@ struct PlanOutputTests {
         #expect(!FileManager.default.fileExists(atPath: project.work + "/mark"))
     }
 
+    @Test("a step that changes only a file's mode is undone: rollback puts the mode back, the bytes untouched")
+    func modeOnlyChangeRolledBack() throws {
+        let project = try LocalProject()
+        defer { project.cleanUp() }
+        try project.write("work/app.conf", "workers = 8\n")
+        try project.write("templates/app.conf.j2", "workers = 8\n")
+        let path = project.work + "/app.conf"
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: path)
+        try project.write("runbooks/m.yml", """
+            hosts: ctl
+            steps:
+              - name: Tighten app.conf
+                template: { src: app.conf.j2, dest: \(path), mode: "0600" }
+            """)
+        let apply = try project.runbook("apply", "m", "--yes")
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o600)
+        let runID = try #require(apply.stdout.split(separator: "\n").first { $0.hasPrefix("run ") && $0.contains("succeeded") }?
+            .split(separator: " ")[1])
+        let dry = try project.runbook("rollback", String(runID), "--dry-run")
+        #expect(dry.stdout.contains("restore the mode and owner of \(path) from \(project.work)/.app.conf.runbook-bak-\(runID)"), "\(dry.stdout)")
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o600)
+        let real = try project.runbook("rollback", String(runID), "--yes")
+        #expect(real.status == 0, "\(real.stdout)\(real.stderr)")
+        #expect(real.stdout.contains("restored the mode and owner of \(path)"), "\(real.stdout)")
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o644)
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "workers = 8\n")
+        // No backup is left behind.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: project.work).filter { $0.contains("runbook-bak") }.isEmpty)
+    }
+
+    @Test("backups of a file are kept for the newest runbook_keep_backups runs; the newest run still rolls back")
+    func oldBackupsArePruned() throws {
+        let project = try LocalProject()
+        defer { project.cleanUp() }
+        try "hosts:\n  ctl: { connection: local, vars: { runbook_lock_path: \(project.root)/host.lock, runbook_keep_backups: 3 } }\n"
+            .write(toFile: project.root + "/inventory/hosts.yml", atomically: true, encoding: .utf8)
+        try project.write("work/app.conf", "workers = 0\n")
+        try project.write("templates/app.conf.j2", "workers = {{ params.n }}\n")
+        // Another file's backup, and a file whose name only starts the same: never touched.
+        try project.write("work/.other.conf.runbook-bak-20200101-000000-abcd.1", "other\n")
+        try project.write("work/.app.conf.runbook-bak-notes", "mine\n")
+        try project.write("runbooks/b.yml", """
+            hosts: ctl
+            params:
+              n: { type: int }
+            steps:
+              - name: Render app.conf
+                template: { src: app.conf.j2, dest: \(project.work)/app.conf }
+            """)
+        var runs: [String] = []
+        for n in 1...5 {
+            let apply = try project.runbook("apply", "b", "-p", "n=\(n)", "--yes")
+            #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+            runs.append(String(try #require(apply.stdout.split(separator: "\n").first { $0.hasPrefix("run ") && $0.contains("succeeded") }?
+                .split(separator: " ")[1])))
+            Thread.sleep(forTimeInterval: 1.1) // run IDs of different seconds
+        }
+        let backups = try FileManager.default.contentsOfDirectory(atPath: project.work).filter { $0.hasPrefix(".app.conf.runbook-bak-2") }.sorted()
+        #expect(backups == runs.suffix(3).map { ".app.conf.runbook-bak-\($0).1" }, "\(backups)")
+        #expect(FileManager.default.fileExists(atPath: project.work + "/.other.conf.runbook-bak-20200101-000000-abcd.1"))
+        #expect(FileManager.default.fileExists(atPath: project.work + "/.app.conf.runbook-bak-notes"))
+        let back = try project.runbook("rollback", runs[4], "--yes")
+        #expect(back.status == 0, "\(back.stdout)\(back.stderr)")
+        #expect(try String(contentsOfFile: project.work + "/app.conf", encoding: .utf8) == "workers = 4\n")
+        let gone = try project.runbook("rollback", runs[0], "--yes")
+        #expect(gone.status == 4 && (gone.stdout + gone.stderr).contains("its backup is gone"), "\(gone.stdout)\(gone.stderr)")
+    }
+
     @Test("control characters from names, params and host output are shown escaped, never forged lines")
     func terminalIsNotGivenAway() throws {
         let project = try LocalProject()

@@ -589,6 +589,23 @@ extension Engine {
         return (directory == "/" ? "" : directory) + "/.\(base).runbook-bak-\(runID).\(tag)"
     }
 
+    /// How many runs' backups of a file are kept on the host (`runbook_keep_backups`; 0 keeps all).
+    static let defaultKeptBackupRuns = 5
+
+    /// Removes the backups of `path` (`.NAME.runbook-bak-RUN_ID.…`, see `backupPath`) of every
+    /// run but the newest `keep` (run IDs sort by time); a name that holds no run ID is not a
+    /// backup and stays. The name is an argument, never code.
+    static func pruneBackupsCommand(for path: String, keep: Int) -> ShellCommand {
+        let directory = (path as NSString).deletingLastPathComponent
+        let base = (path as NSString).lastPathComponent
+        let script = [
+            "cd -- \"$1\" || exit 0; n=$2",
+            "runs=$(for f in .\"$n\".runbook-bak-*; do [ -e \"$f\" ] || continue; r=${f#.\"$n\".runbook-bak-}; r=${r%%.*}; case $r in [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]-[0-9][0-9][0-9][0-9][0-9][0-9]-*) echo \"$r\";; esac; done | sort -u -r | tail -n +$(($3 + 1)))",
+            "for r in $runs; do rm -f -- .\"$n\".runbook-bak-\"$r\" .\"$n\".runbook-bak-\"$r\".*; done",
+        ].joined(separator: "; ")
+        return ShellCommand(argv: ["sh", "-c", script, "prune", directory.isEmpty ? "/" : directory, base, String(keep)])
+    }
+
     /// When rollback runs a step of `kind` again (never for an unknown kind).
     static func replayPhase(_ kind: String) -> ReplayPhase { StepRegistry.kind(kind)?.replay ?? .never }
 
@@ -656,6 +673,14 @@ extension Engine {
                     let backup = backup ?? Self.backupPath(for: path, runID: runID, step: step.index)
                     let copy = try await transport.run(Become.wrap("cp -p -- \(path) \(backup)", if: step.become), stdin: [], timeout: step.timeout, onOutput: nil)
                     guard copy.succeeded else { return .failure("cannot back up \(path): \(copy.stderrText)") }
+                    // Older runs' backups of the file beyond the newest `runbook_keep_backups`
+                    // runs go (a failed prune leaves them; it never fails the step).
+                    let host = prepared.touchedHosts.first { $0.name == transport.hostName }
+                    let keep = host?.vars["runbook_keep_backups"].flatMap { Int($0.plainText) } ?? Self.defaultKeptBackupRuns
+                    if keep > 0 {
+                        _ = try? await transport.run(Become.wrap(Self.pruneBackupsCommand(for: path, keep: keep), if: step.become),
+                                                     stdin: [], timeout: .seconds(60), onOutput: nil)
+                    }
                 }
                 try await transport.writeFileAtomically(path, contents: contents, mode: mode, owner: owner, group: group,
                                                         validate: validate)

@@ -124,8 +124,17 @@ extension Engine {
                 let current = try await transport.readFile(path)
                 let currentDigest = current.map(sha256Hex) ?? "absent"
                 if currentDigest == before {
-                    if let backup { try? await transport.removeFile(backup) }
-                    return .nothingToDo
+                    // The content is as it was; the mode and owner may not be (a step that
+                    // changed only those): the backup, which kept them, goes back then.
+                    guard let backup, let kept = try await transport.stat(backup) else { return .nothingToDo }
+                    if let now = try await transport.stat(path),
+                       now.permissions == kept.permissions, now.uid == kept.uid, now.gid == kept.gid {
+                        try? await transport.removeFile(backup)
+                        return .nothingToDo
+                    }
+                    let output = try await transport.run(Self.restoreCommand(backup: backup, path: path), stdin: [], timeout: .seconds(60), onOutput: nil)
+                    guard output.succeeded else { return .failed("cannot restore the mode and owner of \(path): \(output.stderrText)") }
+                    return .undone("restored the mode and owner of \(path)")
                 }
                 if before == "absent" {
                     try await transport.removeFile(path)
@@ -146,7 +155,7 @@ extension Engine {
     /// A command as one line of the rollback's report: a one-line command as it is; of a
     /// script, the first line fed to its heredoc (a built-in kind's SQL) or else its last line,
     /// with the number of lines; cut at 120 characters. The journal's undo record keeps it whole.
-    static func oneLine(_ command: String) -> String {
+    public static func oneLine(_ command: String) -> String {
         func cut(_ text: String) -> String { text.count > 120 ? String(text.prefix(119)) + "…" : text }
         let lines = command.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         guard lines.count > 1 else { return cut(lines.first ?? "") }
@@ -195,7 +204,17 @@ extension Engine {
                 let currentDigest = current.map(sha256Hex) ?? "absent"
                 let edited = currentDigest != after ? " (it changed since the run: those edits would be lost)" : ""
                 if currentDigest == before {
-                    add(applied.name, 1, "\(path) is as it was before the run: nothing to restore")
+                    // As `undo` decides: the backup goes back when only the mode or owner differ.
+                    var kept: FileInfo?
+                    if let backup { kept = (try? await transport.stat(backup)) ?? nil }
+                    let now = (try? await transport.stat(path)) ?? nil
+                    if let backup, let kept, let now,
+                       now.permissions != kept.permissions || now.uid != kept.uid || now.gid != kept.gid {
+                        add(applied.name, 1, "restore the mode and owner of \(path) from \(backup)",
+                            [Self.restoreCommand(backup: backup, path: path).display])
+                    } else {
+                        add(applied.name, 1, "\(path) is as it was before the run: nothing to restore")
+                    }
                 } else if before == "absent" {
                     add(applied.name, 1, "remove \(path), which the run created\(edited)")
                 } else if let backup, (try? await transport.stat(backup)) != nil {
