@@ -15,6 +15,8 @@ struct Context {
     let err: Terminal
     let json: Bool
     let forks: Int
+    /// `-v` or more: plans show built-in kinds' generated scripts whole.
+    let verbose: Bool
 
     init(_ options: GlobalOptions) {
         let environment = ProcessInfo.processInfo.environment
@@ -28,6 +30,7 @@ struct Context {
         }
         json = options.json
         forks = options.forks
+        verbose = options.verbose > 0
         let noColor = environment["NO_COLOR"].map { !$0.isEmpty } ?? false
         func colored(_ fd: Int32) -> Bool {
             switch options.color {

@@ -47,16 +47,25 @@ func table(header: [String], rows: [[String]], terminal: Terminal, wrap wrapColu
     for row in rows {
         for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.split(separator: "\n").map(\.count).max() ?? 0) }
     }
-    // Too wide for the terminal: the wrappable columns share what the others leave, at least
-    // 16 columns each, and their cells wrap at spaces (`--json` has every text whole).
+    // Too wide for the terminal: the wrappable columns share what the others leave, and their
+    // cells wrap at spaces (`--json` has every text whole). A column narrower than an equal
+    // share keeps its width and leaves the rest to the wider ones, which split it equally
+    // (at least 16 columns each).
     if let limit = width ?? terminal.columns, !wrapColumns.isEmpty {
         let total = widths.reduce(0, +) + 2 * (widths.count - 1)
         if total > limit {
             let fixed = widths.enumerated().filter { !wrapColumns.contains($0.offset) }.map(\.element).reduce(0, +) + 2 * (widths.count - 1)
-            let natural = wrapColumns.map { widths[$0] }.reduce(0, +)
-            let available = max(16 * wrapColumns.count, limit - fixed)
-            for column in wrapColumns {
-                widths[column] = max(16, min(widths[column], available * widths[column] / max(1, natural)))
+            var remaining = max(16 * wrapColumns.count, limit - fixed)
+            var open = wrapColumns
+            while !open.isEmpty {
+                let share = remaining / open.count
+                let narrow = open.filter { widths[$0] <= share }
+                if narrow.isEmpty {
+                    for column in open { widths[column] = max(16, share) }
+                    break
+                }
+                for column in narrow { remaining -= widths[column] }
+                open.removeAll { narrow.contains($0) }
             }
         }
     }

@@ -26,7 +26,7 @@ struct ParamOptions: ParsableArguments {
 extension Context {
     func engine() -> Engine {
         Engine(settings: EngineSettings(root: root, stateDir: stateDir, inventoryPath: inventoryPath, forks: forks, logger: logger),
-               events: Printer(out: out, json: json))
+               events: Printer(out: out, json: json, verbose: verbose))
     }
 }
 
@@ -157,7 +157,8 @@ extension Runbook {
                 context.err.write(context.err.paint("error: ", .red) + outcome.message + "\n")
                 throw ExitCode(outcome.exitCode)
             }
-            if !context.json { context.out.write(outcome.message + "\n") }
+            // A rollback's own events end with its outcome; a dry run's preview does not.
+            if !context.json && dryRun { context.out.write(outcome.message + "\n") }
         }
     }
 }

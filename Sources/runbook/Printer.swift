@@ -1,6 +1,7 @@
 import Foundation
 import RunbookCore
 import RunbookEngine
+import Synchronization
 
 /// Prints engine events for people (plain lines that read well live and in cron logs) or as
 /// JSON Lines with `--json`.
@@ -8,9 +9,50 @@ final class Printer: EventSink {
     let out: Terminal
     let json: Bool
 
-    init(out: Terminal, json: Bool) {
+    /// Built-in kinds' generated scripts whole (`-v`); else each in one line.
+    let verbose: Bool
+
+    /// The steps running now, for the live status line on a terminal.
+    private let running: RunningSteps?
+
+    init(out: Terminal, json: Bool, verbose: Bool = false) {
         self.out = out
         self.json = json
+        self.verbose = verbose
+        running = !json && out.columns != nil ? RunningSteps(out: out) : nil
+    }
+
+    /// Whether `text` (without colour) fits one line of the terminal; always on a pipe.
+    func fits(_ text: String) -> Bool {
+        guard let columns = out.columns else { return true }
+        return text.count <= columns
+    }
+
+    /// A command as a plan shows it: whole when it is the runbook's own (`command`), with
+    /// `-v`, or short; a built-in kind's script or long line otherwise in one line that says
+    /// what it does (`Engine.oneLine`: a script's SQL, or its last line), marked as such.
+    /// `--json` and the journal always keep it whole.
+    func shown(_ command: String, kind: String) -> String {
+        if verbose || kind == "command" || (!command.contains("\n") && command.count <= 240) {
+            return command.replacingOccurrences(of: "\n", with: "\n        ")
+        }
+        var prefix = ""
+        var body = Substring(command)
+        for label in ["undo: ", "validate: "] where body.hasPrefix(label) {
+            prefix = label
+            body = body.dropFirst(label.count)
+        }
+        let line: String
+        if body.contains("\n") {
+            line = Engine.oneLine(String(body))
+        } else {
+            // Its start and its end, cut between words.
+            let head = body.prefix(100)
+            let tail = body.suffix(60)
+            line = String(head[..<(head.lastIndex(of: " ") ?? head.endIndex)]) + " … "
+                + String(tail[(tail.firstIndex(of: " ").map(tail.index(after:)) ?? tail.startIndex)...])
+        }
+        return prefix + line + out.paint("   (-v: whole)", .dim)
     }
 
     func emit(_ event: RunEvent) {
@@ -23,9 +65,10 @@ final class Printer: EventSink {
             out.write(render(plan))
         case .runStarted(let id, let runbook, let hosts):
             out.write(out.paint("run \(id): applying \(runbook) to \(hosts.joined(separator: ", "))", .bold) + "\n")
-        case .stepStarted:
-            break
+        case .stepStarted(let host, let index, let total, let name):
+            running?.started("\(host)  [\(index + 1)/\(total)] \(name)", key: "\(host)#\(index)")
         case .stepFinished(let host, let index, let total, let name, let status, let duration, let message):
+            running?.finished(key: "\(host)#\(index)")
             let word: String
             switch status {
             case .changed: word = out.paint("changed", .yellow)
@@ -33,7 +76,10 @@ final class Printer: EventSink {
             case .skipped: word = out.paint("skipped", .dim)
             case .failed: word = out.paint("FAILED", .red)
             }
-            var line = "\(Terminal.oneLine(host))  [\(index + 1)/\(total)] \(Terminal.oneLine(name))  \(word)  \(DurationText.format(duration))"
+            let head = "\(Terminal.oneLine(host))  [\(index + 1)/\(total)] \(Terminal.oneLine(name))"
+            let tail = "\(word)  \(DurationText.format(duration))"
+            let plainTail = "\(status == .failed ? "FAILED" : status.rawValue)  \(DurationText.format(duration))"
+            var line = head + (fits(head + "  " + plainTail) ? "  " : "\n    ") + tail
             // A failure's or skip's reason; an ok step's report (a load test's table).
             if let message { line += "\n    " + message.replacingOccurrences(of: "\n", with: "\n    ") }
             out.write(line + "\n")
@@ -44,12 +90,19 @@ final class Printer: EventSink {
         case .undoFinished(let host, let name, let ok, let message):
             // A multi-line message (a re-run load test's table) continues indented, as under a step.
             let shown = message.split(separator: "\n", omittingEmptySubsequences: false).map { Terminal.oneLine(String($0)) }.joined(separator: "\n    ")
-            out.write("\(Terminal.oneLine(host))  undo \(Terminal.oneLine(name))  \(ok ? out.paint("ok", .green) : out.paint("NOT UNDONE", .red))  \(shown)\n")
+            let head = "\(Terminal.oneLine(host))  undo \(Terminal.oneLine(name))"
+            let first = shown.split(separator: "\n").first.map(String.init) ?? ""
+            let gap = fits(head + "  " + (ok ? "ok" : "NOT UNDONE") + "  " + first) ? "  " : "\n    "
+            out.write(head + gap + (ok ? out.paint("ok", .green) : out.paint("NOT UNDONE", .red)) + "  \(shown)\n")
         case .rollbackPreview(let preview):
             out.write(render(preview))
         case .runFinished(let id, let status, let code, let message):
             let style: Terminal.Style = code == 0 ? .green : (code == 3 ? .yellow : .red)
-            out.write(out.paint("run \(id) \(status): \(message)", style) + "\n")
+            // `run ID succeeded: applied: …`, `run ID rolled back`, `run ID rolled back; not undone …`.
+            let state = status.replacingOccurrences(of: "_", with: " ")
+            let line = message == state ? "run \(id) \(state)"
+                : message.hasPrefix(state + ";") ? "run \(id) \(message)" : "run \(id) \(state): \(message)"
+            out.write(out.paint(line, style) + "\n")
         case .notification(let target, let ok, let message):
             if ok {
                 out.write("notified \(Terminal.oneLine(target))\n")
@@ -74,10 +127,13 @@ final class Printer: EventSink {
                 var name = change.stepName
                 if let iteration = change.iteration { name += " [\(iteration)]" + (change.item.map { " (\($0))" } ?? "") }
                 if let delegate = change.delegate { name += "  → " + delegate }
-                var line = "  " + out.paint(symbol, style) + " " + Terminal.oneLine(name)
-                    + out.paint("  " + Terminal.oneLine(change.summary), .dim)
-                if !change.reversible && change.action != .noop { line += out.paint("  (irreversible)", .red) }
-                text += line + "\n"
+                let irreversible = !change.reversible && change.action != .noop ? "  (irreversible)" : ""
+                let head = "  \(symbol) " + Terminal.oneLine(name)
+                let summary = Terminal.oneLine(change.summary)
+                // On a terminal too narrow for the line, the summary goes under the name.
+                let gap = fits(head + "  " + summary + irreversible) ? "  " : "\n      "
+                text += "  " + out.paint(symbol, style) + " " + Terminal.oneLine(name) + out.paint(gap + summary, .dim)
+                    + (irreversible.isEmpty ? "" : out.paint(irreversible, .red)) + "\n"
                 // A kind's warning about what the step does (e.g. an unverified certificate).
                 if let reason = change.reason, reason.hasPrefix("warning: ") { text += "      " + out.paint(Terminal.oneLine(reason), .yellow) + "\n" }
                 if let diff = change.diff, !diff.isEmpty {
@@ -90,7 +146,7 @@ final class Printer: EventSink {
                     }
                 }
                 // Every command the step runs is shown, a file's `validate` too (after its diff).
-                for command in change.commands { text += "      $ " + command.replacingOccurrences(of: "\n", with: "\n        ") + "\n" }
+                for command in change.commands { text += "      $ " + shown(command, kind: change.kind) + "\n" }
             }
         }
         let count = { (action: ChangeAction) in plan.changes.filter { $0.action == action }.count }
@@ -175,6 +231,58 @@ extension Value {
         case .bool(let b): return b ? "true" : "false"
         case .double(let d): return String(d)
         default: return description
+        }
+    }
+}
+
+/// On a terminal, the steps running now and how long each has run: a status line under the
+/// output, redrawn every second once a step has run for a second (a quick step shows nothing),
+/// cleared when a line is written. Nothing of it reaches a pipe, a log or `--json`.
+final class RunningSteps: Sendable {
+    private let out: Terminal
+    private let steps = Mutex<[(key: String, label: String, started: ContinuousClock.Instant)]>([])
+    private let ticker = Mutex<Task<Void, Never>?>(nil)
+
+    init(out: Terminal) { self.out = out }
+
+    func started(_ label: String, key: String) {
+        steps.withLock { $0.append((key, label, .now)) }
+        ticker.withLock { task in
+            guard task == nil else { return }
+            task = Task.detached { [weak self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(1))
+                    guard let self else { return }
+                    self.draw()
+                }
+            }
+        }
+    }
+
+    func finished(key: String) {
+        let empty = steps.withLock { steps in
+            steps.removeAll { $0.key == key }
+            if steps.isEmpty { out.status(nil) }
+            return steps.isEmpty
+        }
+        if empty {
+            ticker.withLock { task in
+                task?.cancel()
+                task = nil
+            }
+        }
+    }
+
+    /// `web1  [3/9] Back up the database  running 12s (and 1 more)`.
+    private func draw() {
+        let now = ContinuousClock.now
+        // Drawn while the list is held: a step that finishes meanwhile clears the line after
+        // this, never before (a late draw would leave a finished step on the screen).
+        steps.withLock { steps in
+            guard let oldest = steps.first, now - oldest.started >= .seconds(1) else { return }
+            let seconds = (now - oldest.started).components.seconds
+            let elapsed = seconds >= 60 ? "\(seconds / 60)m\(String(format: "%02d", seconds % 60))s" : "\(seconds)s"
+            out.status("\(oldest.label)  running \(elapsed)" + (steps.count > 1 ? " (and \(steps.count - 1) more)" : ""))
         }
     }
 }

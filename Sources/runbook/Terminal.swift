@@ -9,7 +9,8 @@ final class Terminal: Sendable {
 
     private let fd: Int32
     let colorEnabled: Bool
-    private let lock = Mutex(())
+    /// Whether a status line (`status`) is on screen, to be cleared before the next write.
+    private let lock = Mutex(false)
 
     init(fd: Int32, color: Bool) {
         self.fd = fd
@@ -32,8 +33,9 @@ final class Terminal: Sendable {
     /// lines; only this program's own colours (`paint`) become escape sequences.
     func write(_ text: String) {
         let safe = Terminal.visible(text, color: colorEnabled)
-        lock.withLock { _ in
-            var bytes = Array(safe.utf8)
+        lock.withLock { statusShown in
+            var bytes = Array(((statusShown ? Self.clearLine : "") + safe).utf8)
+            statusShown = false
             var offset = 0
             while offset < bytes.count {
                 let n = bytes.withUnsafeMutableBytes { Foundation.write(fd, $0.baseAddress! + offset, $0.count - offset) }
@@ -41,6 +43,32 @@ final class Terminal: Sendable {
                 offset += n
             }
             bytes.removeAll()
+        }
+    }
+
+    /// Carriage return and erase the line: where a status line was.
+    private static let clearLine = "\r\u{1B}[2K"
+
+    /// Shows `text` as the status line: one line without a newline, cut to the terminal's
+    /// width, replaced by the next status and cleared before the next `write`. Only on a
+    /// terminal (nothing otherwise: a pipe or a log gets whole lines only); nil clears it.
+    func status(_ text: String?) {
+        guard let columns else { return }
+        var line = ""
+        if let text {
+            let plain = Terminal.oneLine(text)
+            line = Terminal.visible(paint(String(plain.prefix(max(columns - 1, 1))), .dim), color: colorEnabled)
+        }
+        lock.withLock { statusShown in
+            guard statusShown || !line.isEmpty else { return }
+            let bytes = Array((Self.clearLine + line).utf8)
+            var offset = 0
+            while offset < bytes.count {
+                let n = bytes.withUnsafeBytes { Foundation.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+                if n <= 0 { break }
+                offset += n
+            }
+            statusShown = !line.isEmpty
         }
     }
 
