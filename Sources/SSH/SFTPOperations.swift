@@ -75,6 +75,22 @@ class SFTPOperation<Output: Sendable>: LoopOperation {
         UInt(libssh2_sftp_last_error(sftp))
     }
 
+    /// What opening `path` for reading gave.
+    enum Opening {
+        case opened(OpaquePointer)
+        case wouldBlock
+        case absent
+        case failed(SSHError)
+    }
+
+    /// Opens `path` for reading (a step of a non-blocking request: `.wouldBlock` means call again).
+    func openForReading(raw: OpaquePointer, sftp: OpaquePointer) -> Opening {
+        if let handle = rb_sftp_open(sftp, path, UInt32(path.utf8.count), RB_FXF_READ, 0) { return .opened(handle) }
+        if wouldBlock(raw) { return .wouldBlock }
+        if sftpStatus(sftp) == RB_FX_NO_SUCH_FILE { return .absent }
+        return .failed(sftpError("cannot open", raw: raw, sftp: sftp))
+    }
+
     /// An error for a failed SFTP request, naming the path and the server's status.
     func sftpError(_ what: String, raw: OpaquePointer, sftp: OpaquePointer) -> SSHError {
         let (code, text) = lastError(raw)
@@ -117,12 +133,12 @@ final class ReadFileOperation: SFTPOperation<[UInt8]?> {
 
     override func step(raw: OpaquePointer, sftp: OpaquePointer) -> Result<[UInt8]?, SSHError>? {
         if handle == nil {
-            guard let h = rb_sftp_open(sftp, path, UInt32(path.utf8.count), RB_FXF_READ, 0) else {
-                if wouldBlock(raw) { return nil }
-                if sftpStatus(sftp) == RB_FX_NO_SUCH_FILE { return .success(nil) }
-                return .failure(sftpError("cannot open", raw: raw, sftp: sftp))
+            switch openForReading(raw: raw, sftp: sftp) {
+            case .opened(let h): handle = h
+            case .wouldBlock: return nil
+            case .absent: return .success(nil)
+            case .failed(let error): return .failure(error)
             }
-            handle = h
         }
         while !reachedEnd {
             let size = min(readSize, loopState.readBuffer.count)
@@ -165,12 +181,12 @@ final class StreamReadOperation: SFTPOperation<UInt64?> {
 
     override func step(raw: OpaquePointer, sftp: OpaquePointer) -> Result<UInt64?, SSHError>? {
         if handle == nil {
-            guard let h = rb_sftp_open(sftp, path, UInt32(path.utf8.count), RB_FXF_READ, 0) else {
-                if wouldBlock(raw) { return nil }
-                if sftpStatus(sftp) == RB_FX_NO_SUCH_FILE { return .success(nil) }
-                return .failure(sftpError("cannot open", raw: raw, sftp: sftp))
+            switch openForReading(raw: raw, sftp: sftp) {
+            case .opened(let h): handle = h
+            case .wouldBlock: return nil
+            case .absent: return .success(nil)
+            case .failed(let error): return .failure(error)
             }
-            handle = h
         }
         while !reachedEnd && stopped == nil {
             let size = loopState.readBuffer.count
