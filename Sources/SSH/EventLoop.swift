@@ -328,6 +328,14 @@ final class LoopState {
                 if wakeAt == nil || t < wakeAt! { wakeAt = t }
             }
             for session in sessions.values where session.activeOperations > 0 && session.failure == nil {
+                // Silence counts only while an operation waits on the peer. One held back by
+                // its gate reads nothing, so the peer's answers to keepalives wait unread in
+                // the socket: that is no sign of a dead peer.
+                let waitsOnPeer = interests.contains { interest in
+                    if case .session(let polled) = interest { return polled === session }
+                    return false
+                }
+                if !waitsOnPeer { session.lastInbound = now }
                 if let dead = session.deadAfter, now >= dead {
                     failSession(session, SSHError(.disconnected,
                         "no answer from \(session.label) for \(session.silenceLimit) s (keepalive every \(session.keepaliveInterval) s): the host or the network is down"))

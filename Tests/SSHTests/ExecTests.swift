@@ -56,6 +56,20 @@ struct ExecTests {
         #expect(try await c.run("echo again", gate: early).stdoutText == "again\n")
     }
 
+    @Test("a gate held longer than the keepalive limit leaves the session alive, and its command runs when it opens")
+    func longGateKeepsSession() async throws {
+        let c = try await hosts.connect(hosts.target(keepalive: 1, countMax: 2))
+        defer { Task { await c.close() } }
+        let gate = ExecGate()
+        let held = Task { try await c.run("echo released", gate: gate) }
+        // Four seconds: twice the two seconds of silence after which a peer counts as dead.
+        try await Task.sleep(for: .seconds(4))
+        gate.open()
+        let r = try await held.value
+        #expect(r.exitStatus == 0 && r.stdoutText == "released\n", "\(r)")
+        #expect(try await c.run("echo still").stdoutText == "still\n")
+    }
+
     @Test("non-UTF-8 bytes survive")
     func rawBytes() async throws {
         let c = try await hosts.connect(hosts.target())
