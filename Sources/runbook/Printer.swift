@@ -46,9 +46,10 @@ final class Printer: EventSink {
         if body.contains("\n") {
             line = Engine.oneLine(String(body))
         } else {
-            // Its start and its end, cut between words.
+            // Its start and its end, cut between words; the last word (often a path) whole.
             let head = body.prefix(100)
-            let tail = body.suffix(60)
+            let lastWord = body[(body.lastIndex(of: " ").map(body.index(after:)) ?? body.startIndex)...]
+            let tail = body.suffix(max(60, lastWord.count + 1))
             line = String(head[..<(head.lastIndex(of: " ") ?? head.endIndex)]) + " … "
                 + String(tail[(tail.firstIndex(of: " ").map(tail.index(after:)) ?? tail.startIndex)...])
         }
