@@ -24,6 +24,16 @@ public enum Shell {
         words.map(quote).joined(separator: " ")
     }
 
+    /// `text` as it goes between double quotes: `\`, `"`, `$` and `` ` `` escaped.
+    public static func escapeForDoubleQuotes(_ text: String) -> String {
+        var escaped = ""
+        for character in text.unicodeScalars {
+            if character == "\\" || character == "\"" || character == "$" || character == "`" { escaped.append("\\") }
+            escaped.unicodeScalars.append(character)
+        }
+        return escaped
+    }
+
     /// The name of the environment variable that carries the secret `name` to a command.
     public static func secretVariable(_ name: String) -> String {
         var variable = "RUNBOOK_SECRET_"

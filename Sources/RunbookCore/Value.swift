@@ -61,6 +61,16 @@ extension Value {
         return nil
     }
 
+    /// Every string in the value, its map keys included, depth first.
+    public var strings: [String] {
+        switch self {
+        case .string(let text): return [text]
+        case .list(let items): return items.flatMap(\.strings)
+        case .map(let entries): return entries.flatMap { [$0.key] + $0.value.strings }
+        default: return []
+        }
+    }
+
     /// Whether this is null.
     public var isNull: Bool {
         if case .null = self { return true }

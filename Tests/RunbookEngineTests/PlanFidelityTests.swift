@@ -354,6 +354,68 @@ func json(_ value: Value) -> String {
         #expect(project.host.files["/etc/app.env"]?.mode == 0o600)
     }
 
+    /// A secret carried through `vars:` (a URL that holds a password, a map built from that
+    /// var, a loop item) stays off the command line: the host runs `${RUNBOOK_SECRET_…}`
+    /// references with the value in the environment, a real `sh` expands them back to the
+    /// var's exact text in every quoting context, a file that reads the var is 0600, and
+    /// neither the plan nor the journal holds the value.
+    @Test func secretThroughVarsStaysOffTheCommandLine() async throws {
+        let password = #"p@ss w'o"rd$1*`x`"#
+        let project = try ScriptedProject(files: ["/etc/app.conf": .init("old\n", mode: 0o644)])
+        try project.write(".runbook/secrets.env", "db_password=\(password)\n")
+        chmod(project.root + "/.runbook/secrets.env", 0o600)
+        try project.write("templates/a.j2", "DSN={{ vars.conf.dsn }}\n")
+        try project.write("runbooks/t.yml", #"""
+            hosts: web
+            vars:
+              url: "postgresql://app:{{ secrets.db_password }}@db:5432/app"
+              conf: { dsn: "{{ vars.url }}?sslmode=require", user: app }
+            steps:
+              - name: use it
+                command:
+                  run: printf '[%s]\n' {{ vars.url }} 'x {{ vars.conf.dsn }}' "y {{ vars.url }}" {{ vars.conf.user }}
+                  undo: echo {{ vars.url }}
+              - name: each
+                loop: ["{{ vars.url }}", plain]
+                command: { run: "printf '[%s]\n' {{ item }}" }
+              - template: { src: a.j2, dest: /etc/app.conf }
+            """#)
+        let (engine, log) = project.engine()
+        _ = try await engine.plan(RunRequest(runbook: "t"), saveTo: project.root + "/plan.json")
+        let url = "postgresql://app:\(password)@db:5432/app"
+        let shownCommands = (log.plan?.changes ?? []).flatMap(\.commands).joined(separator: "\n")
+        #expect(shownCommands.contains("${RUNBOOK_SECRET_DB_PASSWORD}"), "\(shownCommands)")
+        #expect(!shownCommands.contains("p@ss"), "\(shownCommands)")
+        #expect(!(try String(contentsOfFile: project.root + "/plan.json", encoding: .utf8)).contains("p@ss"))
+
+        let outcome = try await engine.apply(RunRequest(runbook: "t"), options: ApplyOptions(yes: true, rollback: true, planFile: nil, confirm: nil))
+        #expect(outcome.exitCode == 0, "\(outcome.message)")
+        #expect(!project.host.ranLines.contains { $0.contains("p@ss") }, "\(project.host.ranLines)")
+        let printf = project.host.ran.filter { $0.commandLine.contains("printf") }
+        #expect(printf.count == 3, "\(project.host.ranLines)")
+        var printed: [String] = []
+        for command in printf {
+            #expect(command.environment["RUNBOOK_SECRET_DB_PASSWORD"] == password || !command.commandLine.contains("RUNBOOK_SECRET"))
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", command.commandLine]
+            process.environment = command.environment
+            let out = Pipe()
+            process.standardOutput = out
+            try process.run()
+            printed.append(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+            process.waitUntilExit()
+        }
+        #expect(printed == ["[\(url)]\n[x \(url)?sslmode=require]\n[y \(url)]\n[app]\n", "[\(url)]\n", "[plain]\n"], "\(printed)")
+        #expect(project.host.files["/etc/app.conf"]?.contents == Array("DSN=\(url)?sslmode=require\n".utf8))
+        #expect(project.host.files["/etc/app.conf"]?.mode == 0o600)
+        // The journal (and its WAL) never holds the value.
+        for name in (try FileManager.default.contentsOfDirectory(atPath: project.root + "/.runbook")) where name != "secrets.env" {
+            let data = (try? Data(contentsOf: URL(fileURLWithPath: project.root + "/.runbook/" + name))) ?? Data()
+            #expect(data.range(of: Data("p@ss".utf8)) == nil, "\(name) holds the secret")
+        }
+    }
+
     /// `rollback RUN_ID --dry-run` shows the restore and the commands, and changes nothing.
     @Test func rollbackDryRunChangesNothing() async throws {
         let project = try ScriptedProject(files: ["/etc/app.conf": .init("a=0\n")])

@@ -85,7 +85,10 @@ extension Engine {
             return []
         case .items(let items):
             var out: [Value] = []
-            for item in items { out.append(try renderValue(item, at: location, context: context, templates: prepared.templates)) }
+            var secretsUsed: Set<String> = []
+            for item in items {
+                out.append(try renderValue(item, at: location, context: context, templates: prepared.templates, secretsUsed: &secretsUsed))
+            }
             return out
         case .template(let text):
             let rendered = try prepared.templates.render(string: text, at: location, context: context, secrets: .values).text

@@ -326,23 +326,34 @@ public struct Engine: Sendable {
         context.groups = prepared.groups
         context.hostvars = prepared.hostvars
         for (name, value, location) in prepared.runbook.vars {
-            context.vars[name] = try renderValue(value, at: location, context: context, templates: prepared.templates)
+            var secretsUsed: Set<String> = []
+            context.vars[name] = try renderValue(value, at: location, context: context, templates: prepared.templates,
+                                                 secretsUsed: &secretsUsed)
+            if !secretsUsed.isEmpty { context.varSecrets[name] = secretsUsed.sorted() }
         }
         return context
     }
 
-    /// `value` with every string in it rendered.
-    func renderValue(_ value: Value, at location: SourceLocation, context: TemplateContext, templates: TemplateEngine) throws(DiagnosticError) -> Value {
+    /// `value` with every string in it rendered; the secrets read are added to `secretsUsed`.
+    func renderValue(_ value: Value, at location: SourceLocation, context: TemplateContext, templates: TemplateEngine,
+                     secretsUsed: inout Set<String>) throws(DiagnosticError) -> Value
+    {
         switch value {
         case .string(let text):
-            return .string(try templates.render(string: text, at: location, context: context, secrets: .values).text)
+            let result = try templates.render(string: text, at: location, context: context, secrets: .values)
+            secretsUsed.formUnion(result.secretsUsed)
+            return .string(result.text)
         case .list(let items):
             var out: [Value] = []
-            for item in items { out.append(try renderValue(item, at: location, context: context, templates: templates)) }
+            for item in items {
+                out.append(try renderValue(item, at: location, context: context, templates: templates, secretsUsed: &secretsUsed))
+            }
             return .list(out)
         case .map(let map):
             var out: [String: Value] = [:]
-            for (key, item) in map { out[key] = try renderValue(item, at: location, context: context, templates: templates) }
+            for (key, item) in map {
+                out[key] = try renderValue(item, at: location, context: context, templates: templates, secretsUsed: &secretsUsed)
+            }
             return .map(out)
         default:
             return value

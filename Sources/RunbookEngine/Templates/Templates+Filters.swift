@@ -147,7 +147,7 @@ private func mapText(_ value: Any?, _ transform: (String) -> String) -> Any? {
 /// still expands it.
 private func quoteWord(_ value: Any?) throws(TemplateProblem) -> String {
     switch value {
-    case let reference as SecretReference: return "\"\(reference.description)\""
+    case let reference as SecretReference: return "\"\(reference.doubleQuoted)\""
     case is MapEntry, is MapValue, is ListValue, is [Any]:
         throw TemplateProblem(summary: "`quote` makes shell words of strings, numbers and lists, not of \(kindDescription(value))",
                               hint: "quote the members you need, e.g. `x.name|quote`")
@@ -162,9 +162,9 @@ func shellText(_ value: Any?, quoting: ShellQuoting) throws(TemplateProblem) -> 
     switch value {
     case let reference as SecretReference:
         switch quoting {
-        case .none: return "\"\(reference.description)\""
-        case .double: return reference.description
-        case .single: return "'\"\(reference.description)\"'"
+        case .none: return "\"\(reference.doubleQuoted)\""
+        case .double: return reference.doubleQuoted
+        case .single: return "'\"\(reference.doubleQuoted)\"'"
         }
     case is MapEntry, is MapValue, is ListValue:
         throw TemplateProblem(summary: "a command cannot hold \(kindDescription(value)) as a value",
@@ -178,13 +178,7 @@ func shellText(_ value: Any?, quoting: ShellQuoting) throws(TemplateProblem) -> 
         switch quoting {
         case .none: return Shell.quote(text)
         case .single: return text.replacingOccurrences(of: "'", with: "'\\''")
-        case .double:
-            var escaped = ""
-            for character in text.unicodeScalars {
-                if character == "\\" || character == "\"" || character == "$" || character == "`" { escaped.append("\\") }
-                escaped.unicodeScalars.append(character)
-            }
-            return escaped
+        case .double: return Shell.escapeForDoubleQuotes(text)
         }
     }
 }

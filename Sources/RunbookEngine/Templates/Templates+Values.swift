@@ -42,6 +42,8 @@ final class RenderSession {
     let namespaces: [String: [String: Value]]
     /// Names of the secrets read, as the store knows them.
     var secretsUsed: Set<String> = []
+    /// The secrets each var's value was made from (`TemplateContext.varSecrets`).
+    let varSecrets: [String: [String]]
     /// The value the capture filter received (`TemplateEngine.value(of:)`).
     var captured: Value?
     /// The problem behind the error being thrown, with more detail than Stencil's message carries.
@@ -58,6 +60,7 @@ final class RenderSession {
     init(context: TemplateContext?, secretMode: SecretRendering, secrets: SecretStore?) {
         self.secretMode = secretMode
         self.secrets = secrets
+        varSecrets = context?.varSecrets ?? [:]
         if let context {
             namespaces = ["params": context.params, "vars": context.vars, "host": context.host,
                           "facts": context.facts, "steps": context.steps, "groups": context.groups,
@@ -81,25 +84,54 @@ final class RenderSession {
         return TemplateSyntaxError(problem.summary)
     }
 
-    /// What a member lookup yields for `value`: a wrapper that knows its path.
-    func member(_ value: Value, path: String, optional: Bool = false) -> Any? {
-        switch value {
-        case .map(let entries): return MapValue(entries: entries, path: path, session: self)
-        case .list(let items): return ListValue(items: items, path: path, session: self)
-        case .null: return optional ? nil : NullValue(path: path, session: self)
-        default: return ScalarValue(value: value, path: path, session: self)
-        }
+    /// What a member lookup yields for `value`: a wrapper that knows its path. `taint` names
+    /// the secrets `value` was made from (a var that read one).
+    func member(_ value: Value, path: String, optional: Bool = false, taint: [String] = []) -> Any? {
+        if case .null = value, optional { return nil }
+        return element(value, path: path, taint: taint)
     }
 
     /// What an element of a resolved list or map (a loop variable) is: still wrapped, so its
     /// members stay checked. Scalars hash as their Swift values, so `"web" in host.groups` works.
-    func element(_ value: Value, path: String) -> Any {
+    /// In a command, a string made from a secret is a `SecretReference`: the secret's value
+    /// travels in the environment, never on the command line.
+    func element(_ value: Value, path: String, taint: [String] = []) -> Any {
         switch value {
-        case .map(let entries): return MapValue(entries: entries, path: path, session: self)
-        case .list(let items): return ListValue(items: items, path: path, session: self)
+        case .map(let entries): return MapValue(entries: entries, path: path, session: self, taint: taint)
+        case .list(let items): return ListValue(items: items, path: path, session: self, taint: taint)
         case .null: return NullValue(path: path, session: self)
+        case .string(let text) where !taint.isEmpty && secretMode == .references:
+            let pieces = secretPieces(text, secrets: taint)
+            if pieces.contains(where: { if case .secret = $0 { return true } else { return false } }) {
+                return SecretReference(pieces: pieces, path: path, session: self)
+            }
+            return ScalarValue(value: value, path: path, session: self)
         default: return ScalarValue(value: value, path: path, session: self)
         }
+    }
+
+    /// `text` cut where the value of one of `secrets` appears in it (the longest first where
+    /// two start at the same place).
+    func secretPieces(_ text: String, secrets names: [String]) -> [SecretReference.Piece] {
+        let known = names.compactMap { name in secrets?.value(name).map { (name, $0) } }
+            .filter { !$0.1.isEmpty }
+            .sorted { $0.1.count > $1.1.count }
+        var pieces: [SecretReference.Piece] = []
+        var rest = Substring(text)
+        while !rest.isEmpty {
+            var first: (range: Range<Substring.Index>, name: String)?
+            for (name, value) in known {
+                if let range = rest.range(of: value), first == nil || range.lowerBound < first!.range.lowerBound {
+                    first = (range, name)
+                }
+            }
+            guard let first else { break }
+            if first.range.lowerBound > rest.startIndex { pieces.append(.text(String(rest[..<first.range.lowerBound]))) }
+            pieces.append(.secret(first.name))
+            rest = rest[first.range.upperBound...]
+        }
+        if !rest.isEmpty { pieces.append(.text(String(rest))) }
+        return pieces
     }
 
     /// The error for a missing member `key` of `parent` (whose members are `candidates`).
@@ -138,17 +170,32 @@ final class MapValue: DynamicMemberLookup, Resolvable, CustomStringConvertible, 
     let entries: [String: Value]
     let path: String
     let session: RenderSession
+    /// The secrets the whole map was made from.
+    let taint: [String]
+    /// The secrets each entry was made from (the `vars` namespace).
+    let entryTaint: [String: [String]]
 
-    init(entries: [String: Value], path: String, session: RenderSession) {
+    init(entries: [String: Value], path: String, session: RenderSession, taint: [String] = [],
+         entryTaint: [String: [String]] = [:])
+    {
         self.entries = entries
         self.path = path
         self.session = session
+        self.taint = taint
+        self.entryTaint = entryTaint
+    }
+
+    /// The secrets the entry `key` was made from; reading it counts as reading them.
+    private func taint(of key: String) -> [String] {
+        let secrets = taint + (entryTaint[key] ?? [])
+        session.secretsUsed.formUnion(secrets)
+        return secrets
     }
 
     subscript(dynamicMember member: String) -> Any? {
         let (key, optional) = RenderSession.optionalMember(member)
         if let value = entries[key] {
-            return session.member(value, path: path + "." + key, optional: optional)
+            return session.member(value, path: path + "." + key, optional: optional, taint: taint(of: key))
         }
         switch key {
         case "count": return entries.count
@@ -161,7 +208,8 @@ final class MapValue: DynamicMemberLookup, Resolvable, CustomStringConvertible, 
 
     func resolve(_ context: Context) throws -> Any? {
         entries.keys.sorted().map { key in
-            MapEntry(key: key, value: session.element(entries[key]!, path: path + "." + key), display: entries[key]!)
+            MapEntry(key: key, value: session.element(entries[key]!, path: path + "." + key, taint: taint(of: key)),
+                     display: entries[key]!)
         } as [Any]
     }
 
@@ -197,11 +245,14 @@ final class ListValue: DynamicMemberLookup, Resolvable, CustomStringConvertible,
     let items: [Value]
     let path: String
     let session: RenderSession
+    /// The secrets the list was made from.
+    let taint: [String]
 
-    init(items: [Value], path: String, session: RenderSession) {
+    init(items: [Value], path: String, session: RenderSession, taint: [String] = []) {
         self.items = items
         self.path = path
         self.session = session
+        self.taint = taint
     }
 
     subscript(dynamicMember member: String) -> Any? {
@@ -215,7 +266,7 @@ final class ListValue: DynamicMemberLookup, Resolvable, CustomStringConvertible,
             if let number = Int(key), number >= 0, number < items.count { index = number }
         }
         if let index {
-            return session.member(items[index], path: "\(path).\(key)", optional: optional)
+            return session.member(items[index], path: "\(path).\(key)", optional: optional, taint: taint)
         }
         if optional { return nil }
         let summary: String
@@ -229,7 +280,7 @@ final class ListValue: DynamicMemberLookup, Resolvable, CustomStringConvertible,
     }
 
     func resolve(_ context: Context) throws -> Any? {
-        items.enumerated().map { session.element($1, path: "\(path).\($0)") } as [Any]
+        items.enumerated().map { session.element($1, path: "\(path).\($0)", taint: taint) } as [Any]
     }
 
     var description: String { Value.list(items).description }
@@ -381,7 +432,7 @@ final class SecretsValue: DynamicMemberLookup, Resolvable {
         session.secretsUsed.insert(known)
         switch session.secretMode {
         case .values: return ScalarValue(value: .string(value), path: "secrets.\(known)", session: session)
-        case .references: return SecretReference(name: known, session: session)
+        case .references: return SecretReference(pieces: [.secret(known)], path: "secrets.\(known)", session: session)
         }
     }
 
@@ -392,24 +443,51 @@ final class SecretsValue: DynamicMemberLookup, Resolvable {
 }
 
 /// A secret in a command: `${RUNBOOK_SECRET_NAME}`, filled in from the environment of the
-/// remote command; the `quote` filter makes it `"${RUNBOOK_SECRET_NAME}"`.
+/// remote command; the `quote` filter makes it `"${RUNBOOK_SECRET_NAME}"`. A string made from
+/// secrets (a var such as `postgresql://app:{{ secrets.DB_PASSWORD }}@db/app`) is its text with
+/// each secret's value a reference: `"postgresql://app:${RUNBOOK_SECRET_DB_PASSWORD}@db/app"`.
 final class SecretReference: DynamicMemberLookup, CustomStringConvertible {
-    let name: String
+    /// A piece of the string: text as written, or a secret's value.
+    enum Piece: Equatable {
+        case text(String)
+        case secret(String)
+    }
+
+    let pieces: [Piece]
+    let path: String
     let session: RenderSession
 
-    init(name: String, session: RenderSession) {
-        self.name = name
+    init(pieces: [Piece], path: String, session: RenderSession) {
+        self.pieces = pieces
+        self.path = path
         self.session = session
     }
 
-    /// `${RUNBOOK_SECRET_NAME}`.
-    var description: String { "${\(Shell.secretVariable(name))}" }
+    /// The text with `${RUNBOOK_SECRET_NAME}` for each secret, unquoted (`|raw`).
+    var description: String {
+        pieces.map {
+            switch $0 {
+            case .text(let text): return text
+            case .secret(let name): return "${\(Shell.secretVariable(name))}"
+            }
+        }.joined()
+    }
+
+    /// The text as it goes between double quotes: the text escaped, each secret a reference.
+    var doubleQuoted: String {
+        pieces.map {
+            switch $0 {
+            case .text(let text): return Shell.escapeForDoubleQuotes(text)
+            case .secret(let name): return "${\(Shell.secretVariable(name))}"
+            }
+        }.joined()
+    }
 
     subscript(dynamicMember member: String) -> Any? {
         let (key, optional) = RenderSession.optionalMember(member)
         if optional { return nil }
-        return UndefinedValue(problem: TemplateProblem(summary: "undefined variable `secrets.\(name).\(key)`: a secret is a string",
-                                                       hint: "use `secrets.\(name)` itself", path: "secrets.\(name).\(key)"),
+        return UndefinedValue(problem: TemplateProblem(summary: "undefined variable `\(path).\(key)`: `\(path)` is a string",
+                                                       hint: "use `\(path)` itself", path: "\(path).\(key)"),
                               session: session)
     }
 }

@@ -28,11 +28,23 @@ public struct TemplateContext: Sendable {
     public var item: Value? = nil
     /// `loop.index` (1-based), `loop.index0`, `loop.first`, `loop.last`, `loop.length`.
     public var loop: [String: Value]? = nil
+    /// The secrets each var was made from. Reading such a var counts as reading them (a file
+    /// gets 0600, a saved plan fingerprints them), and in a command each secret's value in it
+    /// stays a reference the remote shell expands.
+    public var varSecrets: [String: [String]] = [:]
+    /// The secrets whose values the loop's current item holds, treated as `varSecrets` are.
+    public var itemSecrets: [String] = []
 
     /// This context inside iteration `index` (0-based) of a loop over `items`.
     public func iterating(_ items: [Value], at index: Int) -> TemplateContext {
         var context = self
         context.item = items[index]
+        // An item that holds a secret's value (4 characters or more) is treated as made from it.
+        let texts = items[index].strings
+        context.itemSecrets = secrets.names.filter { name in
+            guard let value = secrets.value(name), value.count >= 4 else { return false }
+            return texts.contains { $0.contains(value) }
+        }
         context.loop = ["index": .int(index + 1), "index0": .int(index), "first": .bool(index == 0),
                         "last": .bool(index == items.count - 1), "length": .int(items.count)]
         return context
@@ -199,7 +211,7 @@ public struct TemplateEngine: Sendable {
         }
         var values: [String: Any] = [
             "params": MapValue(entries: context.params, path: "params", session: session),
-            "vars": MapValue(entries: context.vars, path: "vars", session: session),
+            "vars": MapValue(entries: context.vars, path: "vars", session: session, entryTaint: context.varSecrets),
             "host": MapValue(entries: context.host, path: "host", session: session),
             "facts": MapValue(entries: context.facts, path: "facts", session: session),
             "steps": MapValue(entries: context.steps, path: "steps", session: session),
@@ -207,7 +219,10 @@ public struct TemplateEngine: Sendable {
             "groups": MapValue(entries: context.groups, path: "groups", session: session),
             "hostvars": MapValue(entries: context.hostvars, path: "hostvars", session: session),
         ]
-        if let item = context.item { values["item"] = session.element(item, path: "item") }
+        if let item = context.item {
+            if original.contains("item") { session.secretsUsed.formUnion(context.itemSecrets) }
+            values["item"] = session.element(item, path: "item", taint: context.itemSecrets)
+        }
         if let loop = context.loop { values["loop"] = MapValue(entries: loop, path: "loop", session: session) }
         var text: String
         do {
