@@ -321,6 +321,51 @@ public struct SecretMasker: Sendable {
         return String(decoding: mask(Array(text.utf8)), as: UTF8.self)
     }
 
+    /// A unified diff with each secret value masked, and the old value of a line that now
+    /// holds a secret masked too: a rotated password's `-` line would otherwise show the old
+    /// one. Within a hunk, a removed line shaped like an added line that holds a secret (the
+    /// same text before the first secret and after the last) keeps that text and loses the
+    /// rest; when an added line is nothing but a secret (a key file), every removed line of
+    /// the hunk is masked.
+    public func maskDiff(_ diff: String) -> String {
+        if secrets.isEmpty { return diff }
+        let placeholder = Secret.placeholder
+        var lines = mask(diff).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        var hunkStart = 0
+        func finishHunk(_ end: Int) {
+            var shapes: [(prefix: String, suffix: String)] = []
+            var all = false
+            for line in lines[hunkStart..<end] where line.hasPrefix("+") && line.contains(placeholder) {
+                let pieces = line.dropFirst().split(separator: placeholder, omittingEmptySubsequences: false)
+                let shape = (String(pieces.first ?? ""), String(pieces.last ?? ""))
+                if shape.0.trimmingWhitespace().isEmpty && shape.1.trimmingWhitespace().isEmpty { all = true }
+                shapes.append(shape)
+            }
+            guard !shapes.isEmpty else { return }
+            for index in hunkStart..<end where lines[index].hasPrefix("-") {
+                let body = lines[index].dropFirst()
+                if all {
+                    lines[index] = "-" + placeholder
+                    continue
+                }
+                for (prefix, suffix) in shapes where body.count >= prefix.count + suffix.count
+                    && body.hasPrefix(prefix) && body.hasSuffix(suffix)
+                {
+                    lines[index] = "-" + prefix + placeholder + suffix
+                    break
+                }
+            }
+        }
+        for (index, line) in lines.enumerated() {
+            if line.hasPrefix("@@") || line.hasPrefix("--- ") && index + 1 < lines.count && lines[index + 1].hasPrefix("+++ ") {
+                finishHunk(index)
+                hunkStart = index + 1
+            }
+        }
+        finishHunk(lines.count)
+        return lines.joined(separator: "\n")
+    }
+
     /// `bytes` with each secret value replaced by `********`.
     public func mask(_ bytes: [UInt8]) -> [UInt8] {
         if secrets.isEmpty { return bytes }

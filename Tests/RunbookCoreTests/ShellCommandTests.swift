@@ -149,6 +149,32 @@ private func sh(_ script: String, environment: [String: String] = [:]) throws ->
         #expect(masker.mask("a pass") == "a pass")
     }
 
+    /// A rotated secret: the removed line held the old value, which no masker knows. It is
+    /// masked because the added line of the same shape holds the new one.
+    @Test func oldValueOfARotatedSecretIsMaskedInADiff() {
+        let masker = SecretMasker(secrets: ["n3w-pass"])
+        let diff = """
+            --- a/srv/app/.env
+            +++ b/srv/app/.env
+            @@ -1,3 +1,3 @@
+             # app settings
+            -DATABASE_URL=postgresql://app:0ld-pass@db:5432/app
+            +DATABASE_URL=postgresql://app:n3w-pass@db:5432/app
+             WORKERS=4
+            @@ -9,2 +9,2 @@
+            -WORKERS_MAX=8
+            +WORKERS_MAX=9
+            """
+        let masked = masker.maskDiff(diff)
+        #expect(!masked.contains("0ld-pass") && !masked.contains("n3w-pass"), "\(masked)")
+        #expect(masked.contains("-DATABASE_URL=postgresql://app:********@db:5432/app\n"), "\(masked)")
+        // Lines of another shape, and hunks without a secret, are shown as they are.
+        #expect(masked.contains(" # app settings\n") && masked.contains("-WORKERS_MAX=8\n+WORKERS_MAX=9"), "\(masked)")
+        // A line that is all secret (a key file) masks every removed line of its hunk.
+        let key = SecretMasker(secrets: ["NEWKEYMATERIAL"]).maskDiff("@@ -1,2 +1,2 @@\n BEGIN\n-OLDKEYMATERIAL\n+NEWKEYMATERIAL\n")
+        #expect(key == "@@ -1,2 +1,2 @@\n BEGIN\n-********\n+********\n", "\(key)")
+    }
+
     @Test func singleCharacterSecretsAreMasked() {
         #expect(SecretMasker(secrets: ["x"]).mask("axbx") == "a********b********")
     }

@@ -339,6 +339,8 @@ func json(_ value: Value) -> String {
         let change = try #require(log.plan?.changes.first)
         #expect(change.summary.contains("mode 644 → 600"), "\(change.summary)")
         #expect(change.diff?.contains("tok-123-secret") == false)
+        // The old value is masked too: it may be the previous password.
+        #expect(change.diff?.contains("-TOKEN=********") == true && change.diff?.contains("TOKEN=old") == false, "\(change.diff ?? "")")
         let saved = try String(contentsOfFile: path, encoding: .utf8)
         #expect(!saved.contains("tok-123-secret"))
         try project.write(".runbook/secrets.env", "api_token=rotated-456\n")

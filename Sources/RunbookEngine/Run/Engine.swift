@@ -625,7 +625,7 @@ public struct Engine: Sendable {
         var changes: [PlannedChange] = []
         for host in prepared.hosts {
             for var planned in byHost[host.name] ?? [] {
-                planned.plan.change.diff = planned.plan.change.diff.map(masker.mask)
+                planned.plan.change.diff = planned.plan.change.diff.map(masker.maskDiff)
                 planned.plan.change.summary = masker.mask(planned.plan.change.summary)
                 planned.plan.change.commands = planned.plan.change.commands.map(masker.mask)
                 planned.plan.change.item = planned.plan.change.item.map(masker.mask)
