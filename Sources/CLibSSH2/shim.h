@@ -43,6 +43,16 @@ static inline int rb_sftp_stat(LIBSSH2_SFTP *sftp, const char *path, unsigned in
     return libssh2_sftp_stat_ex(sftp, path, length, LIBSSH2_SFTP_STAT, attrs);
 }
 
+static inline int rb_sftp_lstat(LIBSSH2_SFTP *sftp, const char *path, unsigned int length,
+                                LIBSSH2_SFTP_ATTRIBUTES *attrs) {
+    return libssh2_sftp_stat_ex(sftp, path, length, LIBSSH2_SFTP_LSTAT, attrs);
+}
+
+static inline int rb_sftp_realpath(LIBSSH2_SFTP *sftp, const char *path, unsigned int length,
+                                   char *target, unsigned int target_length) {
+    return libssh2_sftp_symlink_ex(sftp, path, length, target, target_length, LIBSSH2_SFTP_REALPATH);
+}
+
 static inline int rb_sftp_setstat(LIBSSH2_SFTP *sftp, const char *path, unsigned int length,
                                   LIBSSH2_SFTP_ATTRIBUTES *attrs) {
     return libssh2_sftp_stat_ex(sftp, path, length, LIBSSH2_SFTP_SETSTAT, attrs);

@@ -68,15 +68,23 @@ public struct FileInfo: Sendable, Equatable {
     public var uid: UInt32
     /// Group gid.
     public var gid: UInt32
+    /// True when the path is a symbolic link; the other fields then describe what it resolves to.
+    public var isSymlink: Bool
+    /// The canonical path a symbolic link resolves to; nil for a dangling link or another file.
+    public var symlinkTarget: String?
 
     /// Creates a record.
-    public init(size: UInt64, permissions: UInt32, isDirectory: Bool, isRegularFile: Bool, uid: UInt32, gid: UInt32) {
+    public init(size: UInt64, permissions: UInt32, isDirectory: Bool, isRegularFile: Bool, uid: UInt32, gid: UInt32,
+                isSymlink: Bool = false, symlinkTarget: String? = nil)
+    {
         self.size = size
         self.permissions = permissions
         self.isDirectory = isDirectory
         self.isRegularFile = isRegularFile
         self.uid = uid
         self.gid = gid
+        self.isSymlink = isSymlink
+        self.symlinkTarget = symlinkTarget
     }
 }
 

@@ -202,15 +202,25 @@ package struct FactReader: Sendable {
     /// The step (1-based) that writes `path` earlier in this run, if one does.
     package func plannedBy(_ path: String) -> Int? { planned.entries[path]?.step }
 
-    /// A file's contents, mode and owner, or nil when absent (as an earlier step leaves it, if one writes it).
-    package func file(_ path: String) async throws(TransportError) -> (contents: [UInt8], mode: UInt32, uid: UInt32, gid: UInt32)? {
-        if let entry = planned.entries[path] { return (entry.contents, entry.mode, entry.uid, entry.gid) }
+    /// A file's contents, mode and owner, or nil when absent (as an earlier step leaves it, if one
+    /// writes it). When `path` is a symbolic link, they are those of the file it resolves to, and
+    /// `target` is that file's canonical path: a change is made there, and the link stays.
+    package func file(_ path: String) async throws(TransportError)
+        -> (contents: [UInt8], mode: UInt32, uid: UInt32, gid: UInt32, target: String?)?
+    {
+        if let entry = planned.entries[path] { return (entry.contents, entry.mode, entry.uid, entry.gid, nil) }
         guard let info = try await transport.stat(path) else { return nil }
+        if info.isSymlink && info.symlinkTarget == nil {
+            throw TransportError(host: transport.hostName, message: "\(path) is a symbolic link to a file that does not exist")
+        }
         if info.isDirectory {
             throw TransportError(host: transport.hostName, message: "\(path) is a directory")
         }
-        guard let contents = try await transport.readFile(path) else { return nil }
-        return (contents, info.permissions, info.uid, info.gid)
+        if let target = info.symlinkTarget, let entry = planned.entries[target] {
+            return (entry.contents, entry.mode, entry.uid, entry.gid, target)
+        }
+        guard let contents = try await transport.readFile(info.symlinkTarget ?? path) else { return nil }
+        return (contents, info.permissions, info.uid, info.gid, info.symlinkTarget)
     }
 
     /// Whether `path` exists (or an earlier step of the run creates it).

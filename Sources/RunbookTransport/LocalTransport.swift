@@ -109,18 +109,27 @@ public struct LocalTransport: Transport {
     }
 
     public func stat(_ path: String) async throws(TransportError) -> FileInfo? {
-        guard FileManager.default.fileExists(atPath: path) else { return nil }
-        do {
-            let a = try FileManager.default.attributesOfItem(atPath: path)
-            let type = a[.type] as? FileAttributeType
-            return FileInfo(size: (a[.size] as? NSNumber)?.uint64Value ?? 0,
-                            permissions: (a[.posixPermissions] as? NSNumber)?.uint32Value ?? 0,
-                            isDirectory: type == .typeDirectory, isRegularFile: type == .typeRegular,
-                            uid: (a[.ownerAccountID] as? NSNumber)?.uint32Value ?? 0,
-                            gid: (a[.groupOwnerAccountID] as? NSNumber)?.uint32Value ?? 0)
-        } catch {
-            throw TransportError(host: hostName, message: "cannot stat \(path): \(error.localizedDescription)")
+        var link = Glibc.stat()
+        guard lstat(path, &link) == 0 else {
+            if errno == ENOENT || errno == ENOTDIR { return nil }
+            throw TransportError(host: hostName, message: "cannot stat \(path): \(String(cString: strerror(errno)))")
         }
+        var found = link
+        var target: String?
+        let isSymlink = link.st_mode & S_IFMT == S_IFLNK
+        if isSymlink {
+            // Followed, as over SSH: what it resolves to, and where that is.
+            guard followingStat(path, &found) == 0, let resolved = realpath(path, nil) else {
+                return FileInfo(size: 0, permissions: link.st_mode & 0o7777, isDirectory: false, isRegularFile: false,
+                                uid: link.st_uid, gid: link.st_gid, isSymlink: true)
+            }
+            target = String(cString: resolved)
+            free(resolved)
+        }
+        let type = found.st_mode & S_IFMT
+        return FileInfo(size: UInt64(found.st_size), permissions: found.st_mode & 0o7777,
+                        isDirectory: type == S_IFDIR, isRegularFile: type == S_IFREG,
+                        uid: found.st_uid, gid: found.st_gid, isSymlink: isSymlink, symlinkTarget: target)
     }
 
     public func writeFile(_ path: String, contents: [UInt8], mode: UInt32, exclusive: Bool) async throws(TransportError) {
@@ -218,4 +227,9 @@ final class Flag: Sendable {
     private let state = Mutex(false)
     func set() { state.withLock { $0 = true } }
     var isSet: Bool { state.withLock { $0 } }
+}
+
+/// `stat(2)` (following links), named apart from `LocalTransport.stat`.
+private func followingStat(_ path: String, _ buffer: inout Glibc.stat) -> Int32 {
+    stat(path, &buffer)
 }

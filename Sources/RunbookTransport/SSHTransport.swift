@@ -139,7 +139,8 @@ public final class SSHTransport: Transport {
         do {
             return try await connection.stat(path).map {
                 FileInfo(size: $0.size, permissions: $0.permissions, isDirectory: $0.isDirectory,
-                         isRegularFile: $0.isRegularFile, uid: $0.uid, gid: $0.gid)
+                         isRegularFile: $0.isRegularFile, uid: $0.uid, gid: $0.gid,
+                         isSymlink: $0.isSymlink, symlinkTarget: $0.symlinkTarget)
             }
         } catch {
             throw Self.wrap(error, host: hostName)

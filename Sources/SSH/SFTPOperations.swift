@@ -19,6 +19,11 @@ public struct FileAttributes: Sendable, Equatable {
     public var gid: UInt32
     /// Modification time, seconds since the epoch.
     public var modified: UInt64
+    /// For a symbolic link: the canonical path it resolves to (nil for a dangling link). The
+    /// other fields then describe that file (nothing else is known of a dangling link).
+    public var symlinkTarget: String? = nil
+    /// True when the path itself is a symbolic link.
+    public var isSymlink = false
 }
 
 /// Base for SFTP requests: starts the SFTP subsystem on first use and runs requests one at a
@@ -212,22 +217,56 @@ final class StreamReadOperation: SFTPOperation<UInt64?> {
     }
 }
 
-/// Stats a remote path (following symlinks); nil when it does not exist.
+/// Stats a remote path; nil when it does not exist. A symbolic link is followed and says so:
+/// `isSymlink`, and `symlinkTarget`, the canonical path of the file it resolves to. A path
+/// that is not a link costs one request, as a plain stat would.
 final class StatOperation: SFTPOperation<FileAttributes?> {
+    private var link: FileAttributes?
+    private var target: String?
+
     override func step(raw: OpaquePointer, sftp: OpaquePointer) -> Result<FileAttributes?, SSHError>? {
         var attrs = LIBSSH2_SFTP_ATTRIBUTES()
-        switch call(rb_sftp_stat(sftp, path, UInt32(path.utf8.count), &attrs)) {
+        if link == nil {
+            switch call(rb_sftp_lstat(sftp, path, UInt32(path.utf8.count), &attrs)) {
+            case .again: return nil
+            case .failed:
+                if sftpStatus(sftp) == RB_FX_NO_SUCH_FILE { return .success(nil) }
+                return .failure(sftpError("cannot stat", raw: raw, sftp: sftp))
+            case .ok:
+                let found = Self.attributes(attrs)
+                guard UInt32(attrs.permissions) & 0o170000 == 0o120000 else { return .success(found) }
+                var dangling = found
+                dangling.isSymlink = true
+                dangling.isRegularFile = false
+                link = dangling
+            }
+        }
+        if target == nil {
+            var buffer = [CChar](repeating: 0, count: 4097)
+            let n = rb_sftp_realpath(sftp, path, UInt32(path.utf8.count), &buffer, UInt32(buffer.count - 1))
+            if n == RB_ERROR_EAGAIN { return nil }
+            guard n > 0 else { return .success(link) }
+            target = String(decoding: buffer[..<Int(n)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+        switch call(rb_sftp_stat(sftp, target!, UInt32(target!.utf8.count), &attrs)) {
         case .again: return nil
         case .failed:
-            if sftpStatus(sftp) == RB_FX_NO_SUCH_FILE { return .success(nil) }
+            if sftpStatus(sftp) == RB_FX_NO_SUCH_FILE { return .success(link) }
             return .failure(sftpError("cannot stat", raw: raw, sftp: sftp))
         case .ok:
-            let type = UInt32(attrs.permissions) & 0o170000
-            return .success(FileAttributes(
-                size: UInt64(attrs.filesize), permissions: UInt32(attrs.permissions) & 0o7777,
-                isDirectory: type == 0o040000, isRegularFile: type == 0o100000,
-                uid: UInt32(attrs.uid), gid: UInt32(attrs.gid), modified: UInt64(attrs.mtime)))
+            var resolved = Self.attributes(attrs)
+            resolved.isSymlink = true
+            resolved.symlinkTarget = target
+            return .success(resolved)
         }
+    }
+
+    private static func attributes(_ attrs: LIBSSH2_SFTP_ATTRIBUTES) -> FileAttributes {
+        let type = UInt32(attrs.permissions) & 0o170000
+        return FileAttributes(
+            size: UInt64(attrs.filesize), permissions: UInt32(attrs.permissions) & 0o7777,
+            isDirectory: type == 0o040000, isRegularFile: type == 0o100000,
+            uid: UInt32(attrs.uid), gid: UInt32(attrs.gid), modified: UInt64(attrs.mtime))
     }
 }
 

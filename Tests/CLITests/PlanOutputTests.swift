@@ -161,6 +161,51 @@ struct PlanOutputTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: project.work).filter { $0.contains("runbook-bak") }.isEmpty)
     }
 
+    @Test("a symlinked dest stays a link: the file it points to is changed, and rollback restores that file's bytes")
+    func symlinkedDestKeepsTheLink() throws {
+        let project = try LocalProject()
+        defer { project.cleanUp() }
+        // nginx's layout: sites-enabled/app links to ../sites-available/app.
+        try FileManager.default.createDirectory(atPath: project.work + "/sites-available", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: project.work + "/sites-enabled", withIntermediateDirectories: true)
+        let target = project.work + "/sites-available/app"
+        let link = project.work + "/sites-enabled/app"
+        try project.write("work/sites-available/app", "server { listen 80; }\n")
+        try FileManager.default.setAttributes([.posixPermissions: 0o640], ofItemAtPath: target)
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: "../sites-available/app")
+        try project.write("templates/app.j2", "server { listen 8080; }\n")
+        try project.write("runbooks/s.yml", """
+            hosts: ctl
+            steps:
+              - name: Render the site
+                template: { src: app.j2, dest: \(link) }
+            """)
+        let plan = try project.runbook("plan", "s")
+        #expect(plan.status == 0, "\(plan.stdout)\(plan.stderr)")
+        #expect(plan.stdout.contains("\(link) → \(target): content"), "\(plan.stdout)")
+        #expect(plan.stdout.contains("+server { listen 8080; }"), "\(plan.stdout)")
+        let apply = try project.runbook("apply", "s", "--yes")
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: link) == "../sites-available/app")
+        #expect(try String(contentsOfFile: target, encoding: .utf8) == "server { listen 8080; }\n")
+        #expect(try FileManager.default.attributesOfItem(atPath: target)[.posixPermissions] as? Int == 0o640)
+        let again = try project.runbook("plan", "s")
+        #expect(again.stdout.contains("\(link) → \(target) is up to date"), "\(again.stdout)")
+        let runID = try #require(apply.stdout.split(separator: "\n").first { $0.hasPrefix("run ") && $0.contains("succeeded") }?
+            .split(separator: " ")[1])
+        let rollback = try project.runbook("rollback", String(runID), "--yes")
+        #expect(rollback.status == 0, "\(rollback.stdout)\(rollback.stderr)")
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: link) == "../sites-available/app")
+        #expect(try String(contentsOfFile: target, encoding: .utf8) == "server { listen 80; }\n")
+        #expect(try FileManager.default.attributesOfItem(atPath: target)[.posixPermissions] as? Int == 0o640)
+        // A link to nothing is refused, and stays as it was.
+        try FileManager.default.removeItem(atPath: target)
+        let dangling = try project.runbook("plan", "s")
+        #expect(dangling.status == 1, "\(dangling.stdout)\(dangling.stderr)")
+        #expect(dangling.stderr.contains("\(link) is a symbolic link to a file that does not exist"), "\(dangling.stderr)")
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: link) == "../sites-available/app")
+    }
+
     @Test("backups of a file are kept for the newest runbook_keep_backups runs; the newest run still rolls back")
     func oldBackupsArePruned() throws {
         let project = try LocalProject()

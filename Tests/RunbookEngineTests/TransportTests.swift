@@ -64,6 +64,23 @@ struct TransportTests {
         }
     }
 
+    @Test("stat follows a symbolic link and says where it leads; a dangling link is a link to nothing")
+    func statOfSymlinks() async throws {
+        for t in try await transports() {
+            let dir = "/tmp/rbtest-link-\(UUID().uuidString)"
+            _ = try await t.run("mkdir -p \(dir)/a && printf hello > \(dir)/a/file && chmod 640 \(dir)/a/file && ln -s a/file \(dir)/link && ln -s missing \(dir)/dangling")
+            let plain = try #require(try await t.stat(dir + "/a/file"))
+            #expect(!plain.isSymlink && plain.symlinkTarget == nil && plain.isRegularFile, "\(t.hostName)")
+            let link = try #require(try await t.stat(dir + "/link"))
+            #expect(link.isSymlink && link.symlinkTarget == dir + "/a/file", "\(t.hostName): \(link)")
+            #expect(link.isRegularFile && link.size == 5 && link.permissions == 0o640, "\(t.hostName): \(link)")
+            let dangling = try #require(try await t.stat(dir + "/dangling"))
+            #expect(dangling.isSymlink && dangling.symlinkTarget == nil && !dangling.isRegularFile, "\(t.hostName): \(dangling)")
+            _ = try await t.run("rm -rf \(dir)")
+            await t.close()
+        }
+    }
+
     @Test("an atomic write that cannot be put in place leaves the old file intact")
     func atomicWriteFailure() async throws {
         for t in try await transports() {

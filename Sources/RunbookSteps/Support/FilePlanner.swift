@@ -15,12 +15,17 @@ struct FilePlanner {
             throw StepFailure("\(step.kind) needs src or content")
         }
         let current = try await facts.file(dest)
+        // A symbolic link stays one: the file it resolves to is planned, written, backed up
+        // and restored (`sites-enabled/app` → `sites-available/app`).
+        let linkTarget = current?.target
+        let path = linkTarget ?? dest
+        let shownPath = linkTarget.map { "\(dest) → \($0)" } ?? dest
         let wantedMode = parseMode(arguments.raw["mode"]) ?? current?.mode ?? 0o644
         let owner = arguments.string("owner")
         let group = arguments.string("group")
         let beforeDigest = current.map { sha256Hex($0.contents) } ?? "absent"
-        let plannedBy = facts.plannedBy(dest)
-        let fingerprint = FactFingerprint(fact: "file:\(dest)",
+        let plannedBy = facts.plannedBy(path)
+        let fingerprint = FactFingerprint(fact: "file:\(path)",
                                           digest: (plannedBy.map { "written by step \($0): " } ?? "")
                                               + (current.map { "\(sha256Hex($0.contents)) mode \(String($0.mode, radix: 8)) owner \($0.uid):\($0.gid)" } ?? "absent"))
         var change = PlannedChange.make(step: step, host: host.name, action: .noop, reversible: true, summary: "")
@@ -30,16 +35,16 @@ struct FilePlanner {
         // Owner/group are compared by name on the host only when asked for.
         var ownerSame = true
         if current != nil, owner != nil || group != nil {
-            let probe: ShellCommand = "stat -c '%U:%G' -- \(dest)"
+            let probe: ShellCommand = "stat -c '%U:%G' -- \(path)"
             let result = try await facts.check(probe, timeout: step.timeout)
             let parts = result.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ":").map(String.init)
             if parts.count == 2 {
                 ownerSame = (owner == nil || owner == parts[0]) && (group == nil || group == parts[1])
             }
-            change.fingerprints.append(FactFingerprint(fact: "owner:\(dest)", digest: sha256Hex(result.stdoutText)))
+            change.fingerprints.append(FactFingerprint(fact: "owner:\(path)", digest: sha256Hex(result.stdoutText)))
         }
         if contentSame && modeSame && ownerSame {
-            change.summary = "\(dest) is up to date"
+            change.summary = "\(shownPath) is up to date"
             change.reason = "content, mode\(owner != nil || group != nil ? " and owner" : "") already as wanted"
             return HostStepPlan(change: change, operation: .nothing, deferredUntilApply: false)
         }
@@ -60,18 +65,18 @@ struct FilePlanner {
                 what.append("owner \(current.uid):\(current.gid) kept")
             }
         }
-        change.summary = "\(dest): " + what.joined(separator: ", ")
+        change.summary = "\(shownPath): " + what.joined(separator: ", ")
         if plannedBy != nil { change.summary += " (as step \(plannedBy!) leaves it)" }
         if !contentSame {
-            change.diff = Self.diff(old: current?.contents, new: wanted, path: dest)
+            change.diff = Self.diff(old: current?.contents, new: wanted, path: path)
         }
         var validate = arguments.commands["validate"]
         if let keyword = validate, ComposeCommand.isValidationKeyword(keyword) {
             let detected = try await ComposeCommand.detect(facts: facts)
             change.fingerprints.append(detected.fingerprint)
-            validate = ComposeCommand.validation(of: dest, flavor: detected.flavor)
+            validate = ComposeCommand.validation(of: path, flavor: detected.flavor)
         }
-        let op = StepOperation.putFile(path: dest, contents: wanted, mode: wantedMode, owner: keptOwner, group: keptGroup,
+        let op = StepOperation.putFile(path: path, contents: wanted, mode: wantedMode, owner: keptOwner, group: keptGroup,
                                        validate: validate, existed: current != nil, beforeDigest: beforeDigest)
         return HostStepPlan(change: change, operation: op, deferredUntilApply: false)
     }
