@@ -147,12 +147,15 @@ extension Runbook {
         @Flag(help: "Show what the rollback would do, and change nothing.")
         var dryRun = false
 
+        @Flag(help: "Restore files even where they changed since the run (those edits are lost).")
+        var force = false
+
         @OptionGroup var options: GlobalOptions
 
         func run() async throws {
             let context = Context(options)
             if !dryRun { try context.confirmOrRefuse("Roll back run \(runID)?", yes: yes, what: "roll back") }
-            let outcome = await context.engine().rollback(runID: runID, dryRun: dryRun)
+            let outcome = await context.engine().rollback(runID: runID, dryRun: dryRun, force: force)
             if outcome.exitCode != 0 {
                 context.err.write(context.err.paint("error: ", .red) + outcome.message + "\n")
                 throw ExitCode(outcome.exitCode)

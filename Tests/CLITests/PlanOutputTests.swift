@@ -161,6 +161,55 @@ struct PlanOutputTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: project.work).filter { $0.contains("runbook-bak") }.isEmpty)
     }
 
+    @Test("rollback RUN_ID refuses, changing nothing, when a file the run wrote was edited since; --force restores it")
+    func rollbackOverLaterEditsNeedsForce() throws {
+        let project = try LocalProject()
+        defer { project.cleanUp() }
+        let path = project.work + "/app.conf"
+        let other = project.work + "/other.conf"
+        try project.write("work/app.conf", "workers = 2\n")
+        try project.write("work/other.conf", "a = 1\n")
+        try project.write("templates/app.conf.j2", "workers = 8\n")
+        try project.write("templates/other.j2", "a = 2\n")
+        // The same file written twice by the run: only what the run left at the end counts.
+        try project.write("runbooks/e.yml", """
+            hosts: ctl
+            steps:
+              - name: Render app.conf
+                template: { src: app.conf.j2, dest: \(path) }
+              - name: Set workers again
+                env_set: { file: \(path), vars: { threads: 4 } }
+              - name: Render other.conf
+                template: { src: other.j2, dest: \(other) }
+            """)
+        func run() throws -> String {
+            let apply = try project.runbook("apply", "e", "--yes")
+            #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+            return String(try #require(apply.stdout.split(separator: "\n").first { $0.hasPrefix("run ") && $0.contains("succeeded") }?
+                .split(separator: " ")[1]))
+        }
+        // Untouched since the run: rolls back without --force.
+        let first = try run()
+        let clean = try project.runbook("rollback", first, "--yes")
+        #expect(clean.status == 0, "\(clean.stdout)\(clean.stderr)")
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "workers = 2\n")
+
+        let second = try run()
+        try "workers = 8\nthreads=4\n# tuned by hand\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let dry = try project.runbook("rollback", second, "--dry-run")
+        #expect(dry.stdout.contains("rollback needs --force"), "\(dry.stdout)")
+        let refused = try project.runbook("rollback", second, "--yes")
+        #expect(refused.status == 3, "\(refused.stdout)\(refused.stderr)")
+        #expect(refused.stderr.contains("\(path) changed since the run") && refused.stderr.contains("--force"), "\(refused.stderr)")
+        // Nothing changed: not the edited file, nor the other one.
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "workers = 8\nthreads=4\n# tuned by hand\n")
+        #expect(try String(contentsOfFile: other, encoding: .utf8) == "a = 2\n")
+        let forced = try project.runbook("rollback", second, "--yes", "--force")
+        #expect(forced.status == 0, "\(forced.stdout)\(forced.stderr)")
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "workers = 2\n")
+        #expect(try String(contentsOfFile: other, encoding: .utf8) == "a = 1\n")
+    }
+
     @Test("a symlinked dest stays a link: the file it points to is changed, and rollback restores that file's bytes")
     func symlinkedDestKeepsTheLink() throws {
         let project = try LocalProject()
@@ -240,7 +289,11 @@ struct PlanOutputTests {
         let back = try project.runbook("rollback", runs[4], "--yes")
         #expect(back.status == 0, "\(back.stdout)\(back.stderr)")
         #expect(try String(contentsOfFile: project.work + "/app.conf", encoding: .utf8) == "workers = 4\n")
-        let gone = try project.runbook("rollback", runs[0], "--yes")
+        // The oldest run's file was changed by the runs after it: refused without --force;
+        // with it, its backup is gone.
+        let refused = try project.runbook("rollback", runs[0], "--yes")
+        #expect(refused.status == 3 && refused.stderr.contains("changed since the run"), "\(refused.stdout)\(refused.stderr)")
+        let gone = try project.runbook("rollback", runs[0], "--yes", "--force")
         #expect(gone.status == 4 && (gone.stdout + gone.stderr).contains("its backup is gone"), "\(gone.stdout)\(gone.stderr)")
     }
 

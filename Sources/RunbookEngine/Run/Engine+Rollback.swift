@@ -202,7 +202,7 @@ extension Engine {
                     continue
                 }
                 let currentDigest = current.map(sha256Hex) ?? "absent"
-                let edited = currentDigest != after ? " (it changed since the run: those edits would be lost)" : ""
+                let edited = currentDigest != after ? " (it changed since the run: rollback needs --force, and those edits would be lost)" : ""
                 if currentDigest == before {
                     // As `undo` decides: the backup goes back when only the mode or owner differ.
                     var kept: FileInfo?
@@ -244,7 +244,10 @@ extension Engine {
     /// `runbook rollback RUN_ID`: undoes a finished or interrupted run from the journal. With
     /// `dryRun`, shows what it would do (`RunEvent.rollbackPreview`) and changes nothing: no
     /// lock is taken and only reads reach the hosts.
-    public func rollback(runID prefix: String, dryRun: Bool = false) async -> RunOutcome {
+    /// Without `force`, a file the run wrote that has changed since (a hand edit, another
+    /// tool) refuses the whole rollback before anything changes: restoring it would lose those
+    /// edits. `--dry-run` names them.
+    public func rollback(runID prefix: String, dryRun: Bool = false, force: Bool = false) async -> RunOutcome {
         let journal: Journal
         do { journal = try Journal(path: journalPath) } catch {
             return RunOutcome(runID: nil, exitCode: 1, message: "cannot open the journal: \(error)")
@@ -353,10 +356,47 @@ extension Engine {
                               message: "dry run: nothing was changed; rollback would take \(items.count) action\(items.count == 1 ? "" : "s")"
                                   + (problems > 0 ? ", \(problems) of them not possible" : ""))
         }
+        if !force, transports.count == hosts.count {
+            let edited = await editedSinceRun(byHost: byHost, transports: transports)
+            if !edited.isEmpty {
+                await Self.closeAll(transports)
+                return RunOutcome(runID: runID, exitCode: 3, message: "nothing was rolled back: "
+                                  + edited.joined(separator: "; ")
+                                  + ". Restoring would lose those edits; `runbook rollback \(runID) --force` restores anyway")
+            }
+        }
         let outcome = await rollbackConnected(runID: runID, run: run, hosts: hosts, byHost: byHost, journal: journal, secrets: secrets,
                                               info: info, connections: connections, transports: transports, prepared: prepared)
         await Self.closeAll(transports)
         return outcome
+    }
+
+    /// The files the run wrote that are no longer as it left them: for each file, the last
+    /// step (in the order they ran) that wrote it says what the run left; a file back as it
+    /// was before the run is not counted (there is nothing to lose).
+    func editedSinceRun(byHost: [String: [AppliedStep]], transports: [String: any Transport]) async -> [String] {
+        var edited: [String] = []
+        for (host, steps) in byHost.sorted(by: { $0.key < $1.key }) {
+            var left: [String: (target: String?, before: String, after: String)] = [:]
+            var order: [String] = []
+            for step in steps {
+                guard case .restoreFile(let path, _, let before, let after) = step.undo else { continue }
+                let key = (step.target ?? host) + "\u{0}" + path
+                if left[key] == nil { order.append(key) }
+                left[key] = (step.target, left[key]?.before ?? before, after)
+            }
+            for key in order {
+                let (target, before, after) = left[key]!
+                let path = String(key.split(separator: "\u{0}", maxSplits: 1)[1])
+                guard let transport = transports[target ?? host] else { continue }
+                let current = (try? await transport.readFile(path)) ?? nil
+                let digest = current.map(sha256Hex) ?? "absent"
+                if digest != after && digest != before {
+                    edited.append("\(Self.shown(host, target)): \(path) changed since the run")
+                }
+            }
+        }
+        return edited
     }
 
     private func rollbackConnected(runID: String, run: RunRecord, hosts: [RunbookCore.Host], byHost: [String: [AppliedStep]],
