@@ -38,6 +38,30 @@ import TestSupport
         #expect(nested?.contains("nest more than") == true, "\(nested ?? "accepted")")
     }
 
+    /// A template cannot make Stencil build a huge range, loop without end, or render
+    /// without bound: each is an error naming the template's line, and nothing is allocated first.
+    @Test func runawayTemplatesAreRefused() throws {
+        let here = SourceLocation(file: "templates/t.j2", line: 1, column: 1)
+        let context = TemplateContext(params: ["big": .string(String(repeating: "x", count: 200_000))],
+                                      secrets: try SecretStore(environment: [:], file: nil))
+        func problem(_ text: String) -> String? {
+            do {
+                _ = try templates.render(string: text, at: here, context: context, secrets: .values)
+                return nil
+            } catch {
+                return error.diagnostics.map(\.rendered).joined(separator: "\n")
+            }
+        }
+        let range = problem("a\n{% for i in 1...1000000000 %}x{% endfor %}")
+        #expect(range?.contains("templates/t.j2:2:") == true && range?.contains("ranges are not supported") == true, "\(range ?? "accepted")")
+        let nested = problem("{% for i in 100000|range %}{% for j in 100000|range %}x{% endfor %}{% endfor %}")
+        #expect(nested?.contains("loops more than 200000 times") == true, "\(nested ?? "accepted")")
+        let huge = problem("{% for i in 200|range %}{{ params.big }}{% endfor %}")
+        #expect(huge?.contains("MiB, more than 32 MiB") == true, "\(huge ?? "accepted")")
+        // Within the bounds, loops work as before.
+        #expect(problem("{% for i in 3|range %}{{ i }}{% endfor %}") == nil)
+    }
+
     /// A file that is not UTF-8 is refused naming the line and column of the first bad byte.
     @Test func nonUTF8NamesItsLine() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("rb-latin1-\(UUID().uuidString).yml").path

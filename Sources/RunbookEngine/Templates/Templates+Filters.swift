@@ -14,7 +14,13 @@ final class RunbookTemplateExtension: Extension {
         super.init()
         registerFilter(TemplateSource.iterableFilter) { [unowned session] (value: Any?, arguments: [Any?]) throws -> Any? in
             switch value {
-            case nil, is [Any], is [String: Any]: return value
+            case let list as [Any]:
+                try session.countIterations(list.count)
+                return value
+            case let map as [String: Any]:
+                try session.countIterations(map.count)
+                return value
+            case nil: return value
             default:
                 let path = arguments.first.flatMap { $0 as? String } ?? "the value"
                 throw session.fail(TemplateProblem(
@@ -78,6 +84,7 @@ final class RunbookTemplateExtension: Extension {
             guard high - low <= 100_000 else {
                 throw session.fail(TemplateProblem(summary: "`range` of \(high - low) numbers is more than a template needs (100000 at most)"))
             }
+            try session.countIterations(max(0, high - low))
             return high > low ? Array(low..<high) : [Int]()
         }
         registerFilter("quote") { [unowned session] (value: Any?) throws -> Any? in

@@ -165,6 +165,13 @@ final class TemplateSource {
                     if nesting > maximumNesting {
                         return .failure(limitProblem("tags nest more than \(maximumNesting) levels deep", at: token.start))
                     }
+                    // Stencil builds `a...b` whole before the loop starts (1...1000000000 is
+                    // 8 GB); `range` is bounded.
+                    if token.tagName == "for", words.contains(where: { $0.text.contains("...") }) {
+                        var problem = limitProblem("`a...b` ranges are not supported in templates", at: token.start)
+                        problem.hint = "write `{% for i in a|range:b %}` (a, a+1, … b-1; 100000 numbers at most)"
+                        return .failure(problem)
+                    }
                 }
                 var insertions: [(offset: Int, text: String)] = []
                 for (position, word) in words.enumerated() where word.kind == .path && position + 2 < words.count {

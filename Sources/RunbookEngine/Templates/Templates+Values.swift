@@ -78,6 +78,20 @@ final class RenderSession {
         return nil
     }
 
+    /// Loop iterations so far (nested loops multiply).
+    private(set) var iterations = 0
+    /// The most loop iterations one rendering may run.
+    static let maximumIterations = 200_000
+
+    /// Counts a loop of `count` iterations, failing past `maximumIterations` in all.
+    func countIterations(_ count: Int) throws {
+        iterations += count
+        if iterations > Self.maximumIterations {
+            throw fail(TemplateProblem(summary: "the template loops more than \(Self.maximumIterations) times",
+                                       hint: "nested loops multiply: loop over less, or split the file"))
+        }
+    }
+
     /// Records `problem` and returns the error that carries it through Stencil.
     func fail(_ problem: TemplateProblem) -> TemplateSyntaxError {
         self.problem = problem

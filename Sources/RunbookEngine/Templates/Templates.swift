@@ -182,6 +182,9 @@ public struct TemplateEngine: Sendable {
         }
     }
 
+    /// The most one template or `{{ }}` may render.
+    static let maximumOutputBytes = 32 * 1_048_576
+
     private func render(_ prepared: Result<TemplateSource, TemplateProblem>, original: String, fallback: SourceLocation,
                         context: TemplateContext, secrets mode: SecretRendering,
                         inspect: ((RenderSession) -> Void)? = nil) throws(DiagnosticError) -> RenderResult
@@ -229,6 +232,10 @@ public struct TemplateEngine: Sendable {
             text = try template.render(Context(dictionary: values, environment: environment))
         } catch {
             throw DiagnosticError(Self.diagnostic(for: error, session: session, fallback: fallback))
+        }
+        if text.utf8.count > Self.maximumOutputBytes {
+            throw DiagnosticError(.error("the template renders \(text.utf8.count / 1_048_576) MiB, more than \(Self.maximumOutputBytes / 1_048_576) MiB",
+                                         at: fallback, hint: "a file this large is better copied than rendered"))
         }
         if original.hasSuffix("\n"), !text.isEmpty, !text.hasSuffix("\n") {
             text += "\n"
