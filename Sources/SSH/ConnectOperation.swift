@@ -274,8 +274,8 @@ final class ConnectOperation: LoopOperation {
                 tried.append(agentAuthenticate(raw))
                 if libssh2_userauth_authenticated(raw) != 0 { return authenticated() }
             case .file(let path):
-                guard FileManager.default.isReadableFile(atPath: path) else {
-                    tried.append("\(path) (not found)")
+                if let problem = keyFileProblem(path) {
+                    tried.append("\(path) (\(problem))")
                     break
                 }
                 let rc = rb_userauth_publickey_fromfile(raw, target.user, nil, path, target.passphrase)
@@ -397,4 +397,16 @@ final class ConnectOperation: LoopOperation {
 func format(_ duration: Duration) -> String {
     let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     return seconds == seconds.rounded() ? "\(Int(seconds)) s" : String(format: "%.1f s", seconds)
+}
+
+/// Why `path` cannot be a private key file, or nil when it can be read as one. libssh2 reads
+/// the file whole and blocking: a FIFO would hang the connection and a device never end, so
+/// only a readable regular file (a link to one is fine) of at most 64 KiB is handed to it.
+func keyFileProblem(_ path: String) -> String? {
+    var info = stat()
+    guard stat(path, &info) == 0 else { return "not found" }
+    guard info.st_mode & S_IFMT == S_IFREG else { return "not a regular file" }
+    guard info.st_size <= 65_536 else { return "\(info.st_size) bytes: too large for a private key" }
+    guard access(path, R_OK) == 0 else { return "not readable" }
+    return nil
 }

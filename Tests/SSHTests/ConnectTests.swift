@@ -69,6 +69,23 @@ struct ConnectTests {
         #expect(error?.message.contains("id_wrong (rejected by the server)") == true)
     }
 
+    @Test("an identity file that is a FIFO, a device or a huge file is skipped with its reason, never read")
+    func keyFilesThatAreNotKeys() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rb-keys-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(mkfifo(dir + "/fifo", 0o600) == 0)
+        try Data(count: 200_000).write(to: URL(fileURLWithPath: dir + "/huge"))
+        for (path, reason) in [(dir + "/fifo", "not a regular file"), ("/dev/zero", "not a regular file"),
+                               (dir + "/huge", "200000 bytes: too large for a private key"), (dir + "/missing", "not found")] {
+            let error = await #expect(throws: SSHError.self) {
+                _ = try await hosts.connect(hosts.target(key: path))
+            }
+            #expect(error?.kind == .authentication, "\(path)")
+            #expect(error?.message.contains("\(path) (\(reason))") == true, "\(error?.message ?? "")")
+        }
+    }
+
     @Test("ECDSA key, passphrase-protected key, and password")
     func otherAuthMethods() async throws {
         let ecdsa = try await hosts.connect(hosts.target(key: hosts.env["RBT_KEY_ECDSA"]))
