@@ -5,7 +5,11 @@
 
 #include <libssh2.h>
 #include <libssh2_sftp.h>
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 
 /* libssh2 exposes much of its API as function-like macros, which Swift cannot see.
    These static inline wrappers give them names Swift can call. */
@@ -17,6 +21,59 @@ static inline void rb_name_this_thread(const char *name) {
 
 static inline LIBSSH2_SESSION *rb_session_init(void) {
     return libssh2_session_init_ex(NULL, NULL, NULL, NULL);
+}
+
+/* A session's read deadline (CLOCK_MONOTONIC nanoseconds; 0: none). libssh2 reads the banner
+   and key exchange in loops that return only when the socket has nothing to read, so a peer
+   that floods bytes would keep the event loop inside one call forever. The session's receive
+   callback fails every read once the deadline has passed, which ends such a loop. */
+typedef struct { long long deadline_ns; int expired; } rb_session_guard;
+
+static inline long long rb_monotonic_ns(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
+static ssize_t rb_guarded_recv(libssh2_socket_t fd, void *buffer, size_t length, int flags, void **abstract) {
+    rb_session_guard *guard = abstract ? (rb_session_guard *)*abstract : NULL;
+    if (guard && guard->deadline_ns && rb_monotonic_ns() > guard->deadline_ns) {
+        guard->expired = 1;
+        return -ETIMEDOUT;
+    }
+    ssize_t n = recv(fd, buffer, length, flags);
+    if (n < 0) return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return n;
+}
+
+/* A session whose reads fail after a deadline set with rb_session_set_deadline. */
+static inline LIBSSH2_SESSION *rb_session_init_guarded(void) {
+    rb_session_guard *guard = calloc(1, sizeof(rb_session_guard));
+    if (!guard) return NULL;
+    LIBSSH2_SESSION *session = libssh2_session_init_ex(NULL, NULL, NULL, guard);
+    if (!session) { free(guard); return NULL; }
+    libssh2_session_callback_set(session, LIBSSH2_CALLBACK_RECV, (void *)rb_guarded_recv);
+    return session;
+}
+
+/* Reads fail from `milliseconds` from now on; 0 removes the deadline. */
+static inline void rb_session_set_deadline(LIBSSH2_SESSION *session, long long milliseconds) {
+    rb_session_guard *guard = (rb_session_guard *)*libssh2_session_abstract(session);
+    if (guard) guard->deadline_ns = milliseconds > 0 ? rb_monotonic_ns() + milliseconds * 1000000LL : 0;
+}
+
+/* Whether a read failed because the deadline had passed. */
+static inline int rb_session_deadline_expired(LIBSSH2_SESSION *session) {
+    rb_session_guard *guard = (rb_session_guard *)*libssh2_session_abstract(session);
+    return guard ? guard->expired : 0;
+}
+
+/* libssh2_session_free, and the guard of a session made by rb_session_init_guarded. */
+static inline int rb_session_free(LIBSSH2_SESSION *session) {
+    void *guard = *libssh2_session_abstract(session);
+    int rc = libssh2_session_free(session);
+    if (rc != LIBSSH2_ERROR_EAGAIN) free(guard);
+    return rc;
 }
 
 static inline LIBSSH2_CHANNEL *rb_channel_open_session(LIBSSH2_SESSION *session) {

@@ -82,11 +82,7 @@ final class ConnectOperation: LoopOperation {
     }
 
     override func advance(now: ContinuousClock.Instant) -> Advance {
-        if let deadline, now >= deadline {
-            let phase = state == .tcp ? "connecting" : (state == .handshake ? "waiting for the SSH handshake" : "authenticating")
-            return finish(.failure(SSHError(.connect,
-                "timed out after \(format(target.connectTimeout)) \(phase) to \(session.label): the host is down, filtered, or too slow (connect_timeout)")))
-        }
+        if let deadline, now >= deadline { return timedOut() }
         switch state {
         case .tcp: return advanceTCP()
         case .handshake: return advanceHandshake()
@@ -150,11 +146,16 @@ final class ConnectOperation: LoopOperation {
 
     private func advanceHandshake() -> Advance {
         if session.raw == nil {
-            guard let raw = rb_session_init() else {
+            guard let raw = rb_session_init_guarded() else {
                 return finish(.failure(SSHError(.handshake, "libssh2 could not create a session")))
             }
             session.raw = raw
             libssh2_session_set_blocking(raw, 0)
+            // Until authenticated, no read succeeds past connect_timeout (a flooding peer).
+            if let deadline {
+                let remaining = deadline - .now
+                rb_session_set_deadline(raw, max(1, remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000))
+            }
             if target.hostKeyPolicy != .off {
                 do {
                     knownHosts = try KnownHostsFile.cached(path: target.knownHostsFile)
@@ -366,7 +367,15 @@ final class ConnectOperation: LoopOperation {
         return offered == 0 ? "ssh-agent (no keys)" : "ssh-agent (\(offered) key\(offered == 1 ? "" : "s") rejected)"
     }
 
+    /// The connection took longer than `connect_timeout`.
+    private func timedOut() -> Advance {
+        let phase = state == .tcp ? "connecting" : (state == .handshake ? "waiting for the SSH handshake" : "authenticating")
+        return finish(.failure(SSHError(.connect,
+            "timed out after \(format(target.connectTimeout)) \(phase) to \(session.label): the host is down, filtered, or too slow (connect_timeout)")))
+    }
+
     private func authenticated() -> Advance {
+        if let raw = session.raw { rb_session_set_deadline(raw, 0) }
         if target.keepaliveInterval > 0, let raw = session.raw {
             libssh2_keepalive_config(raw, 1, UInt32(target.keepaliveInterval))
             session.keepaliveInterval = target.keepaliveInterval
@@ -376,6 +385,12 @@ final class ConnectOperation: LoopOperation {
     }
 
     private func finish(_ result: Result<Void, SSHError>) -> Advance {
+        // A read failed by the session's deadline shows as a broken connection: say timeout.
+        if case .failure(let error) = result, error.kind != .connect, state != .done,
+           session.raw.map({ rb_session_deadline_expired($0) != 0 }) == true || deadline.map({ .now >= $0 }) == true
+        {
+            return timedOut()
+        }
         state = .done
         if let continuation {
             self.continuation = nil

@@ -172,7 +172,7 @@ final class CloseOperation: LoopOperation {
                 if call(rb_session_disconnect(raw, "closed by runbook")).isAgain { return .blocked([.session(session)]) }
                 step = 2
             default:
-                if call(libssh2_session_free(raw)).isAgain { return .blocked([.session(session)]) }
+                if call(rb_session_free(raw)).isAgain { return .blocked([.session(session)]) }
                 session.raw = nil
                 return finish()
             }

@@ -91,7 +91,7 @@ final class SessionState {
         spareChannel = nil  // freed with the session
         if let raw {
             libssh2_session_set_blocking(raw, 0)
-            _ = libssh2_session_free(raw)
+            _ = rb_session_free(raw)
             self.raw = nil
         }
         if fd >= 0 {

@@ -214,3 +214,68 @@ struct UnreachableTests {
         await c.close()
     }
 }
+
+/// Peers that are not SSH servers: each connection ends within its `connect_timeout`, with a
+/// clear error, however the peer misbehaves. No test host needed: the peer is a small server
+/// on the loopback interface, started and stopped here.
+@Suite("Hostile peers", .serialized)
+struct HostilePeerTests {
+    /// A loopback server that answers each connection with `preamble`, then sends bytes
+    /// without a newline until the client goes away.
+    final class FloodServer {
+        let process = Process()
+        let port: Int
+
+        init(preamble: String) throws {
+            let script = """
+                import socket, sys, threading
+                s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(4)
+                print(s.getsockname()[1], flush=True)
+                def serve(c):
+                    try:
+                        c.sendall(sys.argv[1].encode())
+                        chunk = b"A" * 65536
+                        while True: c.sendall(chunk)
+                    except OSError: pass
+                    finally: c.close()
+                while True:
+                    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+                """
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            process.arguments = ["-c", script, preamble]
+            let out = Pipe()
+            process.standardOutput = out
+            try process.run()
+            var line: [UInt8] = []
+            while let byte = try out.fileHandleForReading.read(upToCount: 1)?.first, byte != UInt8(ascii: "\n") { line.append(byte) }
+            port = Int(String(decoding: line, as: UTF8.self)) ?? 0
+        }
+
+        /// SIGKILL: a child of the test process inherits its blocked SIGTERM.
+        func stop() {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    /// Without a version line, libssh2 would read the flood forever: the session's read
+    /// deadline ends it. After one, the flood is a malformed packet, refused at once.
+    @Test("a peer that floods bytes without a newline, before or after its version line, is given up on",
+          .timeLimit(.minutes(1)), arguments: [("", "timed out after 2 s waiting for the SSH handshake"),
+                                               ("SSH-2.0-OpenSSH_9.2\r\n", "Unable to exchange encryption keys")])
+    func floodingPeer(_ preamble: String, _ expected: String) async throws {
+        let server = try FloodServer(preamble: preamble)
+        defer { server.stop() }
+        #expect(server.port > 0)
+        let knownHosts = FileManager.default.temporaryDirectory.appendingPathComponent("rb-flood-\(UUID().uuidString)").path
+        FileManager.default.createFile(atPath: knownHosts, contents: Data())
+        defer { try? FileManager.default.removeItem(atPath: knownHosts) }
+        let target = SSHTarget(host: "127.0.0.1", port: server.port, user: "root", identityFiles: [], useAgent: false,
+                               knownHostsFile: knownHosts, hostKeyPolicy: .strict, connectTimeout: .seconds(2),
+                               keepaliveInterval: 15, keepaliveCountMax: 3)
+        let error = await #expect(throws: SSHError.self) {
+            _ = try await SSHConnection.connect(to: target)
+        }
+        #expect(String(describing: error).contains(expected), "\(String(describing: error))")
+    }
+}
