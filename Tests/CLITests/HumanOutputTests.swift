@@ -59,26 +59,29 @@ struct HumanOutputTests {
         /// The screen of an 80-column terminal once `runbook ARGUMENTS` has ended, as shown;
         /// `watch` sees the screen every 0.1 s meanwhile.
         func screen(_ arguments: [String], watch: ((String) -> Void)? = nil) throws -> String {
-            let socket = "rbgolden-" + UUID().uuidString.prefix(8)
+            let socket = root + "/tmux-" + UUID().uuidString.prefix(8)
             let done = root + "/done-" + UUID().uuidString
             let binary = repositoryRoot + "/.build/debug/runbook"
             let words = ([binary] + arguments + ["--root", root, "--state-dir", root + "/state"]).map(shellQuoted)
             let command = "cd \(shellQuoted(root)) && TERM=xterm-256color NO_COLOR=1 \(words.joined(separator: " ")); echo \"exit $?\"; touch \(shellQuoted(done)); sleep 120"
             let tmux = "/usr/bin/tmux"
             // The tmux server outlives this call: it must hold none of this process's
-            // descriptors (Python closes every one but stdin/out/err, which are /dev/null).
+            // descriptors (Python closes every one but stdin/out/err, which are /dev/null), and
+            // not the signal mask it inherits from this process, which blocks SIGTERM: with it,
+            // `kill-server` could not end the server.
             let started = try runProcessFull("/usr/bin/python3", ["-c", """
-                import subprocess, sys
+                import signal, subprocess, sys
                 sys.exit(subprocess.run(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, close_fds=True).returncode)
-                """, tmux, "-L", socket, "-f", "/dev/null", "new-session", "-d", "-x", "80", "-y", "150", command])
+                                        stderr=subprocess.DEVNULL, close_fds=True,
+                                        preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, [])).returncode)
+                """, tmux, "-S", socket, "-f", "/dev/null", "new-session", "-d", "-x", "80", "-y", "150", command])
             #expect(started.status == 0, "tmux did not start")
-            defer { _ = try? runProcessFull(tmux, ["-L", socket, "kill-server"]) }
+            defer { _ = try? runProcessFull(tmux, ["-S", socket, "kill-server"]) }
             for _ in 0..<600 where !FileManager.default.fileExists(atPath: done) {
-                if let watch { watch(try runProcessFull(tmux, ["-L", socket, "capture-pane", "-p", "-t", "0"]).stdout) }
+                if let watch { watch(try runProcessFull(tmux, ["-S", socket, "capture-pane", "-p", "-t", "0"]).stdout) }
                 Thread.sleep(forTimeInterval: 0.1)
             }
-            let captured = try runProcessFull(tmux, ["-L", socket, "capture-pane", "-p", "-t", "0"])
+            let captured = try runProcessFull(tmux, ["-S", socket, "capture-pane", "-p", "-t", "0"])
             return captured.stdout
         }
 
