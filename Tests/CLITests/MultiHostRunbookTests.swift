@@ -310,7 +310,10 @@ struct MultiHostRunbookTests {
     func canary() throws {
         let sandbox = try MultiSandbox.ready()
         let load = try LoadThroughBalancer()
-        let r = try sandbox.runbook(["apply", "canary", "-p", "version=2", "-p", "canary=web2", "-p", "gate_requests=50", "--yes"])
+        // The latency gate's bound is loose here: on a loaded 2-core machine the sandbox's p95
+        // is not the app's; the error-rate gate stays strict.
+        let r = try sandbox.runbook(["apply", "canary", "-p", "version=2", "-p", "canary=web2", "-p", "gate_requests=50",
+                                     "-p", "p95_under=5s", "--yes"])
         let traffic = try load.stop()
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
         #expect(traffic.failed == 0, "\(traffic.failures)")

@@ -241,7 +241,7 @@ struct PlanApplyTests {
         defer { p.cleanUp() }
         try configRunbook(p, extraSteps: """
               - name: Long step
-                command: { run: "sleep 30" }
+                command: { run: "sleep 300" }
             """)
         let original = "original\n"
         try original.write(toFile: p.remoteDir + "/app.conf", atomically: true, encoding: .utf8)
