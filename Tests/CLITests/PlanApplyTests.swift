@@ -535,7 +535,7 @@ struct PlanApplyTests {
         let refused = try p.run(["apply", "file", "--yes"], environment: secrets)
         #expect(refused.status == 2, "\(refused.stdout)\(refused.stderr)")
         #expect(refused.stderr.contains("file.yml:5"), "\(refused.stderr)")
-        #expect(refused.stderr.contains("become: template writes its file over SFTP as the login user"), "\(refused.stderr)")
+        #expect(refused.stderr.contains("become: template reads or writes its file over SFTP as the login user"), "\(refused.stderr)")
     }
 
     @Test("a secret never appears in output, plan file, journal, or ps on the host")

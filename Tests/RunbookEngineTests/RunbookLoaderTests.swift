@@ -219,6 +219,14 @@ private let header = "hosts: web\nsteps:\n"
         #expect(found.count == 1)
     }
 
+    @Test func sftpKindsCannotBecomeRoot() throws {
+        let found = try Project().failures(header + """
+              - fetch: { src: /var/backups/app.dump, dest: backups/ }
+                become: true
+            """)
+        expectError(found, field: "steps[0].become", line: 4, containing: "fetch reads or writes its file over SFTP as the login user, so it cannot become root")
+    }
+
     @Test func twoKindKeysOrNone() throws {
         let found = try Project().failures(header + """
               - name: both

@@ -90,6 +90,7 @@ func scripted(_ testCase: StepCase) -> ScriptedTransport {
         #expect(StepRegistry.rechecks(kind: "load_test", arguments: ["url": "http://x/", "requests": 10, "recheck": true]))
         #expect(StepRegistry.undoBehavior(kind: "load_test", arguments: ["url": "http://x/", "requests": 10]) == .readOnly)
         #expect(StepRegistry.kind("template")?.supportsBecome == false)
+        #expect(StepRegistry.kind("fetch")?.supportsBecome == false)
         #expect(StepRegistry.kind("gather")?.outputsAreFacts == true)
     }
 

@@ -210,8 +210,8 @@ extension RunbookValidator {
         guard kindEntries.count == 1, let kindEntry = kindEntries.first, let kind = StepRegistry.kind(kindEntry.key) else { return nil }
         let schema = kind.schema
         if become, !kind.supportsBecome, let node = map["become"] {
-            node.error("\(schema.name) writes its file over SFTP as the login user, so it cannot become root",
-                       hint: "log in as a user that may write \(schema.name)'s dest, or render to a writable path and install it with a `command` step that has become: true",
+            node.error("\(schema.name) reads or writes its file over SFTP as the login user, so it cannot become root",
+                       hint: "log in as a user with access to the file, or move it through a path the login user can use, with a `command` step that has become: true",
                        in: &diagnostics)
             return nil
         }

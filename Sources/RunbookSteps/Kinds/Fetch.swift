@@ -20,6 +20,8 @@ package struct FetchStep: StepKind {
             ArgumentSpec("prefix", .string, "what the names of the copies keep counts start with (default: src's name up to its first -)"),
         ])
     package static func undoPolicy(_ arguments: Value) -> UndoBehavior { .kept }
+    /// Read over SFTP as the login user, so never through sudo.
+    package static let supportsBecome = false
     package static func defaultName(_ arguments: [String: Value]) -> String {
         "fetch \(arguments["src"]?.description ?? "")"
     }
