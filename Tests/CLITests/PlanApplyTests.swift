@@ -271,6 +271,74 @@ struct PlanApplyTests {
         #expect(try p.remote("h1", "test -e \(p.lockPath) && echo held || echo free") == "free\n")
     }
 
+    /// SIGTERM over SSH: a run on a real host stops between steps, rolls back what ran and
+    /// releases both locks (exit 1). A second signal exits at once, says the locks stay, and
+    /// leaves them; `rollback RUN_ID` then takes them over and finishes the job.
+    @Test("SIGTERM during an apply over SSH rolls back and unlocks; a second signal exits at once and leaves the locks")
+    func terminatedOverSSH() async throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        let dir = p.remoteDir
+        try p.write("runbooks/term.yml", """
+            name: term
+            hosts: h1
+            steps:
+              - name: first
+                command: { run: "touch \(dir)/first", undo: "rm -f \(dir)/first" }
+              - name: slow
+                command: { run: "touch \(dir)/slow-started; sleep 4; touch \(dir)/slow-done", undo: "rm -f \(dir)/slow-started \(dir)/slow-done" }
+              - name: third
+                command: "touch \(dir)/third"
+            """)
+        func start() async throws -> (Process, Pipe) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: p.binary)
+            process.arguments = ["apply", "term", "--yes"]
+            process.currentDirectoryURL = URL(fileURLWithPath: p.root)
+            var environment = ProcessInfo.processInfo.environment
+            environment["NO_COLOR"] = "1"
+            process.environment = environment
+            let out = Pipe()
+            process.standardOutput = out
+            process.standardError = out
+            try process.run()
+            for _ in 0..<600 where !FileManager.default.fileExists(atPath: dir + "/slow-started") {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(FileManager.default.fileExists(atPath: dir + "/slow-started"), "the slow step never started")
+            return (process, out)
+        }
+
+        let (once, onceOut) = try await start()
+        kill(once.processIdentifier, SIGTERM)
+        let text = String(decoding: onceOut.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        once.waitUntilExit()
+        #expect(once.terminationStatus == 1, "\(text)")
+        #expect(text.contains("interrupted"), "\(text)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/first"), "not rolled back: \(text)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/third"), "a step started after the signal: \(text)")
+        #expect(try p.remote("h1", "test -e \(p.lockPath) && echo held || echo free") == "free\n", "\(text)")
+        #expect(!FileManager.default.fileExists(atPath: p.root + "/.runbook/lock"), "controller lock left")
+
+        for name in ["first", "slow-started", "slow-done"] { try? FileManager.default.removeItem(atPath: dir + "/" + name) }
+        let (twice, twiceOut) = try await start()
+        kill(twice.processIdentifier, SIGTERM)
+        try await Task.sleep(for: .milliseconds(100))
+        kill(twice.processIdentifier, SIGTERM)
+        let second = String(decoding: twiceOut.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        twice.waitUntilExit()
+        #expect(twice.terminationStatus == 130, "\(second)")
+        #expect(second.contains("the run's locks stay in place"), "\(second)")
+        #expect(try p.remote("h1", "test -e \(p.lockPath) && echo held || echo free") == "held\n", "\(second)")
+        let history = try p.run(["history", "--json"])
+        let run = try #require(history.stdout.split(separator: "\n").first)
+        let id = try #require((try JSONSerialization.jsonObject(with: Data(run.utf8)) as? [String: Any])?["id"] as? String)
+        let rollback = try p.run(["rollback", id, "--yes"])
+        #expect(rollback.status == 0, "\(rollback.stdout)\(rollback.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/first"))
+        #expect(try p.remote("h1", "test -e \(p.lockPath) && echo held || echo free") == "free\n")
+    }
+
     @Test("serial runs hosts one batch at a time, and max_fail decides whether a failure stops the rest")
     func serialAndMaxFail() throws {
         let p = try RunbookProject(env)
