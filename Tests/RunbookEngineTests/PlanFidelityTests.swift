@@ -225,6 +225,33 @@ func json(_ value: Value) -> String {
         #expect(diff.hasPrefix("large file, no line diff above 1 MiB: "), "\(diff.prefix(200))")
     }
 
+    /// Under the size cap, two texts with almost nothing in common (Myers' worst case, about a
+    /// minute for 16,000 lines) are shown as line counts, sizes and digests; a few changed lines
+    /// in a file as large still get their line diff.
+    @Test func rewrittenFileIsNotLineDiffed() async throws {
+        let old = (0..<16_000).map { "old line \($0) " + String(repeating: "a", count: 40) }
+        var new = old.map { $0.replacingOccurrences(of: "old", with: "new") }
+        let project = try ScriptedProject(files: ["/srv/rewritten.txt": .init(old.joined(separator: "\n") + "\n"),
+                                                  "/srv/edited.txt": .init(old.joined(separator: "\n") + "\n")])
+        try project.write("templates/rewritten.txt", new.joined(separator: "\n") + "\n")
+        new = old
+        new[8_000] = "the one changed line"
+        try project.write("templates/edited.txt", new.joined(separator: "\n") + "\n")
+        try project.write("runbooks/t.yml", """
+            hosts: web
+            steps:
+              - copy: { src: rewritten.txt, dest: /srv/rewritten.txt }
+              - copy: { src: edited.txt, dest: /srv/edited.txt }
+            """)
+        let (engine, log) = project.engine()
+        _ = try await engine.plan(RunRequest(runbook: "t"), saveTo: nil)
+        let diffs = (log.plan?.changes ?? []).compactMap(\.diff)
+        #expect(diffs.count == 2)
+        #expect(diffs.first?.hasPrefix("32000 of 32002 lines differ, too many for a line diff: ") == true, "\(diffs.first?.prefix(200) ?? "")")
+        #expect(diffs.last?.contains("-old line 8000 ") == true && diffs.last?.contains("+the one changed line") == true,
+                "\(diffs.last?.prefix(300) ?? "")")
+    }
+
     /// A step skipped at apply because its `when:` turned false says why.
     @Test func whenFalseAtApplySaysWhy() async throws {
         let project = try ScriptedProject()

@@ -95,8 +95,33 @@ extension FilePlanner {
             return "\(binary ? "binary file" : "large file, no line diff above \(maximumDiffBytes / 1_048_576) MiB"): \(before) → \(new.count) bytes\n"
                 + "sha256 \(old.map { String(sha256Hex($0).prefix(16)) } ?? "-") → \(String(sha256Hex(new).prefix(16)))\n"
         }
-        return UnifiedDiff.make(old: old.map { String(decoding: $0, as: UTF8.self) }, new: String(decoding: new, as: UTF8.self), path: path)
+        let oldText = old.map { String(decoding: $0, as: UTF8.self) }
+        let newText = String(decoding: new, as: UTF8.self)
+        // Myers' diff costs (N + M) × D: two texts of 16,000 lines with nothing in common take a
+        // minute. At least as many lines differ as the two texts' line counts differ, so when
+        // that alone makes the work too large, sizes and digests are shown instead.
+        if let oldText {
+            let (lines, differing) = Self.lineCounts(oldText, newText)
+            if lines * differing > maximumDiffWork {
+                return "\(differing) of \(lines) lines differ, too many for a line diff: \(old!.count) bytes → \(new.count) bytes\n"
+                    + "sha256 \(String(sha256Hex(old!).prefix(16))) → \(String(sha256Hex(new).prefix(16)))\n"
+            }
+        }
+        return UnifiedDiff.make(old: oldText, new: newText, path: path)
     }
+
+    /// The lines of both texts, and how many at least differ: for each distinct line, how many
+    /// more times one text has it than the other.
+    static func lineCounts(_ old: String, _ new: String) -> (lines: Int, differing: Int) {
+        var counts: [Substring: Int] = [:]
+        var lines = 0
+        for line in old.split(separator: "\n", omittingEmptySubsequences: false) { counts[line, default: 0] += 1; lines += 1 }
+        for line in new.split(separator: "\n", omittingEmptySubsequences: false) { counts[line, default: 0] -= 1; lines += 1 }
+        return (lines, counts.values.reduce(0) { $0 + abs($1) })
+    }
+
+    /// The most work (lines × differing lines) a plan spends on one line diff.
+    static let maximumDiffWork = 20_000_000
 
     /// The largest file shown as a line diff.
     static let maximumDiffBytes = 1_048_576
