@@ -224,15 +224,31 @@ final class StatOperation: SFTPOperation<FileAttributes?> {
     private var link: FileAttributes?
     private var target: String?
 
-    override func step(raw: OpaquePointer, sftp: OpaquePointer) -> Result<FileAttributes?, SSHError>? {
+    /// One stat request: nil while it would block, `.success(nil)` when nothing is there.
+    private enum Stat {
+        case again
+        case found(LIBSSH2_SFTP_ATTRIBUTES)
+        case done(Result<FileAttributes?, SSHError>)
+    }
+
+    private func stat(_ which: String, follow: Bool, missing: FileAttributes?, raw: OpaquePointer, sftp: OpaquePointer) -> Stat {
         var attrs = LIBSSH2_SFTP_ATTRIBUTES()
+        let length = UInt32(which.utf8.count)
+        switch call(follow ? rb_sftp_stat(sftp, which, length, &attrs) : rb_sftp_lstat(sftp, which, length, &attrs)) {
+        case .again: return .again
+        case .failed:
+            if sftpStatus(sftp) == RB_FX_NO_SUCH_FILE { return .done(.success(missing)) }
+            return .done(.failure(sftpError("cannot stat", raw: raw, sftp: sftp)))
+        case .ok: return .found(attrs)
+        }
+    }
+
+    override func step(raw: OpaquePointer, sftp: OpaquePointer) -> Result<FileAttributes?, SSHError>? {
         if link == nil {
-            switch call(rb_sftp_lstat(sftp, path, UInt32(path.utf8.count), &attrs)) {
+            switch stat(path, follow: false, missing: nil, raw: raw, sftp: sftp) {
             case .again: return nil
-            case .failed:
-                if sftpStatus(sftp) == RB_FX_NO_SUCH_FILE { return .success(nil) }
-                return .failure(sftpError("cannot stat", raw: raw, sftp: sftp))
-            case .ok:
+            case .done(let result): return result
+            case .found(let attrs):
                 let found = Self.attributes(attrs)
                 guard UInt32(attrs.permissions) & 0o170000 == 0o120000 else { return .success(found) }
                 var dangling = found
@@ -248,12 +264,10 @@ final class StatOperation: SFTPOperation<FileAttributes?> {
             guard n > 0 else { return .success(link) }
             target = String(decoding: buffer[..<Int(n)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
         }
-        switch call(rb_sftp_stat(sftp, target!, UInt32(target!.utf8.count), &attrs)) {
+        switch stat(target!, follow: true, missing: link, raw: raw, sftp: sftp) {
         case .again: return nil
-        case .failed:
-            if sftpStatus(sftp) == RB_FX_NO_SUCH_FILE { return .success(link) }
-            return .failure(sftpError("cannot stat", raw: raw, sftp: sftp))
-        case .ok:
+        case .done(let result): return result
+        case .found(let attrs):
             var resolved = Self.attributes(attrs)
             resolved.isSymlink = true
             resolved.symlinkTarget = target

@@ -167,6 +167,23 @@ struct UnreachableCLITests {
 }
 
 /// Runs the built binary (no colour) and captures its output.
+/// The built binary started with `arguments` in `directory` (NO_COLOR set), not waited for:
+/// its stdout and stderr together in the pipe returned.
+func startBuiltRunbook(_ arguments: [String], in directory: String? = nil) throws -> (Process, Pipe) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: repositoryRoot + "/.build/debug/runbook")
+    process.arguments = arguments
+    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+    var environment = ProcessInfo.processInfo.environment
+    environment["NO_COLOR"] = "1"
+    process.environment = environment
+    let out = Pipe()
+    process.standardOutput = out
+    process.standardError = out
+    try process.run()
+    return (process, out)
+}
+
 func runBuiltRunbook(_ arguments: [String], environment extra: [String: String] = [:]) throws -> ProcessOutput {
     var environment = ProcessInfo.processInfo.environment
     environment["NO_COLOR"] = "1"

@@ -291,17 +291,7 @@ struct PlanApplyTests {
                 command: "touch \(dir)/third"
             """)
         func start() async throws -> (Process, Pipe) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: p.binary)
-            process.arguments = ["apply", "term", "--yes"]
-            process.currentDirectoryURL = URL(fileURLWithPath: p.root)
-            var environment = ProcessInfo.processInfo.environment
-            environment["NO_COLOR"] = "1"
-            process.environment = environment
-            let out = Pipe()
-            process.standardOutput = out
-            process.standardError = out
-            try process.run()
+            let (process, out) = try startBuiltRunbook(["apply", "term", "--yes"], in: p.root)
             for _ in 0..<600 where !FileManager.default.fileExists(atPath: dir + "/slow-started") {
                 try await Task.sleep(for: .milliseconds(50))
             }

@@ -381,16 +381,7 @@ struct PlanOutputTests {
               - name: third
                 command: "touch \(work)/third"
             """)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: repositoryRoot + "/.build/debug/runbook")
-        process.arguments = ["apply", "t", "--yes", "--root", project.root, "-i", project.root + "/inventory/hosts.yml"]
-        var environment = ProcessInfo.processInfo.environment
-        environment["NO_COLOR"] = "1"
-        process.environment = environment
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = out
-        try process.run()
+        let (process, out) = try startBuiltRunbook(["apply", "t", "--yes", "--root", project.root, "-i", project.root + "/inventory/hosts.yml"])
         let deadline = Date().addingTimeInterval(30)
         while !FileManager.default.fileExists(atPath: work + "/slow-started") && Date() < deadline { usleep(20_000) }
         #expect(FileManager.default.fileExists(atPath: work + "/slow-started"))
