@@ -64,7 +64,14 @@ final class SessionState {
 
     /// Sends a keepalive when one is due; returns when the next is due.
     func keepaliveTick(now: ContinuousClock.Instant) -> ContinuousClock.Instant? {
-        guard keepaliveInterval > 0, let raw, let due = nextKeepalive else { return nil }
+        guard keepaliveInterval > 0, let raw else { return nil }
+        // Keepalives configured while the session was already busy (by its own connection)
+        // start now: without them an idle wait would read as a dead peer.
+        guard let due = nextKeepalive else {
+            nextKeepalive = now + .seconds(keepaliveInterval)
+            lastInbound = max(lastInbound, now)
+            return nextKeepalive
+        }
         if now >= due {
             var seconds: Int32 = 0
             _ = libssh2_keepalive_send(raw, &seconds)

@@ -286,7 +286,7 @@ struct PlanApplyTests {
               - name: first
                 command: { run: "touch \(dir)/first", undo: "rm -f \(dir)/first" }
               - name: slow
-                command: { run: "touch \(dir)/slow-started; sleep 4; touch \(dir)/slow-done", undo: "rm -f \(dir)/slow-started \(dir)/slow-done" }
+                command: { run: "touch \(dir)/slow-started; i=0; while [ ! -e \(dir)/release ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done; touch \(dir)/slow-done", undo: "rm -f \(dir)/slow-started \(dir)/slow-done" }
               - name: third
                 command: "touch \(dir)/third"
             """)
@@ -299,8 +299,12 @@ struct PlanApplyTests {
             return (process, out)
         }
 
+        // The slow step holds until the test releases it, after the signal: the signal always
+        // arrives while it runs, however late this test's tasks get to run.
         let (once, onceOut) = try await start()
         kill(once.processIdentifier, SIGTERM)
+        try await Task.sleep(for: .milliseconds(300))
+        FileManager.default.createFile(atPath: dir + "/release", contents: Data())
         let text = String(decoding: onceOut.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         once.waitUntilExit()
         #expect(once.terminationStatus == 1, "\(text)")
@@ -310,13 +314,14 @@ struct PlanApplyTests {
         #expect(try p.remote("h1", "test -e \(p.lockPath) && echo held || echo free") == "free\n", "\(text)")
         #expect(!FileManager.default.fileExists(atPath: p.root + "/.runbook/lock"), "controller lock left")
 
-        for name in ["first", "slow-started", "slow-done"] { try? FileManager.default.removeItem(atPath: dir + "/" + name) }
+        for name in ["first", "slow-started", "slow-done", "release"] { try? FileManager.default.removeItem(atPath: dir + "/" + name) }
         let (twice, twiceOut) = try await start()
         kill(twice.processIdentifier, SIGTERM)
-        try await Task.sleep(for: .milliseconds(100))
+        try await Task.sleep(for: .milliseconds(300))
         kill(twice.processIdentifier, SIGTERM)
         let second = String(decoding: twiceOut.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         twice.waitUntilExit()
+        FileManager.default.createFile(atPath: dir + "/release", contents: Data())
         #expect(twice.terminationStatus == 130, "\(second)")
         #expect(second.contains("the run's locks stay in place"), "\(second)")
         #expect(try p.remote("h1", "test -e \(p.lockPath) && echo held || echo free") == "held\n", "\(second)")

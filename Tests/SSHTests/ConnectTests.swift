@@ -148,8 +148,10 @@ struct ConnectTests {
 
     @Test("ProxyJump through one and two jump hosts")
     func proxyJump() async throws {
-        let inner = hosts.target(hosts.env["RBT_INNER"])
-        let one = try await hosts.connect(inner, via: [hosts.target(hosts.env["RBT_H3"])])
+        // Generous keepalive limits: on a loaded machine this test's own tasks can wait long
+        // between operations; dead peers are tested by the Unreachable suites.
+        let inner = hosts.target(hosts.env["RBT_INNER"], countMax: 8)
+        let one = try await hosts.connect(inner, via: [hosts.target(hosts.env["RBT_H3"], countMax: 8)])
         #expect(try await one.run("hostname").stdoutText == "inner\n")
         let data = (0..<300_000).map { UInt8($0 % 199) }
         let path = "/tmp/rbtest-jump-\(UUID().uuidString)"
@@ -158,7 +160,7 @@ struct ConnectTests {
         try await one.removeFile(path)
         await one.close()
 
-        let two = try await hosts.connect(inner, via: [hosts.target(hosts.env["RBT_H2"]), hosts.target(hosts.env["RBT_H3"])])
+        let two = try await hosts.connect(inner, via: [hosts.target(hosts.env["RBT_H2"], countMax: 8), hosts.target(hosts.env["RBT_H3"], countMax: 8)])
         #expect(try await two.run("hostname").stdoutText == "inner\n")
         await two.close()
     }
