@@ -6,6 +6,11 @@ import TestSupport
 /// controller itself), so no test host is needed.
 @Suite("plan output", .serialized)
 struct PlanOutputTests {
+    /// The id of the run that `apply` printed as succeeded.
+    static func succeededRunID(_ stdout: String) -> String? {
+        stdout.split(separator: "\n").first { $0.hasPrefix("run ") && $0.contains("succeeded") }.map { String($0.split(separator: " ")[1]) }
+    }
+
     /// A project in a temporary folder whose one host is the controller; files go under `work`.
     struct LocalProject {
         let root: String
@@ -115,16 +120,15 @@ struct PlanOutputTests {
             """)
         let apply = try project.runbook("apply", "t", "--yes")
         #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
-        let runID = try #require(apply.stdout.split(separator: "\n").first { $0.hasPrefix("run ") && $0.contains("succeeded") }?
-            .split(separator: " ")[1])
-        let dry = try project.runbook("rollback", String(runID), "--dry-run")
+        let runID = try #require(Self.succeededRunID(apply.stdout))
+        let dry = try project.runbook("rollback", runID, "--dry-run")
         #expect(dry.status == 0, "\(dry.stderr)")
         #expect(dry.stdout.contains("dry run: nothing is changed"), "\(dry.stdout)")
         #expect(dry.stdout.contains("restore \(project.work)/app.conf from \(project.work)/.app.conf.runbook-bak-\(runID)"), "\(dry.stdout)")
         #expect(dry.stdout.contains("$ rm -f \(project.work)/mark"), "\(dry.stdout)")
         #expect(try String(contentsOfFile: project.work + "/app.conf", encoding: .utf8) == "workers = 8\n")
         #expect(FileManager.default.fileExists(atPath: project.work + "/mark"))
-        let real = try project.runbook("rollback", String(runID), "--yes")
+        let real = try project.runbook("rollback", runID, "--yes")
         #expect(real.status == 0, "\(real.stdout)\(real.stderr)")
         #expect(try String(contentsOfFile: project.work + "/app.conf", encoding: .utf8) == "workers = 2\n")
         #expect(!FileManager.default.fileExists(atPath: project.work + "/mark"))
@@ -147,12 +151,11 @@ struct PlanOutputTests {
         let apply = try project.runbook("apply", "m", "--yes")
         #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
         #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o600)
-        let runID = try #require(apply.stdout.split(separator: "\n").first { $0.hasPrefix("run ") && $0.contains("succeeded") }?
-            .split(separator: " ")[1])
-        let dry = try project.runbook("rollback", String(runID), "--dry-run")
+        let runID = try #require(Self.succeededRunID(apply.stdout))
+        let dry = try project.runbook("rollback", runID, "--dry-run")
         #expect(dry.stdout.contains("restore the mode and owner of \(path) from \(project.work)/.app.conf.runbook-bak-\(runID)"), "\(dry.stdout)")
         #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o600)
-        let real = try project.runbook("rollback", String(runID), "--yes")
+        let real = try project.runbook("rollback", runID, "--yes")
         #expect(real.status == 0, "\(real.stdout)\(real.stderr)")
         #expect(real.stdout.contains("restored the mode and owner of \(path)"), "\(real.stdout)")
         #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o644)
@@ -185,8 +188,7 @@ struct PlanOutputTests {
         func run() throws -> String {
             let apply = try project.runbook("apply", "e", "--yes")
             #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
-            return String(try #require(apply.stdout.split(separator: "\n").first { $0.hasPrefix("run ") && $0.contains("succeeded") }?
-                .split(separator: " ")[1]))
+            return try #require(Self.succeededRunID(apply.stdout))
         }
         // Untouched since the run: rolls back without --force.
         let first = try run()
@@ -240,9 +242,8 @@ struct PlanOutputTests {
         #expect(try FileManager.default.attributesOfItem(atPath: target)[.posixPermissions] as? Int == 0o640)
         let again = try project.runbook("plan", "s")
         #expect(again.stdout.contains("\(link) → \(target) is up to date"), "\(again.stdout)")
-        let runID = try #require(apply.stdout.split(separator: "\n").first { $0.hasPrefix("run ") && $0.contains("succeeded") }?
-            .split(separator: " ")[1])
-        let rollback = try project.runbook("rollback", String(runID), "--yes")
+        let runID = try #require(Self.succeededRunID(apply.stdout))
+        let rollback = try project.runbook("rollback", runID, "--yes")
         #expect(rollback.status == 0, "\(rollback.stdout)\(rollback.stderr)")
         #expect(try FileManager.default.destinationOfSymbolicLink(atPath: link) == "../sites-available/app")
         #expect(try String(contentsOfFile: target, encoding: .utf8) == "server { listen 80; }\n")
@@ -278,8 +279,7 @@ struct PlanOutputTests {
         for n in 1...5 {
             let apply = try project.runbook("apply", "b", "-p", "n=\(n)", "--yes")
             #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
-            runs.append(String(try #require(apply.stdout.split(separator: "\n").first { $0.hasPrefix("run ") && $0.contains("succeeded") }?
-                .split(separator: " ")[1])))
+            runs.append(try #require(Self.succeededRunID(apply.stdout)))
             Thread.sleep(forTimeInterval: 1.1) // run IDs of different seconds
         }
         let backups = try FileManager.default.contentsOfDirectory(atPath: project.work).filter { $0.hasPrefix(".app.conf.runbook-bak-2") }.sorted()
