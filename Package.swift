@@ -90,7 +90,7 @@ let package = Package(
             "RunbookEngine", "RunbookSteps", "RunbookTransport", "RunbookCore", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["TestSupport"], exclude: ["Golden"]),
         // Shared by test targets: locating the test hosts and the built binary.
         .target(name: "TestSupport", dependencies: ["RunbookCore"], path: "Tests/TestSupport"),
     ]
