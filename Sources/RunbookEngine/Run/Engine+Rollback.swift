@@ -174,7 +174,7 @@ extension Engine {
     /// What rollback would do on one host for `steps` (already in reverse order), read from
     /// the host without changing it: the same decisions `undo` and the replay phases make.
     func preview(_ steps: [AppliedStep], host: String, transports: [String: any Transport], secrets: SecretStore,
-                 replaysKnown: Bool) async -> [RollbackPreview.Item] {
+                 replaysKnown: Bool, edited: Set<EditedFile>) async -> [RollbackPreview.Item] {
         var items: [RollbackPreview.Item] = []
         let masker = secrets.masker
         var shownHost = host
@@ -195,14 +195,15 @@ extension Engine {
                 add(applied.name, 1, "not undone: \(reason)", problem: true)
             case .command(let recorded):
                 add(applied.name, 1, "run its undo", [recorded.display])
-            case .restoreFile(let path, let backup, let before, let after):
+            case .restoreFile(let path, let backup, let before, _):
                 let current: [UInt8]?
                 do { current = try await transport.readFile(path) } catch {
                     add(applied.name, 1, "cannot read \(path): \(error.message)", problem: true)
                     continue
                 }
                 let currentDigest = current.map(sha256Hex) ?? "absent"
-                let edited = currentDigest != after ? " (it changed since the run: rollback needs --force, and those edits would be lost)" : ""
+                let changed = edited.contains(EditedFile(shownHost: shownHost, path: path))
+                    ? " (it changed since the run: rollback needs --force, and those edits would be lost)" : ""
                 if currentDigest == before {
                     // As `undo` decides: the backup goes back when only the mode or owner differ.
                     var kept: FileInfo?
@@ -216,9 +217,9 @@ extension Engine {
                         add(applied.name, 1, "\(path) is as it was before the run: nothing to restore")
                     }
                 } else if before == "absent" {
-                    add(applied.name, 1, "remove \(path), which the run created\(edited)")
+                    add(applied.name, 1, "remove \(path), which the run created\(changed)")
                 } else if let backup, (try? await transport.stat(backup)) != nil {
-                    add(applied.name, 1, "restore \(path) from \(backup)\(edited)",
+                    add(applied.name, 1, "restore \(path) from \(backup)\(changed)",
                         [Self.restoreCommand(backup: backup, path: path).display])
                 } else {
                     add(applied.name, 1, "cannot restore \(path): its backup is gone", problem: true)
@@ -344,10 +345,13 @@ extension Engine {
                 }
                 return RunOutcome(runID: runID, exitCode: 1, message: "cannot reach: " + errors.sorted().joined(separator: "; "))
             }
+            // The same decision `rollback` makes: a file counts as edited once, by what the
+            // run's last write of it left.
+            let edited = await editedSinceRun(byHost: byHost, transports: transports)
             var items: [RollbackPreview.Item] = []
             for host in hosts where byHost[host.name] != nil {
                 items += await preview((byHost[host.name] ?? []).reversed(), host: host.name, transports: transports,
-                                       secrets: secrets, replaysKnown: prepared != nil)
+                                       secrets: secrets, replaysKnown: prepared != nil, edited: edited)
             }
             await Self.closeAll(transports)
             events.emit(.rollbackPreview(RollbackPreview(runID: runID, runbook: run.runbook, items: items)))
@@ -361,7 +365,7 @@ extension Engine {
             if !edited.isEmpty {
                 await Self.closeAll(transports)
                 return RunOutcome(runID: runID, exitCode: 3, message: "nothing was rolled back: "
-                                  + edited.joined(separator: "; ")
+                                  + edited.sorted().map { "\($0.shownHost): \($0.path) changed since the run" }.joined(separator: "; ")
                                   + ". Restoring would lose those edits; `runbook rollback \(runID) --force` restores anyway")
             }
         }
@@ -374,8 +378,8 @@ extension Engine {
     /// The files the run wrote that are no longer as it left them: for each file, the last
     /// step (in the order they ran) that wrote it says what the run left; a file back as it
     /// was before the run is not counted (there is nothing to lose).
-    func editedSinceRun(byHost: [String: [AppliedStep]], transports: [String: any Transport]) async -> [String] {
-        var edited: [String] = []
+    func editedSinceRun(byHost: [String: [AppliedStep]], transports: [String: any Transport]) async -> Set<EditedFile> {
+        var edited: Set<EditedFile> = []
         for (host, steps) in byHost.sorted(by: { $0.key < $1.key }) {
             var left: [String: (target: String?, before: String, after: String)] = [:]
             var order: [String] = []
@@ -392,11 +396,18 @@ extension Engine {
                 let current = (try? await transport.readFile(path)) ?? nil
                 let digest = current.map(sha256Hex) ?? "absent"
                 if digest != after && digest != before {
-                    edited.append("\(Self.shown(host, target)): \(path) changed since the run")
+                    edited.insert(EditedFile(shownHost: Self.shown(host, target), path: path))
                 }
             }
         }
         return edited
+    }
+
+    /// A file a run wrote that changed since, on the host shown as `shownHost` (`web2 → lb`).
+    struct EditedFile: Hashable, Comparable {
+        let shownHost: String
+        let path: String
+        static func < (a: Self, b: Self) -> Bool { (a.shownHost, a.path) < (b.shownHost, b.path) }
     }
 
     private func rollbackConnected(runID: String, run: RunRecord, hosts: [RunbookCore.Host], byHost: [String: [AppliedStep]],
