@@ -505,6 +505,9 @@ struct TemplateCheckTests {
     func check() throws {
         let engine = TemplateEngine(templatesDirectory: "/nonexistent")
         #expect(engine.check(string: "{{ params.x }} {% for s in vars.list %}{{ s.y }}{% endfor %}", at: here).isEmpty)
+        // Text without template syntax (braces of shell and JSON included) has nothing to report.
+        #expect(engine.check(string: "echo '}}' {a,b} %} ${X} {\"k\": 1}", at: here).isEmpty)
+        #expect(engine.check(string: "{# unclosed", at: here).count == 1)
         let unknown = engine.check(string: "{{ nope }}\n{{ host.name }} {{ other.x }}", at: here)
         #expect(unknown.map(\.summary) == ["undefined variable `nope`", "undefined variable `other`"])
         #expect(unknown.map { $0.location?.line ?? 0 } == [10, 11])

@@ -257,6 +257,9 @@ public struct TemplateEngine: Sendable {
                                       firstColumn: max(1, location.column)) {
         case .failure(let problem): return [Self.diagnostic(problem, at: location)]
         case .success(let source):
+            // Plain text (most commands: `true`, `nginx -t`) has nothing to check; building a
+            // template environment for it cost every step of a run's preparation.
+            if source.tokens.allSatisfy({ $0.kind == .text }) { return [] }
             var visited: Set<String> = []
             return check(source, fallback: location, knownNames: knownNames, inheritedLoopVariables: [], visited: &visited)
         }
