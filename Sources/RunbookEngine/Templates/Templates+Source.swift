@@ -41,6 +41,8 @@ final class TemplateSource {
     let lineStarts: [Int]
     /// The tokens of `text`, in Stencil's order.
     let tokens: [ScannedToken]
+    /// Text without template syntax: it renders as written and has nothing to check.
+    var isPlainText: Bool { tokens.allSatisfy { $0.kind == .text } }
     /// What the template reads and binds.
     let analysis: TemplateAnalysis
     /// The texts of its `raw` sections, in order.

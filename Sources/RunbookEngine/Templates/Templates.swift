@@ -195,7 +195,7 @@ public struct TemplateEngine: Sendable {
             throw DiagnosticError(Self.diagnostic(problem, at: fallback))
         case .success(let prepared): source = prepared
         }
-        if source.tokens.allSatisfy({ $0.kind == .text }) {
+        if source.isPlainText {
             return RenderResult(text: original, secretsUsed: [])
         }
         let session = RenderSession(context: context, secretMode: mode, secrets: context.secrets)
@@ -257,9 +257,6 @@ public struct TemplateEngine: Sendable {
                                       firstColumn: max(1, location.column)) {
         case .failure(let problem): return [Self.diagnostic(problem, at: location)]
         case .success(let source):
-            // Plain text (most commands: `true`, `nginx -t`) has nothing to check; building a
-            // template environment for it cost every step of a run's preparation.
-            if source.tokens.allSatisfy({ $0.kind == .text }) { return [] }
             var visited: Set<String> = []
             return check(source, fallback: location, knownNames: knownNames, inheritedLoopVariables: [], visited: &visited)
         }
@@ -305,6 +302,9 @@ public struct TemplateEngine: Sendable {
     private func check(_ source: TemplateSource, fallback: SourceLocation, knownNames: Set<String>,
                        inheritedLoopVariables: Set<String>, visited: inout Set<String>) -> [Diagnostic]
     {
+        // Plain text (most commands: `true`, `nginx -t`) has nothing to check; building a
+        // template environment for it cost every step of a run's preparation.
+        if source.isPlainText { return [] }
         var diagnostics: [Diagnostic] = []
         let session = RenderSession(context: nil, secretMode: .references, secrets: nil)
         session.main = source
