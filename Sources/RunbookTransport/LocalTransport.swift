@@ -34,15 +34,16 @@ public struct LocalTransport: Transport {
             ) { execution in
                 guard let timeout else { return }
                 let pid = execution.processIdentifier.value
-                Task.detached {
-                    try? await Task.sleep(for: timeout)
+                // A Dispatch timer, not a task: the concurrency runtime's few threads (two on a
+                // 2-core host) can all be busy, and a step's timeout must fire regardless.
+                let (seconds, attoseconds) = timeout.components
+                let nanoseconds = max(0, min(seconds, 1 << 32) * 1_000_000_000 + attoseconds / 1_000_000_000)
+                DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) {
                     // The child is a session leader: its pid is the process group.
-                    if kill(pid, 0) == 0 {
-                        timedOut.set()
-                        kill(-pid, SIGTERM)
-                        try? await Task.sleep(for: .seconds(3))
-                        kill(-pid, SIGKILL)
-                    }
+                    guard kill(pid, 0) == 0 else { return }
+                    timedOut.set()
+                    kill(-pid, SIGTERM)
+                    DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(3)) { kill(-pid, SIGKILL) }
                 }
             }
             let stdout = result.standardOutput
