@@ -20,14 +20,7 @@ struct Context {
 
     init(_ options: GlobalOptions) {
         let environment = ProcessInfo.processInfo.environment
-        let cwd = FileManager.default.currentDirectoryPath
-        root = options.root.map { Context.absolute($0, base: cwd) } ?? cwd
-        stateDir = options.stateDir.map { Context.absolute($0, base: cwd) } ?? root + "/.runbook"
-        if let path = options.inventory ?? environment["RUNBOOK_INVENTORY"] {
-            inventoryPath = Context.absolute(path, base: cwd)
-        } else {
-            inventoryPath = root + "/inventory/hosts.yml"
-        }
+        (root, stateDir, inventoryPath) = Context.locations(root: options.root, stateDir: options.stateDir, inventory: options.inventory)
         json = options.json
         forks = options.forks
         verbose = options.verbose > 0
@@ -41,11 +34,27 @@ struct Context {
         }
         out = Terminal(fd: 1, color: colored(1))
         err = Terminal(fd: 2, color: colored(2))
-        let level: Logger.Level = options.verbose >= 2 ? .debug : (options.verbose == 1 ? .info : .warning)
+        logger = Context.logger(verbose: options.verbose)
+    }
+
+    /// The project root, state dir and inventory file that `--root`, `--state-dir` and `-i`
+    /// (or `$RUNBOOK_INVENTORY`) name, made absolute against the current directory.
+    static func locations(root: String?, stateDir: String?, inventory: String?) -> (root: String, stateDir: String, inventoryPath: String) {
+        let cwd = FileManager.default.currentDirectoryPath
+        let root = root.map { absolute($0, base: cwd) } ?? cwd
+        let stateDir = stateDir.map { absolute($0, base: cwd) } ?? root + "/.runbook"
+        let inventoryPath = (inventory ?? ProcessInfo.processInfo.environment["RUNBOOK_INVENTORY"])
+            .map { absolute($0, base: cwd) } ?? root + "/inventory/hosts.yml"
+        return (root, stateDir, inventoryPath)
+    }
+
+    /// The logger for `-v` given `verbose` times (logging is set up on the first call).
+    static func logger(verbose: Int) -> Logger {
+        let level: Logger.Level = verbose >= 2 ? .debug : (verbose == 1 ? .info : .warning)
         LoggingBootstrap.once(level: level)
         var logger = Logger(label: "runbook")
         logger.logLevel = level
-        self.logger = logger
+        return logger
     }
 
     static func absolute(_ path: String, base: String) -> String {

@@ -125,7 +125,7 @@ extension Runbook {
             defer { watch.cancel() }
             let options = ApplyOptions(yes: yes, rollback: !noRollback,
                                        planFile: plan.map { Context.absolute($0, base: FileManager.default.currentDirectoryPath) },
-                                       confirm: confirm, interruption: interruption)
+                                       confirm: confirm, interruption: interruption, headStart: EarlyApply.headStart)
             let outcome = try await context.engine().apply(request, options: options)
             if outcome.runID == nil { context.err.write(context.err.paint("refused: ", .yellow) + outcome.message + "\n") }
             if outcome.exitCode != 0 { throw ExitCode(outcome.exitCode) }

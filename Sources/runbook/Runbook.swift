@@ -27,10 +27,13 @@ struct Runbook: AsyncParsableCommand {
         // (and releases its locks) as it would have.
         signal(SIGPIPE, SIG_IGN)
         // Commands that connect to hosts start the SSH layer's set-up now, on other
-        // threads, while the arguments are parsed and the project is loaded.
+        // threads, while the arguments are parsed and the project is loaded. A plain apply
+        // loads its project and connects meanwhile (`EarlyApply`), which warms up what the
+        // engine's warm-up would; other project commands get the warm-up.
         if CommandLine.arguments.count > 1, connectingCommands.contains(CommandLine.arguments[1]) {
             SSHTransport.warmUp()
-            if projectCommands.contains(CommandLine.arguments[1]) { Engine.warmUp() }
+            EarlyApply.begin(Array(CommandLine.arguments.dropFirst()))
+            if projectCommands.contains(CommandLine.arguments[1]) && EarlyApply.headStart == nil { Engine.warmUp() }
         }
         await execute()
     }

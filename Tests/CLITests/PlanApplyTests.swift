@@ -97,6 +97,26 @@ struct PlanApplyTests {
         #expect(try p.remote("h1", "stat -c %a \(p.remoteDir)/app.conf") == "600\n")
     }
 
+    @Test("a plain apply loads and connects while its arguments are parsed; any other shape is parsed first, to the same effect")
+    func headStart() throws {
+        let p = try RunbookProject(env)
+        defer { p.cleanUp() }
+        try configRunbook(p)
+        let taken = "the project was loaded and the hosts connected while the arguments were parsed"
+        let plain = try p.run(["apply", "config", "-p", "workers=5", "--yes", "-vv"])
+        #expect(plain.status == 0, "\(plain.stdout)\(plain.stderr)")
+        #expect(plain.stderr.contains(taken), "\(plain.stderr)")
+        #expect(try p.remote("h1", "cat \(p.remoteDir)/app.conf").contains("workers = 5"))
+        // --log is not part of the shape recognised early: parsed first, then loaded.
+        let log = p.root + "/apply.log"
+        let logged = try p.run(["apply", "config", "--param=workers=7", "--yes", "-vv", "--log", log])
+        #expect(logged.status == 0, "\(logged.stdout)\(logged.stderr)")
+        let written = try String(contentsOfFile: log, encoding: .utf8)
+        #expect(written.contains("applied: 1 of 1 host changed"), "\(written)")
+        #expect(!written.contains(taken) && !logged.stderr.contains(taken))
+        #expect(try p.remote("h1", "cat \(p.remoteDir)/app.conf").contains("workers = 7"))
+    }
+
     @Test("a file that did not exist is removed again by rollback")
     func failureRemovesNewFile() throws {
         let p = try RunbookProject(env)

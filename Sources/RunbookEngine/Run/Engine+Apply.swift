@@ -17,15 +17,18 @@ public struct ApplyOptions: Sendable {
     /// Set when the operator interrupts (SIGINT, SIGTERM): no further step starts, what ran is
     /// rolled back and the locks are released.
     public var interruption: Interruption?
+    /// The run begun before the arguments were parsed, taken when it is for this request.
+    public var headStart: HeadStart?
 
     /// Creates options.
     public init(yes: Bool, rollback: Bool, planFile: String?, confirm: (@Sendable (Plan) -> Bool)?,
-                interruption: Interruption? = nil) {
+                interruption: Interruption? = nil, headStart: HeadStart? = nil) {
         self.yes = yes
         self.rollback = rollback
         self.planFile = planFile
         self.confirm = confirm
         self.interruption = interruption
+        self.headStart = headStart
     }
 }
 
@@ -170,46 +173,35 @@ extension Engine {
             request = RunRequest(runbook: plan.runbook, params: plan.params.mapValues(\.plainText), limit: plan.hosts.joined(separator: ","))
         }
         guard let request else { throw DiagnosticError(.error("apply needs a runbook name or --plan FILE")) }
-        // An existing journal opens on another thread while the project loads, so that its
-        // work is done before the handshakes start rather than competing with them for the
-        // CPU. A new one is only created once the input is known to be valid.
-        let journalPath = self.journalPath
-        let earlyJournal = FileManager.default.fileExists(atPath: journalPath)
-            ? Task.detached { Result<Journal, any Error> { try Journal(path: journalPath) } } : nil
-        let prepared = try prepare(request)
-        loaded.value = prepared
-        if let saved {
-            // A key on one side only is a change too (a template added or removed).
-            let stale = Set(saved.digests.keys).union(prepared.digests.keys).sorted()
-                .filter { saved.digests[$0] != prepared.digests[$0] }
-                .map { describeDigest($0, runbookFile: prepared.runbook.file) }
-            if !stale.isEmpty {
-                return RunOutcome(runID: nil, exitCode: 3, message: "the plan is stale: \(stale.joined(separator: ", ")) changed since it was made; nothing was applied. Make a new plan.")
+        let launch: Launch
+        let early = await options.headStart?.take(request, settings: settings)
+        if let early, saved == nil {
+            launch = early
+            loaded.value = early.prepared
+        } else {
+            early?.abandon()
+            let journal = openJournalEarly()
+            let prepared = try prepare(request)
+            loaded.value = prepared
+            if let saved {
+                // A key on one side only is a change too (a template added or removed).
+                let stale = Set(saved.digests.keys).union(prepared.digests.keys).sorted()
+                    .filter { saved.digests[$0] != prepared.digests[$0] }
+                    .map { describeDigest($0, runbookFile: prepared.runbook.file) }
+                if !stale.isEmpty {
+                    return RunOutcome(runID: nil, exitCode: 3, message: "the plan is stale: \(stale.joined(separator: ", ")) changed since it was made; nothing was applied. Make a new plan.")
+                }
             }
+            launch = self.launch(prepared, journal: journal)
         }
-        // Connecting changes nothing on a host, so it starts now and its handshakes overlap
-        // the journal and the local lock. Each host's lock is taken as soon as that host is
-        // connected and the local lock is held (`lockInfo` yields the run's info), so with
-        // many hosts the locks go on while the slowest handshakes finish. When the journal or
-        // the local lock refuses, the stream ends without info: no host lock is taken, and the
-        // refusal does not wait for the connections (an unreachable host could take its whole
-        // connect timeout): they are closed in the background as they come up.
-        let (lockInfo, lockInfoContinuation) = AsyncStream<LockInfo>.makeStream()
-        defer { lockInfoContinuation.finish() }
-        let runInfo = Task<LockInfo?, Never> {
-            for await info in lockInfo { return info }
-            return nil
-        }
-        // Every host the run may touch, delegated ones included, is connected and locked before
-        // anything changes.
-        let connecting = Task { await self.connectAndLockAll(prepared.touchedHosts, secrets: prepared.secrets, info: runInfo) }
-        func abandonConnections() {
-            lockInfoContinuation.finish()
-            Task { await Self.closeAll((await connecting.value).compactMapValues { try? $0.connection.get() }) }
-        }
+        let prepared = launch.prepared
+        // When the journal or the local lock refuses, no host lock is taken, and the refusal
+        // does not wait for the connections.
+        defer { launch.lockInfo.finish() }
+        let connecting = launch.connecting
         let journal: Journal
-        do { journal = try await earlyJournal?.value.get() ?? Journal(path: journalPath) } catch {
-            abandonConnections()
+        do { journal = try await launch.journal?.value.get() ?? Journal(path: journalPath) } catch {
+            launch.abandon()
             return RunOutcome(runID: nil, exitCode: 1, message: "cannot open the journal: \(error)")
         }
         _ = try? journal.markInterruptedRuns()
@@ -218,7 +210,7 @@ extension Engine {
             runID = try journal.startRun(RunStart(runbook: prepared.runbook.name, paramsJSON: Self.canonicalJSON(prepared.params),
                                                   hosts: prepared.hosts.map(\.name), planDigest: saved.map { _ in prepared.digests["runbook"] ?? "" }))
         } catch {
-            abandonConnections()
+            launch.abandon()
             return RunOutcome(runID: nil, exitCode: 1, message: "cannot write the journal: \(error)")
         }
         func finish(_ status: RunStatus, _ code: Int32, _ message: String) -> RunOutcome {
@@ -231,11 +223,11 @@ extension Engine {
         do {
             localLock = try LocalLock.acquire(stateDir: settings.stateDir, info: info)
         } catch {
-            abandonConnections()
+            launch.abandon()
             return finish(.refused, 3, "\(error)")
         }
         defer { _ = try? localLock.release() }
-        lockInfoContinuation.yield(info)
+        launch.lockInfo.yield(info)
         let hostResults = await connecting.value
         let connections = hostResults.mapValues(\.connection)
         let transports = connections.compactMapValues { try? $0.get() }
@@ -641,7 +633,7 @@ extension Engine {
         case .putFile(let path, let contents, _, _, _, _, let existed, let before):
             return .restoreFile(path: path, backup: existed ? (backup ?? backupPath(for: path, runID: runID, step: step.index)) : nil,
                                 beforeDigest: before, afterDigest: sha256Hex(contents))
-        case .run(_, let undo):
+        case .run:
             // The undo runs as the step did: through sudo when the step has become.
             if let undo = operation.undoCommand(become: step.become) { return .command(CommandRecord(undo)) }
             switch StepRegistry.undoBehavior(kind: step.kind, arguments: step.arguments) {

@@ -6,7 +6,7 @@ import RunbookCore
 import RunbookSteps
 
 /// What to run: a runbook, its `-p` values, and an optional host limit.
-public struct RunRequest: Sendable {
+public struct RunRequest: Sendable, Equatable {
     /// The runbook's name.
     public var runbook: String
     /// `-p k=v` values as typed.
