@@ -13,6 +13,7 @@ import glob
 import json
 import os
 import platform
+import pwd
 import re
 import resource
 import shutil
@@ -219,6 +220,7 @@ KNOWN_HOSTS = E["BENCH_KNOWN_HOSTS"]          # the first 100 hosts: W1-W6
 KNOWN_HOSTS_ALL = E["BENCH_KNOWN_HOSTS_ALL"]  # every host started: W7
 PORT = int(E["BENCH_PORT"])
 USER = E["BENCH_USER"]
+BENCH_UID = pwd.getpwnam(USER).pw_uid
 NHOSTS = int(E["BENCH_NHOSTS"])
 C_LOOP = E["BENCH_C_LOOP"]
 RUNBOOK = E["BENCH_RUNBOOK"]
@@ -775,10 +777,54 @@ def make_cases(w6_state):
 # ---------------------------------------------------------------------------------- running
 
 
+def bench_sessions():
+    """The hosts' processes serving a tool: sshd's for the bench user and what runs as that user."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{entry}/status") as f:
+                uid = next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
+        except (OSError, StopIteration, ValueError):
+            continue
+        if uid == BENCH_UID or cmdline.startswith(f"sshd: {USER}".encode()):
+            count += 1
+    return count
+
+
+def busy_fraction(window):
+    """The share of all CPUs busy over `window` seconds (/proc/stat)."""
+    def sample():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return sum(values), values[3] + values[4]  # total, idle + iowait
+    total0, idle0 = sample()
+    time.sleep(window)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def settle(limit=5.0):
+    """Waits, at most `limit` seconds, until the run before has ended on the hosts too (no
+    session of the bench user left: sshd and the shells it started take a while to exit after
+    the tool does, most after 20 hosts) and the CPUs have been idle for 100 ms. Without it a
+    run could pay for the teardown of the one before, which varies with which tool ran before."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and bench_sessions() > 0:
+        time.sleep(0.02)
+    while time.monotonic() < deadline and busy_fraction(0.1) > 0.1:
+        pass
+
+
 def run_once(case, tool, inv, label, sample_memory=False):
-    """Runs one invocation, timed from outside: exec to exit, with wait4's ru_maxrss."""
+    """Runs one invocation on a settled machine, timed from outside: exec to exit, with wait4's
+    ru_maxrss."""
     if inv.before:
         inv.before()
+    settle()
     env = dict(E)
     if inv.env:
         env.update(inv.env)
