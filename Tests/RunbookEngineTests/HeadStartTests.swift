@@ -31,6 +31,17 @@ final class OpenCount: Sendable {
         return (engine, log, HeadStart(request, settings: settings), opened)
     }
 
+    /// A runbook `t` on h1 whose one step runs `command`, with an int param `n` when `withParam`.
+    func writeRunbook(_ project: ScriptedProject, command: String, withParam: Bool = false) throws {
+        try project.write("runbooks/t.yml", """
+            hosts: web
+            \(withParam ? "params: { n: { type: int } }" : "")
+            steps:
+              - name: first
+                command: "\(command)"
+            """)
+    }
+
     func waitUntil(_ condition: () -> Bool) async {
         for _ in 0..<1000 where !condition() { try? await Task.sleep(for: .milliseconds(10)) }
     }
@@ -38,25 +49,13 @@ final class OpenCount: Sendable {
     @Test("taken for the same request: apply runs what was loaded before it was called, on the connection already made")
     func takenForTheSameRequest() async throws {
         let project = try ScriptedProject()
-        try project.write("runbooks/t.yml", """
-            hosts: web
-            params: { n: { type: int } }
-            steps:
-              - name: first
-                command: "echo loaded-early {{ params.n }}"
-            """)
+        try writeRunbook(project, command: "echo loaded-early {{ params.n }}", withParam: true)
         let request = RunRequest(runbook: "t", params: ["n": "7"])
         let (engine, log, headStart, opened) = begin(project, request)
         await waitUntil { opened.value == 1 }
         #expect(opened.value == 1)
         // Edited after the head start loaded it: the run is the one that was loaded.
-        try project.write("runbooks/t.yml", """
-            hosts: web
-            params: { n: { type: int } }
-            steps:
-              - name: first
-                command: "echo loaded-late {{ params.n }}"
-            """)
+        try writeRunbook(project, command: "echo loaded-late {{ params.n }}", withParam: true)
         let outcome = try await engine.apply(request, options: ApplyOptions(yes: true, rollback: true, planFile: nil, confirm: nil,
                                                                             headStart: headStart))
         #expect(outcome.exitCode == 0, "\(outcome.message)")
@@ -70,13 +69,7 @@ final class OpenCount: Sendable {
     @Test("not taken for another request: apply loads and connects itself, and the head start took no lock")
     func notTakenForAnotherRequest() async throws {
         let project = try ScriptedProject()
-        try project.write("runbooks/t.yml", """
-            hosts: web
-            params: { n: { type: int } }
-            steps:
-              - name: first
-                command: "echo n={{ params.n }}"
-            """)
+        try writeRunbook(project, command: "echo n={{ params.n }}", withParam: true)
         let (engine, log, headStart, opened) = begin(project, RunRequest(runbook: "t", params: ["n": "1"]))
         await waitUntil { opened.value == 1 }
         let outcome = try await engine.apply(RunRequest(runbook: "t", params: ["n": "2"]),
@@ -91,12 +84,7 @@ final class OpenCount: Sendable {
     @Test("not taken with other settings (another state dir)")
     func notTakenWithOtherSettings() async throws {
         let project = try ScriptedProject()
-        try project.write("runbooks/t.yml", """
-            hosts: web
-            steps:
-              - name: first
-                command: "echo one"
-            """)
+        try writeRunbook(project, command: "echo one")
         let request = RunRequest(runbook: "t")
         let (engine, _, _, _) = begin(project, request)
         var other = engine.settings
@@ -110,12 +98,7 @@ final class OpenCount: Sendable {
     @Test("invalid input: no host is contacted, and apply reports the error itself")
     func invalidInputConnectsNothing() async throws {
         let project = try ScriptedProject()
-        try project.write("runbooks/t.yml", """
-            hosts: web
-            steps:
-              - name: first
-                command: "echo {{ params.missing }}"
-            """)
+        try writeRunbook(project, command: "echo {{ params.missing }}")
         let request = RunRequest(runbook: "t")
         let (engine, _, headStart, opened) = begin(project, request)
         await #expect(throws: DiagnosticError.self) {
