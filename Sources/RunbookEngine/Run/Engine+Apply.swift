@@ -195,8 +195,9 @@ extension Engine {
             launch = self.launch(prepared, journal: journal)
         }
         let prepared = launch.prepared
-        // When the journal or the local lock refuses, no host lock is taken, and the refusal
-        // does not wait for the connections.
+        // The run's info is yielded below, once the local lock is held. On any return before
+        // that the stream ends without it and no host lock is taken; a refusal also abandons
+        // the connections (closed in the background, so it does not wait for them).
         defer { launch.lockInfo.finish() }
         let connecting = launch.connecting
         let journal: Journal
